@@ -1,0 +1,34 @@
+"""Nalar SDK: plain-Python agents and workflows whose calls become futures on NATS JetStream."""
+
+from nalar import llm
+from nalar.context import current_run_id, current_session_id
+from nalar.future import Future
+from nalar.registry import agent, workflow
+from nalar.stub import Stub, stub
+from nalar_common.errors import (
+    AgentError,
+    DependencyFailed,
+    NalarError,
+    NoInstance,
+    RetryableError,
+    TerminalError,
+    Timeout,
+)
+
+__all__ = [
+    "AgentError",
+    "DependencyFailed",
+    "Future",
+    "NalarError",
+    "NoInstance",
+    "RetryableError",
+    "Stub",
+    "TerminalError",
+    "Timeout",
+    "agent",
+    "current_run_id",
+    "current_session_id",
+    "llm",
+    "stub",
+    "workflow",
+]

@@ -1,0 +1,74 @@
+"""The call context: which run, session and future the running code belongs to.
+
+Held in a ContextVar, so it is right under asyncio (each task copies it) and in the worker
+threads the runtime starts (they run inside a copy of the caller's context). Code that starts
+its own threads passes the context on with `contextvars.copy_context().run`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from nalar_common.errors import NalarError
+
+if TYPE_CHECKING:
+    from nalar.runtime import Runtime
+
+
+class NoRunContext(NalarError):
+    code = "no_run_context"
+
+
+@dataclass
+class CallContext:
+    runtime: Runtime
+    run: str
+    session: str
+    future: str
+    priority: int = 0
+    attempt: int = 1
+    deadline: float | None = None
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_future_id(self) -> str:
+        """Deterministic: the n-th call of future `3` is `3_n`; the driver (`0`) makes `n`."""
+        with self._lock:
+            n = next(self._seq)
+        return str(n) if self.future == "0" else f"{self.future}_{n}"
+
+
+_current: ContextVar[CallContext | None] = ContextVar("nalar_call_context", default=None)
+
+
+def current() -> CallContext:
+    ctx = _current.get()
+    if ctx is None:
+        raise NoRunContext("no run context: call stubs inside a workflow or an agent method")
+    return ctx
+
+
+def current_or_none() -> CallContext | None:
+    return _current.get()
+
+
+def current_run_id() -> str | None:
+    ctx = _current.get()
+    return ctx.run if ctx else None
+
+
+def current_session_id() -> str | None:
+    ctx = _current.get()
+    return ctx.session if ctx else None
+
+
+def enter(ctx: CallContext) -> object:
+    return _current.set(ctx)
+
+
+def leave(token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]

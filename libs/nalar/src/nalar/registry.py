@@ -1,0 +1,112 @@
+"""`@nalar.agent` and `@nalar.workflow`: they annotate plain classes and functions, nothing more.
+
+No global registry: `nalar.app.load_app` finds the annotated objects in an app's modules.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+AGENT_ATTR = "__nalar_agent__"
+WORKFLOW_ATTR = "__nalar_workflow__"
+
+C = TypeVar("C", bound=type)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    is_async: bool
+    signature: inspect.Signature
+    doc: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    cls: type
+    concurrency: int = 1
+    stateful: bool = False
+    min_instances: int = 1
+    max_instances: int | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    methods: dict[str, MethodSpec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    signature: inspect.Signature
+    doc: str | None = None
+
+
+def _methods(cls: type) -> dict[str, MethodSpec]:
+    out: dict[str, MethodSpec] = {}
+    for name, fn in inspect.getmembers(cls, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        out[name] = MethodSpec(name, inspect.iscoroutinefunction(fn), inspect.signature(fn),
+                               inspect.getdoc(fn))
+    return out
+
+
+@overload
+def agent(cls: C, /) -> C: ...
+@overload
+def agent(*, name: str | None = None, concurrency: int = 1, stateful: bool = False,
+          min_instances: int = 1, max_instances: int | None = None,
+          resources: dict[str, float] | None = None) -> Callable[[C], C]: ...
+
+
+def agent(cls: Any = None, /, *, name: str | None = None, concurrency: int = 1,
+          stateful: bool = False, min_instances: int = 1, max_instances: int | None = None,
+          resources: dict[str, float] | None = None) -> Any:
+    """Mark a class as an agent. `concurrency` is calls in flight per instance (default 1, so
+    mutable attributes are safe unless the author opts in)."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+
+    def wrap(c: C) -> C:
+        spec = AgentSpec(name=name or c.__name__, cls=c, concurrency=concurrency,
+                         stateful=stateful, min_instances=min_instances,
+                         max_instances=max_instances, resources=dict(resources or {}),
+                         methods=_methods(c))
+        setattr(c, AGENT_ATTR, spec)
+        return c
+
+    return wrap(cls) if cls is not None else wrap
+
+
+@overload
+def workflow(fn: F, /) -> F: ...
+@overload
+def workflow(*, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Mark a function (sync or async) as a workflow; its parameters are the run's input."""
+
+    def wrap(f: F) -> F:
+        spec = WorkflowSpec(name=name or f.__name__, fn=f,
+                            is_async=inspect.iscoroutinefunction(f),
+                            signature=inspect.signature(f), doc=inspect.getdoc(f))
+        setattr(f, WORKFLOW_ATTR, spec)
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def agent_spec(obj: Any) -> AgentSpec | None:
+    spec = obj.__dict__.get(AGENT_ATTR) if isinstance(obj, type) else None
+    return spec if isinstance(spec, AgentSpec) else None
+
+
+def workflow_spec(obj: Any) -> WorkflowSpec | None:
+    spec = getattr(obj, WORKFLOW_ATTR, None)
+    return spec if isinstance(spec, WorkflowSpec) else None

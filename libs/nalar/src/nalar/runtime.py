@@ -1,0 +1,160 @@
+"""The runtime behind stubs: turns a call into a future on JetStream and resolves it.
+
+One per process (gateway, agent host). `submit` is thread-safe and returns at once: the id,
+arguments and dependencies are fixed in the caller's thread (deterministic ids), and the
+publish runs on the event loop, subscribing to the result subject *before* the call is
+published so that no result can be missed without a backstop read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any
+
+from nalar.context import CallContext
+from nalar.future import Future
+from nalar_common.bus import Bus
+from nalar_common.calls import CallSpec, encode_result
+from nalar_common.cluster import ClusterView
+from nalar_common.envelope import FutureRef, pack
+from nalar_common.errors import InvalidInput, NalarError, NoInstance, Unavailable
+from nalar_common.futures import FutureResult, FutureWaiter
+from nalar_common.journal import Event, record
+from nalar_common.logging import get_logger
+from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
+
+log = get_logger(__name__)
+
+
+class Runtime:
+    def __init__(self, bus: Bus, *, view: ClusterView | None = None,
+                 waiter: FutureWaiter | None = None, engine: Any = None) -> None:
+        self.bus = bus
+        self.view = view or ClusterView(bus)
+        self.waiter = waiter or FutureWaiter(bus)
+        self.engine = engine
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[Coroutine[Any, Any, None]] = asyncio.Queue()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "Runtime.run() has not started"
+        return self._loop
+
+    async def run(self) -> None:
+        """Own the publishing tasks and the cluster view until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.view.run())
+            while True:
+                coro = await self._queue.get()
+                tg.create_task(coro)
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        while self._loop is None:
+            await asyncio.sleep(0)
+        await self.view.wait_ready(timeout)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._queue.put_nowait(coro)
+        else:
+            self.loop.call_soon_threadsafe(self._queue.put_nowait, coro)
+
+    # -- calls -------------------------------------------------------------------
+    def submit(self, ctx: CallContext, agent: str, method: str, args: Sequence[Any],
+               kwargs: Mapping[str, Any], *, priority: int | None = None) -> Future[Any]:
+        """Create the future for `agent.method(*args, **kwargs)` in the run of `ctx`."""
+        fid = ctx.next_future_id()
+        deps: dict[str, None] = {}
+        wire_args = _to_wire(list(args), ctx.run, deps)
+        wire_kwargs = _to_wire(dict(kwargs), ctx.run, deps)
+        spec = CallSpec(run=ctx.run, future=fid, session=ctx.session, agent=agent, method=method,
+                        args=wire_args, kwargs=wire_kwargs, deps=tuple(deps), parent=ctx.future,
+                        priority=ctx.priority if priority is None else priority,
+                        attempt=1, deadline=ctx.deadline, created_at=time.time())
+        payload = _encode_call(spec)
+        fut: Future[Any] = Future(ctx.run, fid, agent, method, self.loop)
+        self._spawn(self._publish(fut, spec, payload, check_stored=ctx.attempt > 1))
+        return fut
+
+    async def submit_root(self, *, run: str, session: str, workflow: str,
+                          input: dict[str, Any], priority: int = 0,
+                          deadline: float | None = None) -> Future[Any]:
+        """The driver call of a new run (future `0`); raises NoInstance when nothing can run it."""
+        spec = CallSpec(run=run, future=ROOT_FUTURE, session=session, agent=DRIVER_AGENT,
+                        method=workflow, kwargs=input, priority=priority, deadline=deadline,
+                        created_at=time.time())
+        node = self.view.choose_node(DRIVER_AGENT, session)
+        if node is None:
+            raise NoInstance("no agent host is running: cannot start a workflow driver")
+        fut: Future[Any] = Future(run, ROOT_FUTURE, DRIVER_AGENT, workflow, self.loop)
+        await self._publish(fut, spec, _encode_call(spec), check_stored=False, node=node,
+                            raise_errors=True)
+        return fut
+
+    def watch(self, run: str, future: str) -> Future[Any]:
+        """A `Future` for an existing future id (e.g. a run's result), from any process."""
+        fut: Future[Any] = Future(run, future, "", "", self.loop)
+        self._spawn(self.waiter.watch(run, future, fut._resolve, check_stored=True))
+        return fut
+
+    async def _publish(self, fut: Future[Any], spec: CallSpec, payload: bytes, *,
+                       check_stored: bool, node: str | None = None,
+                       raise_errors: bool = False) -> None:
+        try:
+            await self.waiter.watch(spec.run, spec.future, fut._resolve, check_stored=check_stored)
+            if fut.available():
+                return  # resolved already (a re-executed driver finds its earlier results)
+            node = node or self.view.choose_node(spec.agent, spec.session)
+            if node is None:
+                raise NoInstance(f"no instance of agent {spec.agent!r} is running",
+                                 details={"agent": spec.agent})
+            headers = spec.headers(self.view.snapshot.revision if self.view.snapshot else None)
+            await record(self.bus, spec.run, Event.FUTURE_CREATED, {
+                "future": spec.future, "agent": spec.agent, "method": spec.method,
+                "deps": list(spec.deps), "parent": spec.parent, "session": spec.session,
+                "node": node, "created_at": spec.created_at})
+            await self.bus.js.publish(self.bus.names.call(node, spec.agent), payload,
+                                      headers=headers)
+        except Exception as exc:
+            if raise_errors:
+                raise
+            err = exc if isinstance(exc, NalarError) else Unavailable(
+                f"could not publish call: {exc}", details={"type": type(exc).__name__})
+            log.warning("future.publish_failed", run_id=spec.run, future_id=spec.future,
+                        error=str(exc))
+            status, data = encode_result(error=err)
+            fut._resolve(FutureResult(spec.run, spec.future, data, {"Nalar-Status": status}))
+
+
+def _encode_call(spec: CallSpec) -> bytes:
+    try:
+        return spec.encode()
+    except TypeError as exc:
+        raise InvalidInput(f"argument of {spec.agent}.{spec.method} cannot be sent: {exc}",
+                           details={"agent": spec.agent, "method": spec.method}) from exc
+
+
+def _to_wire(value: Any, run: str, deps: dict[str, None]) -> Any:
+    """Replace futures (also nested in lists, tuples and dicts) by refs; collect dependencies."""
+    if isinstance(value, Future):
+        if value.run != run:
+            raise InvalidInput(f"future {value.future} belongs to run {value.run}, not {run}")
+        deps[value.future] = None
+        return FutureRef(value.run, value.future)
+    if isinstance(value, list | tuple):
+        return [_to_wire(v, run, deps) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_wire(v, run, deps) for k, v in value.items()}
+    return value
+
+
+__all__ = ["Runtime", "pack"]

@@ -1,0 +1,218 @@
+"""NATS helpers: connect, idempotent stream and bucket bootstrap, direct gets, drain on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from nalar_common.logging import get_logger
+from nalar_common.settings import NatsSettings
+from nalar_common.subjects import Names
+
+log = get_logger(__name__)
+
+MAX_CONSUMERS = 20_000
+
+
+@dataclass(slots=True)
+class StoredMsg:
+    """A message read back from a stream (direct get)."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    seq: int
+    timestamp: str | None = None
+
+
+class Bus:
+    """One NATS connection with its JetStream context and the names it uses."""
+
+    def __init__(self, nc: NATS, names: Names, settings: NatsSettings) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.names = names
+        self.settings = settings
+        self._reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def on_reconnect(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run `hook` after every reconnect (core subscriptions missed messages meanwhile)."""
+        self._reconnect_hooks.append(hook)
+
+    async def _reconnected(self) -> None:
+        log.info("nats.reconnected", url=self.nc.connected_url and self.nc.connected_url.netloc)
+        for hook in self._reconnect_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("nats.reconnect_hook_failed")
+
+    async def close(self) -> None:
+        """Drain (flush pending publishes, end subscriptions) then close; idempotent."""
+        if self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout=5)
+        except Exception:
+            await self.nc.close()
+
+    # -- bootstrap -----------------------------------------------------------
+    async def ensure_topology(self) -> None:
+        """Create or update every stream and bucket Nalar uses; safe to call from every process."""
+        n, s = self.names, self.settings
+        await self._ensure_stream(StreamConfig(
+            name=n.calls_stream, subjects=[n.all_calls], retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE, duplicate_window=120, max_consumers=MAX_CONSUMERS,
+            allow_direct=True))
+        await self._ensure_stream(StreamConfig(
+            name=n.futures_stream, subjects=[n.all_futures], retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE, max_msgs_per_subject=1, allow_direct=True,
+            duplicate_window=120, max_age=s.futures_max_age_s, max_consumers=MAX_CONSUMERS,
+            discard=DiscardPolicy.OLD))
+        await self._ensure_stream(StreamConfig(
+            name=n.runs_stream, subjects=[n.all_run_events], retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE, allow_direct=True, duplicate_window=120,
+            max_age=s.runs_max_age_s, max_consumers=MAX_CONSUMERS))
+        await self.kv(n.policy_bucket, history=10)
+        await self.kv(n.instances_bucket, history=1, ttl=s.instance_ttl_s)
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError as exc:
+            if exc.err_code != 10058:  # exists with another configuration
+                raise
+            await self.js.update_stream(config)
+
+    async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
+        """Open a bucket, creating it if missing (open first: see tech.md A.6 pitfall 1)."""
+        try:
+            return await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            pass
+        try:
+            return await self.js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=history, ttl=ttl,
+                               storage=StorageType.FILE))
+        except BadRequestError:
+            return await self.js.key_value(bucket)  # a concurrent creator won
+
+    # -- reads ---------------------------------------------------------------
+    async def direct_get_last(self, stream: str, subject: str,
+                              timeout: float = 2.0) -> StoredMsg | None:
+        """Last message on `subject`, or None; one request, no consumer."""
+        msg = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"",
+                                    timeout=timeout)
+        return _stored(msg)
+
+    async def multi_last(self, stream: str, subjects: Iterable[str],
+                         timeout: float = 2.0) -> dict[str, StoredMsg]:
+        """Batch direct get of the last message per subject (wildcards allowed), server 2.11+."""
+        subjects = list(subjects)
+        if not subjects:
+            return {}
+        inbox = self.nc.new_inbox()
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def collect(msg: Msg) -> None:
+            queue.put_nowait(msg)
+
+        sub = await self.nc.subscribe(inbox, cb=collect)
+        found: dict[str, StoredMsg] = {}
+        try:
+            await self.nc.publish(
+                f"$JS.API.DIRECT.GET.{stream}",
+                json.dumps({"multi_last": subjects, "batch": 100_000}).encode(), reply=inbox)
+            async with asyncio.timeout(timeout):
+                while True:
+                    msg = await queue.get()
+                    stored = _stored(msg)
+                    if stored is None:
+                        break
+                    found[stored.subject] = stored
+        finally:
+            await sub.unsubscribe()
+        return found
+
+    async def read_all(self, stream: str, subject: str, timeout: float = 5.0) -> list[StoredMsg]:
+        """Every message stored on `subject` (wildcards allowed), oldest first."""
+        out: list[StoredMsg] = []
+        async for m in self.iter_stream(stream, subject, follow=False, timeout=timeout):
+            out.append(m)
+        return out
+
+    async def iter_stream(self, stream: str, subject: str, *, follow: bool,
+                          timeout: float = 5.0) -> Any:
+        """Yield stored messages on `subject` with an ordered consumer; with `follow`, keep going."""
+        info = await self.js.stream_info(stream, subjects_filter=subject)
+        if not follow and not info.state.subjects:
+            return
+        sub = await self.js.subscribe(subject, stream=stream, ordered_consumer=True,
+                                      inactive_threshold=timeout)
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=None if follow else timeout)
+                except TimeoutError:
+                    return
+                meta = msg.metadata
+                yield StoredMsg(subject=msg.subject, data=msg.data, headers=dict(msg.headers or {}),
+                                seq=meta.sequence.stream, timestamp=str(meta.timestamp))
+                if not follow and meta.num_pending == 0:
+                    return
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+
+
+def _stored(msg: Msg) -> StoredMsg | None:
+    headers = dict(msg.headers or {})
+    if headers.get("Status") or "Nats-Subject" not in headers:
+        return None  # 404 not found, 204 end of batch, 408 and friends
+    return StoredMsg(subject=headers["Nats-Subject"], data=msg.data, headers=headers,
+                     seq=int(headers.get("Nats-Sequence", "0")),
+                     timestamp=headers.get("Nats-Time-Stamp"))
+
+
+async def connect(settings: NatsSettings, names: Names, *, name: str) -> Bus:
+    """Connect with endless reconnects; callers close with `Bus.close()` (drain)."""
+    holder: list[Bus] = []
+
+    async def reconnected() -> None:
+        if holder:
+            await holder[0]._reconnected()
+
+    async def error_cb(exc: Exception) -> None:
+        log.warning("nats.error", error=str(exc))
+
+    kwargs: dict[str, Any] = {}
+    if settings.user:
+        kwargs.update(user=settings.user, password=settings.password)
+    nc = await nats.connect(
+        servers=[settings.url], name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+        reconnected_cb=reconnected, error_cb=error_cb, connect_timeout=5, **kwargs)
+    bus = Bus(nc, names, settings)
+    holder.append(bus)
+    return bus
+
+
+__all__ = ["Bus", "NotFoundError", "StoredMsg", "connect"]

@@ -1,0 +1,135 @@
+"""Call and result messages: how a future is asked for (NALAR_CALLS) and resolved (NALAR_FUTURES)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from nats.js.errors import BadRequestError
+
+from nalar_common.bus import Bus
+from nalar_common.envelope import Envelope
+from nalar_common.errors import AgentError, MalformedMessage, NalarError
+from nalar_common.logging import get_logger
+from nalar_common.subjects import Headers as H
+
+log = get_logger(__name__)
+
+WRONG_LAST_SEQUENCE = 10071
+
+
+@dataclass(frozen=True, slots=True)
+class CallSpec:
+    """Everything needed to run one future; `args`/`kwargs` hold `FutureRef`s for dependencies."""
+
+    run: str
+    future: str
+    session: str
+    agent: str
+    method: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    deps: tuple[str, ...] = ()
+    parent: str = ""
+    priority: int = 0
+    attempt: int = 1
+    hop: int = 0
+    deadline: float | None = None
+    created_at: float = 0.0
+    node: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.run}.{self.future}"
+
+    def headers(self, policy_rev: int | None = None) -> dict[str, str]:
+        h = {
+            H.FUTURE: self.future, H.RUN: self.run, H.SESSION: self.session,
+            H.DEPS: ",".join(self.deps), H.PARENT: self.parent, H.AGENT: self.agent,
+            H.METHOD: self.method, H.PRIORITY: str(self.priority), H.ATTEMPT: str(self.attempt),
+            # a republished call (migration, retry) needs a new id: JetStream drops repeats
+            H.MSG_ID: f"{self.key}.c{self.hop}.a{self.attempt}",
+        }
+        if policy_rev is not None:
+            h[H.POLICY_REV] = str(policy_rev)
+        if self.deadline is not None:
+            h[H.DEADLINE] = f"{self.deadline:.3f}"
+        return h
+
+    def encode(self) -> bytes:
+        return Envelope("call", {
+            "run": self.run, "future": self.future, "session": self.session,
+            "agent": self.agent, "method": self.method, "args": self.args,
+            "kwargs": self.kwargs, "deps": list(self.deps), "parent": self.parent,
+            "priority": self.priority, "attempt": self.attempt, "hop": self.hop,
+            "deadline": self.deadline, "created_at": self.created_at, "node": self.node,
+        }).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> CallSpec:
+        b = Envelope.decode(data, expect="call").body
+        try:
+            return cls(
+                run=str(b["run"]), future=str(b["future"]), session=str(b["session"]),
+                agent=str(b["agent"]), method=str(b["method"]), args=list(b.get("args") or []),
+                kwargs=dict(b.get("kwargs") or {}), deps=tuple(b.get("deps") or ()),
+                parent=str(b.get("parent") or ""), priority=int(b.get("priority") or 0),
+                attempt=int(b.get("attempt") or 1), hop=int(b.get("hop") or 0),
+                deadline=b.get("deadline"), created_at=float(b.get("created_at") or 0.0),
+                node=str(b.get("node") or ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedMessage(f"call envelope is incomplete: {exc}") from exc
+
+    def moved(self, node: str) -> CallSpec:
+        return replace(self, node=node, hop=self.hop + 1)
+
+
+def result_headers(call_headers: dict[str, str], *, status: str, executor: str) -> dict[str, str]:
+    """Result headers: the call's `Nalar-*` headers plus status, executor and write-once guards."""
+    h = {k: v for k, v in call_headers.items() if k.startswith("Nalar-")}
+    h[H.STATUS] = status
+    h[H.EXECUTOR] = executor
+    h[H.MSG_ID] = f"{h.get(H.RUN, '')}.{h.get(H.FUTURE, '')}"
+    h[H.EXPECTED_LAST_SUBJECT_SEQ] = "0"
+    return h
+
+
+def encode_result(*, value: Any = None, error: NalarError | None = None,
+                  timings: dict[str, float] | None = None, executor: str = "") -> tuple[str, bytes]:
+    """(status, payload); a value that cannot be serialised becomes an error result."""
+    body: dict[str, Any] = {"executor": executor, "timings": timings or {}}
+    if error is None:
+        try:
+            return "ok", Envelope("result", {**body, "status": "ok", "value": value}).encode()
+        except (TypeError, ValueError, OverflowError) as exc:
+            error = AgentError(f"result cannot be serialised: {exc}",
+                               details={"type": type(value).__name__})
+    return "error", Envelope("result", {**body, "status": "error",
+                                         "error": error.to_wire()}).encode()
+
+
+async def publish_result(bus: Bus, call_headers: dict[str, str], *, value: Any = None,
+                         error: NalarError | None = None, executor: str,
+                         timings: dict[str, float] | None = None) -> bool:
+    """Resolve a future once; False when it was already resolved (a superseded attempt)."""
+    status, payload = encode_result(value=value, error=error, timings=timings, executor=executor)
+    if len(payload) > bus.nc.max_payload - 4096:
+        status, payload = encode_result(
+            error=AgentError(f"result of {len(payload)} bytes exceeds the message limit",
+                             details={"limit": bus.nc.max_payload}),
+            timings=timings, executor=executor)
+    run, fut = call_headers.get(H.RUN, ""), call_headers.get(H.FUTURE, "")
+    try:
+        await bus.js.publish(bus.names.future(run, fut), payload,
+                             headers=result_headers(call_headers, status=status, executor=executor))
+    except BadRequestError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            log.info("future.duplicate_dropped", run_id=run, future_id=fut)
+            return False
+        raise
+    return True
+
+
+def now() -> float:
+    return time.time()

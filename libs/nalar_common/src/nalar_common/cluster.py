@@ -1,0 +1,188 @@
+"""The cluster as every process sees it: live agent instances (KV `nalar_instances`) and the
+current policy snapshot (KV `nalar_policy`), each kept current by one KV watcher per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nats.js.kv import KeyValue
+
+from nalar_common.bus import Bus
+from nalar_common.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    """One agent instance, refreshed by its host's heartbeat (key = `instance`)."""
+
+    instance: str
+    host: str
+    node: str
+    agent: str
+    concurrency: int
+    pid: int = 0
+    started_at: float = 0.0
+    ts: float = 0.0
+    inflight: int = 0
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> InstanceInfo:
+        return cls(**{k: v for k, v in json.loads(data).items()
+                      if k in cls.__dataclass_fields__})
+
+
+@dataclass(slots=True)
+class PolicySnapshot:
+    """What the global controller decided; local controllers and stubs apply it at once.
+
+    `routes[agent][node]` are routing weights between nodes; `instance_weights[agent][instance]`
+    between instances; `sessions[session][agent]` pins a session's calls to an instance;
+    `priorities[session]` raises a session's queue priority.
+    """
+
+    generated_at: float = 0.0
+    controller: str = ""
+    policies: list[str] = field(default_factory=list)
+    routes: dict[str, dict[str, float]] = field(default_factory=dict)
+    instance_weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    sessions: dict[str, dict[str, str]] = field(default_factory=dict)
+    priorities: dict[str, int] = field(default_factory=dict)
+    revision: int = 0
+
+    def encode(self) -> bytes:
+        d = asdict(self)
+        d.pop("revision")
+        return json.dumps(d, sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, data: bytes, revision: int = 0) -> PolicySnapshot:
+        raw = json.loads(data)
+        snap = cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+        snap.revision = revision
+        return snap
+
+    def same_decisions(self, other: PolicySnapshot | None) -> bool:
+        return other is not None and (self.routes, self.instance_weights, self.sessions,
+                                      self.priorities) == (other.routes, other.instance_weights,
+                                                           other.sessions, other.priorities)
+
+
+class ClusterView:
+    """Local, eventually consistent copy of instances and policy; never on a network path."""
+
+    def __init__(self, bus: Bus, *, instance_ttl_s: float | None = None) -> None:
+        self._bus = bus
+        self._ttl = instance_ttl_s or bus.settings.instance_ttl_s
+        self.instances: dict[str, InstanceInfo] = {}
+        self.snapshot: PolicySnapshot | None = None
+        self._ready = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._rng = random.Random()
+
+    async def run(self) -> None:
+        """Watch both buckets until cancelled."""
+        names = self._bus.names
+        pol = await self._bus.kv(names.policy_bucket, history=10)
+        inst = await self._bus.kv(names.instances_bucket, history=1, ttl=self._ttl)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._watch(pol, self._on_policy, "policy"))
+            tg.create_task(self._watch(inst, self._on_instance, "instances"))
+
+    async def _watch(self, kv: KeyValue, apply: Any, what: str) -> None:
+        watcher = await kv.watchall()
+        initial_done = False
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    initial_done = True
+                elif entry.operation in ("DEL", "PURGE") or not entry.value:
+                    apply(entry.key, None, entry.revision)
+                else:
+                    try:
+                        apply(entry.key, entry.value, entry.revision)
+                    except Exception:
+                        log.warning("cluster.bad_entry", bucket=what, key=entry.key)
+                if initial_done:
+                    self._mark_ready(what)
+                self._changed.set()
+        finally:
+            await watcher.stop()
+
+    _seen_initial: set[str] | None = None
+
+    def _mark_ready(self, what: str) -> None:
+        if self._seen_initial is None:
+            self._seen_initial = set()
+        self._seen_initial.add(what)
+        if len(self._seen_initial) == 2:
+            self._ready.set()
+
+    def _on_policy(self, key: str, value: bytes | None, revision: int) -> None:
+        if key == self._bus.names.POLICY_KEY and value:
+            self.snapshot = PolicySnapshot.decode(value, revision)
+
+    def _on_instance(self, key: str, value: bytes | None, revision: int) -> None:
+        if value is None:
+            self.instances.pop(key, None)
+        else:
+            self.instances[key] = InstanceInfo.decode(value)
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
+    async def wait_changed(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    # -- queries ---------------------------------------------------------------
+    def live(self, now: float | None = None) -> list[InstanceInfo]:
+        """Instances whose heartbeat is fresh (expired KV entries leave no delete marker)."""
+        cutoff = (now or time.time()) - self._ttl
+        return [i for i in self.instances.values() if i.ts >= cutoff]
+
+    def live_instances(self, agent: str, node: str | None = None) -> list[InstanceInfo]:
+        return [i for i in self.live() if i.agent == agent and (node is None or i.node == node)]
+
+    def nodes(self) -> set[str]:
+        return {i.node for i in self.live()}
+
+    def choose_node(self, agent: str, session: str = "") -> str | None:
+        """Node for a new call: session pin, then policy weights, then any node with capacity."""
+        live = self.live_instances(agent)
+        nodes_with = {i.node for i in live}
+        snap = self.snapshot
+        if snap is not None:
+            pinned = snap.sessions.get(session, {}).get(agent) if session else None
+            if pinned:
+                pinned_node = next((i.node for i in live if i.instance == pinned), None)
+                if pinned_node:
+                    return pinned_node
+            weights = {n: w for n, w in snap.routes.get(agent, {}).items()
+                       if n in nodes_with and w > 0}
+            if weights:
+                return self._weighted(weights)
+        if nodes_with:
+            capacity: dict[str, float] = {}
+            for i in live:
+                capacity[i.node] = capacity.get(i.node, 0.0) + i.concurrency
+            return self._weighted(capacity)
+        nodes = self.nodes()
+        return self._rng.choice(sorted(nodes)) if nodes else None
+
+    def _weighted(self, weights: dict[str, float]) -> str:
+        if len(weights) == 1:
+            return next(iter(weights))
+        keys = list(weights)
+        return self._rng.choices(keys, weights=[weights[k] for k in keys])[0]

@@ -1,0 +1,117 @@
+"""The one versioned msgpack envelope that every Nalar payload travels in.
+
+`Envelope(kind, body)` is frozen; new body fields are only ever added with defaults, and a
+reader rejects an envelope from a newer major version with `MalformedMessage`. Futures inside
+arguments travel as `FutureRef` (a msgpack extension type), never as look-alike strings, so any
+value (``""``, ``None``, ``0``, a 32-hex string) round-trips unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from nalar_common.errors import MalformedMessage
+
+VERSION = 1
+_EXT_FUTURE_REF = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FutureRef:
+    """A reference to a future of some run, as it travels inside call arguments."""
+
+    run: str
+    future: str
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, FutureRef):
+        return msgpack.ExtType(_EXT_FUTURE_REF, msgpack.packb([obj.run, obj.future]))
+    if isinstance(obj, set | frozenset):
+        return list(obj)
+    if isinstance(obj, _dt.datetime | _dt.date):
+        return obj.isoformat()
+    model_dump = getattr(obj, "model_dump", None)
+    if callable(model_dump):
+        return model_dump(mode="python")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"value of type {type(obj).__name__} cannot be sent over the wire")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_FUTURE_REF:
+        run, fut = msgpack.unpackb(data)
+        return FutureRef(run, fut)
+    return msgpack.ExtType(code, data)
+
+
+def pack(value: Any) -> bytes:
+    """msgpack with Nalar's extension types; raises `TypeError` on unserialisable values."""
+    return msgpack.packb(value, default=_default, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """`kind` names the payload (call, result, dispatch, event, telemetry, ...)."""
+
+    kind: str
+    body: dict[str, Any] = field(default_factory=dict)
+    v: int = VERSION
+
+    def encode(self) -> bytes:
+        return pack({"v": self.v, "k": self.kind, "b": self.body})
+
+    @classmethod
+    def decode(cls, data: bytes, *, expect: str | None = None) -> Envelope:
+        try:
+            raw = unpack(data)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise MalformedMessage(f"not a msgpack envelope: {exc}") from exc
+        if not isinstance(raw, dict) or "k" not in raw or "v" not in raw:
+            raise MalformedMessage("envelope lacks its version or kind")
+        v, kind, body = raw["v"], raw["k"], raw.get("b", {})
+        if not isinstance(v, int) or v > VERSION:
+            raise MalformedMessage(f"envelope version {v!r} is newer than {VERSION}")
+        if not isinstance(kind, str) or not isinstance(body, dict):
+            raise MalformedMessage("envelope kind or body has the wrong type")
+        if expect is not None and kind != expect:
+            raise MalformedMessage(f"expected a {expect!r} envelope, got {kind!r}")
+        return cls(kind=kind, body=body, v=v)
+
+
+def walk_refs(value: Any) -> list[FutureRef]:
+    """Future references nested anywhere in lists, tuples and dict values."""
+    found: list[FutureRef] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, FutureRef):
+            found.append(item)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return found
+
+
+def substitute_refs(value: Any, values: dict[FutureRef, Any]) -> Any:
+    """Replace every `FutureRef` (nested in lists and dicts) by its resolved value."""
+    if isinstance(value, FutureRef):
+        return values[value]
+    if isinstance(value, list):
+        return [substitute_refs(v, values) for v in value]
+    if isinstance(value, tuple):
+        return tuple(substitute_refs(v, values) for v in value)
+    if isinstance(value, dict):
+        return {k: substitute_refs(v, values) for k, v in value.items()}
+    return value

@@ -1,0 +1,76 @@
+"""Service process lifecycle shared by every `python -m nalar_<name>` entry point.
+
+Settings → logging → connect → run until SIGTERM/SIGINT; then stop intake, give in-flight
+work a grace period, cancel, drain the NATS connection. Shutdown is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from nalar_common.bus import Bus, connect
+from nalar_common.logging import configure_logging, get_logger
+from nalar_common.settings import LogSettings, NatsSettings
+from nalar_common.subjects import Names
+
+log = get_logger(__name__)
+
+
+class Shutdown(Exception):
+    """Raised inside a service's TaskGroup once intake has stopped, to cancel its loops."""
+
+
+class Service(Protocol):
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+async def connect_with_retry(settings: NatsSettings, names: Names, name: str,
+                             timeout: float = 30.0) -> Bus:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await connect(settings, names, name=name)
+        except Exception as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("nats.connect_retry", error=str(exc))
+            await asyncio.sleep(0.5)
+
+
+async def run_service(name: str, nats: NatsSettings, build: Callable[[Bus], Awaitable[Service]],
+                      grace_s: float = 5.0) -> None:
+    bus = await connect_with_retry(nats, Names(nats.prefix), name)
+    try:
+        service = await build(bus)
+        task = asyncio.create_task(service.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.stop)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=None)
+        except asyncio.CancelledError:
+            pass
+        if not task.done():
+            try:
+                await asyncio.wait_for(task, grace_s)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    finally:
+        await bus.close()
+        log.info("service.stopped", service=name)
+
+
+def serve(name: str, nats: NatsSettings, logs: LogSettings,
+          build: Callable[[Bus], Awaitable[Service]]) -> None:
+    configure_logging(logs, process=name)
+    try:
+        asyncio.run(run_service(name, nats, build))
+    except KeyboardInterrupt:
+        pass

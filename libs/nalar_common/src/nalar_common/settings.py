@@ -1,0 +1,45 @@
+"""Settings shared by every process, one pydantic-settings class per concern (`NALAR_<CONCERN>_`).
+
+Each process builds its settings once in `main()` and passes them down; nothing reads the
+environment at import time.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NatsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NALAR_NATS_", extra="ignore")
+
+    url: str = "nats://127.0.0.1:4222"
+    prefix: str = Field(default="", description="Name prefix for subjects, streams and buckets")
+    user: str | None = None
+    password: str | None = None
+    futures_max_age_s: float = 7 * 24 * 3600
+    runs_max_age_s: float = 7 * 24 * 3600
+    instance_ttl_s: float = 5.0
+    call_ack_wait_s: float = 30.0
+
+
+class RedisSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NALAR_REDIS_", extra="ignore")
+
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class LogSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NALAR_LOG_", extra="ignore")
+
+    level: str = "INFO"
+    json_output: bool | None = Field(default=None, alias="NALAR_LOG_JSON",
+                                     description="JSON lines; default: when not a terminal")
+
+
+class NodeSettings(BaseSettings):
+    """Where a process sits in the cluster: its node (one local controller per node)."""
+
+    model_config = SettingsConfigDict(env_prefix="NALAR_NODE_", extra="ignore")
+
+    name: str = "n1"

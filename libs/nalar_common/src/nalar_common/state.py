@@ -1,0 +1,165 @@
+"""Redis client for sessions: registry, leases with fencing tokens, fenced state writes.
+
+Keys are hash-tagged per session (`nalar:{S}:...`) so Redis Cluster keeps a session in one
+slot. A lease token is `owner|epoch` with the epoch from `INCR`; every state write goes through
+one Lua script that checks the token, the version and the operation id (tech.md B.2).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from nalar_common.envelope import pack, unpack
+from nalar_common.subjects import Names
+
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local owner = string.match(cur, '^(.*)|')
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(string.match(cur, '|(%d+)$'))
+  end
+  return -redis.call('PTTL', KEYS[1])
+end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
+return epoch
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_WRITE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
+if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then
+  return {2, tonumber(redis.call('HGET', KEYS[2], 'ver') or '0')}
+end
+local ver = tonumber(redis.call('HGET', KEYS[2], 'ver') or '0')
+if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= ver then return {-2, ver} end
+local epoch = string.match(ARGV[1], '|(%d+)$')
+redis.call('HSET', KEYS[2], 'ver', ver + 1, 'fence', epoch, 'data', ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[3])
+return {1, ver + 1}
+"""
+
+
+class WriteOutcome:
+    APPLIED = 1
+    DUPLICATE = 2
+    FENCED = -1
+    CONFLICT = -2
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    session: str
+    owner: str
+    epoch: int
+
+    @property
+    def token(self) -> str:
+        return f"{self.owner}|{self.epoch}"
+
+
+class SessionStore:
+    """Session registry and fenced state in Redis; one instance per process."""
+
+    def __init__(self, client: aioredis.Redis, names: Names) -> None:
+        self.r = client
+        self.names = names
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._write = client.register_script(_WRITE)
+
+    @classmethod
+    def from_url(cls, url: str, names: Names) -> SessionStore:
+        return cls(aioredis.Redis.from_url(url), names)
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    # -- registry ------------------------------------------------------------
+    async def register_run(self, session: str, run: str, workflow: str, created_at: float) -> None:
+        meta = self.names.session_key(session, "meta")
+        async with self.r.pipeline(transaction=True) as p:
+            p.hsetnx(meta, "created_at", created_at)
+            p.hset(meta, mapping={"last_run": run, "last_seen": created_at})
+            p.zadd(self.names.session_key(session, "runs"), {f"{run}|{workflow}": created_at})
+            p.sadd(self.names.redis("sessions"), session)
+            await p.execute()
+
+    async def session(self, session: str) -> dict[str, Any] | None:
+        meta = await self.r.hgetall(self.names.session_key(session, "meta"))
+        if not meta:
+            return None
+        runs = await self.r.zrange(self.names.session_key(session, "runs"), 0, -1, withscores=True)
+        lease = await self.r.get(self.names.session_key(session, "lease"))
+        return {
+            "session_id": session,
+            "created_at": float(meta[b"created_at"]),
+            "last_seen": float(meta[b"last_seen"]),
+            "runs": [{"run_id": k.decode().split("|")[0], "workflow": k.decode().split("|")[1],
+                      "created_at": s} for k, s in runs],
+            "lease": lease.decode() if lease else None,
+        }
+
+    # -- idempotency of run admission ----------------------------------------
+    async def claim_idempotency_key(self, key: str, run: str, ttl_s: int = 86_400) -> str:
+        """Map `key` to `run` unless already mapped; returns the run the key stands for."""
+        k = self.names.idempotency_key(key)
+        if await self.r.set(k, run, nx=True, ex=ttl_s):
+            return run
+        existing = await self.r.get(k)
+        return existing.decode() if existing else run
+
+    # -- leases ----------------------------------------------------------------
+    async def acquire(self, session: str, owner: str, ttl_ms: int = 5000) -> Lease | None:
+        """Take (or extend, if already ours) the session lease; None while another holds it."""
+        epoch = int(await self._acquire(
+            keys=[self.names.session_key(session, "lease"),
+                  self.names.session_key(session, "epoch")],
+            args=[owner, ttl_ms]))
+        return Lease(session, owner, epoch) if epoch > 0 else None
+
+    async def renew(self, lease: Lease, ttl_ms: int = 5000) -> bool:
+        return bool(await self._renew(keys=[self.names.session_key(lease.session, "lease")],
+                                      args=[lease.token, ttl_ms]))
+
+    async def release(self, lease: Lease) -> bool:
+        return bool(await self._release(keys=[self.names.session_key(lease.session, "lease")],
+                                        args=[lease.token]))
+
+    async def write_state(self, lease: Lease, agent: str, op_id: str, value: Any,
+                          expected_version: int | None = None) -> tuple[int, int]:
+        """Fenced, versioned, idempotent write: returns (WriteOutcome, version)."""
+        s = lease.session
+        outcome, ver = await self._write(
+            keys=[self.names.session_key(s, "lease"), self.names.session_key(s, f"state:{agent}"),
+                  self.names.session_key(s, f"ops:{agent}")],
+            args=[lease.token, "" if expected_version is None else expected_version, op_id,
+                  pack(value)])
+        return int(outcome), int(ver)
+
+    async def read_state(self, session: str, agent: str) -> tuple[Any, int]:
+        data, ver = await self.r.hmget(self.names.session_key(session, f"state:{agent}"),
+                                       ["data", "ver"])
+        return (unpack(data) if data else None), int(ver or 0)
+
+
+def now() -> float:
+    return time.time()

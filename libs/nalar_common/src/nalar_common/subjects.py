@@ -1,0 +1,166 @@
+"""Every NATS subject, stream, bucket, header and Redis key name, built in one place.
+
+A `Names(prefix)` value object keeps test runs (random prefix) and deployments apart;
+no service formats a subject itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+DRIVER_AGENT = "_driver"
+"""Pseudo-agent that runs workflow drivers: its method is the workflow name."""
+
+ROOT_FUTURE = "0"
+"""Future id of a run's driver; its result is the run's result."""
+
+
+class Headers:
+    """Header names on call and future messages (DESIGN §3)."""
+
+    FUTURE = "Nalar-Future"
+    RUN = "Nalar-Run"
+    SESSION = "Nalar-Session"
+    DEPS = "Nalar-Deps"
+    PARENT = "Nalar-Parent"
+    AGENT = "Nalar-Agent"
+    METHOD = "Nalar-Method"
+    PRIORITY = "Nalar-Priority"
+    ATTEMPT = "Nalar-Attempt"
+    EXECUTOR = "Nalar-Executor"
+    STATUS = "Nalar-Status"
+    POLICY_REV = "Nalar-Policy-Rev"
+    DEADLINE = "Nalar-Deadline"
+    INSTANCE = "Nalar-Instance"
+    MSG_ID = "Nats-Msg-Id"
+    EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+
+
+def check_token(value: str, what: str) -> str:
+    """Validate one subject token (ids, agent and node names)."""
+    if not _TOKEN.match(value):
+        raise ValueError(f"{what} {value!r} must match [A-Za-z0-9_-]+")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Names of subjects, streams, buckets and keys under an optional prefix."""
+
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.prefix:
+            check_token(self.prefix, "prefix")
+
+    # -- roots ---------------------------------------------------------------
+    @property
+    def root(self) -> str:
+        return f"{self.prefix}.nalar" if self.prefix else "nalar"
+
+    def _stream(self, name: str) -> str:
+        return f"{self.prefix.upper()}_{name}" if self.prefix else name
+
+    def _bucket(self, name: str) -> str:
+        return f"{self.prefix}_{name}" if self.prefix else name
+
+    # -- streams -------------------------------------------------------------
+    @property
+    def calls_stream(self) -> str:
+        return self._stream("NALAR_CALLS")
+
+    @property
+    def futures_stream(self) -> str:
+        return self._stream("NALAR_FUTURES")
+
+    @property
+    def runs_stream(self) -> str:
+        return self._stream("NALAR_RUNS")
+
+    # -- buckets -------------------------------------------------------------
+    @property
+    def policy_bucket(self) -> str:
+        return self._bucket("nalar_policy")
+
+    @property
+    def instances_bucket(self) -> str:
+        return self._bucket("nalar_instances")
+
+    POLICY_KEY = "snapshot"
+    LEADER_KEY = "leader"
+
+    # -- subjects ------------------------------------------------------------
+    def call(self, node: str, agent: str) -> str:
+        return f"{self.root}.call.{node}.{agent}"
+
+    def calls_for_node(self, node: str) -> str:
+        return f"{self.root}.call.{node}.>"
+
+    @property
+    def all_calls(self) -> str:
+        return f"{self.root}.call.>"
+
+    def future(self, run: str, future: str) -> str:
+        return f"{self.root}.fut.{run}.{future}"
+
+    def futures_of_run(self, run: str) -> str:
+        return f"{self.root}.fut.{run}.>"
+
+    @property
+    def all_futures(self) -> str:
+        return f"{self.root}.fut.>"
+
+    def run_event(self, run: str, event: str) -> str:
+        return f"{self.root}.run.{run}.{event}"
+
+    def run_events(self, run: str) -> str:
+        return f"{self.root}.run.{run}.>"
+
+    def run_events_last(self, run: str) -> str:
+        return f"{self.root}.run.{run}.*"
+
+    @property
+    def all_run_events(self) -> str:
+        return f"{self.root}.run.>"
+
+    def run_created_all(self) -> str:
+        return f"{self.root}.run.*.created"
+
+    def exec(self, host: str) -> str:
+        """Core subject on which a local controller hands a call to one agent host."""
+        return f"{self.root}.exec.{host}"
+
+    def done(self, node: str) -> str:
+        """Core subject on which agent hosts tell their local controller a call finished."""
+        return f"{self.root}.done.{node}"
+
+    def telemetry(self, node: str) -> str:
+        return f"{self.root}.tel.{node}"
+
+    @property
+    def all_telemetry(self) -> str:
+        return f"{self.root}.tel.*"
+
+    def state_request(self, op: str) -> str:
+        return f"{self.root}.state.{op}"
+
+    # -- consumers -----------------------------------------------------------
+    def node_consumer(self, node: str) -> str:
+        return f"lc_{node}"
+
+    STATE_STORE_CONSUMER = "state_store_registry"
+
+    # -- redis keys ----------------------------------------------------------
+    def redis(self, *parts: str) -> str:
+        base = f"{self.prefix}:nalar" if self.prefix else "nalar"
+        return ":".join((base, *parts))
+
+    def session_key(self, session: str, what: str) -> str:
+        """Hash-tagged per session so one Redis Cluster slot holds a whole session."""
+        return self.redis("{" + session + "}", what)
+
+    def idempotency_key(self, key: str) -> str:
+        return self.redis("idem", "run", key)

@@ -1,0 +1,21 @@
+"""`python -m nalar_agent_host`: settings → logging → run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+from nalar_agent_host.service import AgentHost
+from nalar_agent_host.settings import AgentHostSettings
+from nalar_common.process import serve
+from nalar_common.settings import LogSettings, NatsSettings, NodeSettings
+
+
+def main() -> None:
+    nats, node, settings = NatsSettings(), NodeSettings(), AgentHostSettings()
+
+    async def build(bus):  # type: ignore[no-untyped-def]
+        return AgentHost(bus, node.name, settings)
+
+    serve(f"agent-host:{settings.host_id}", nats, LogSettings(), build)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Running one dispatched call: resolve arguments, enter the call context, run user code (sync
+code in worker threads, never on the loop), and turn the outcome into a result or a typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from nalar.context import CallContext, enter, leave
+from nalar.runtime import Runtime
+from nalar_common.calls import CallSpec
+from nalar_common.envelope import FutureRef, substitute_refs
+from nalar_common.errors import AgentError, InvalidInput, NalarError, NotFound
+from nalar_common.futures import FutureResult
+
+
+def resolve_args(call: CallSpec, deps: dict[str, dict[str, Any]]) -> tuple[list[Any],
+                                                                           dict[str, Any]]:
+    """Substitute dependency values (already resolved by the local controller) for their refs."""
+    values: dict[FutureRef, Any] = {}
+    for fid, res in deps.items():
+        values[FutureRef(call.run, fid)] = FutureResult(call.run, fid, res["data"],
+                                                        res.get("headers") or {}).value()
+    if not values:
+        return call.args, call.kwargs
+    return substitute_refs(call.args, values), substitute_refs(call.kwargs, values)
+
+
+async def invoke(fn: Any, args: list[Any], kwargs: dict[str, Any], ctx: CallContext,
+                 pool: ThreadPoolExecutor) -> Any:
+    """Call `fn` inside `ctx`: coroutines on the loop, plain functions in the thread pool."""
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise InvalidInput(f"bad arguments for {getattr(fn, '__qualname__', fn)}: {exc}") from exc
+    token = enter(ctx)
+    try:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args, **kwargs)
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, contextvars.copy_context().run, call)
+    finally:
+        leave(token)
+
+
+def as_error(exc: BaseException, call: CallSpec) -> NalarError:
+    """A typed error for the future: Nalar errors pass through, user exceptions are wrapped."""
+    if isinstance(exc, NalarError):
+        exc.details.setdefault("future", call.future)
+        exc.details.setdefault("agent", call.agent)
+        exc.details.setdefault("method", call.method)
+        return exc
+    return AgentError(f"{type(exc).__name__}: {exc}", details={
+        "type": type(exc).__name__, "traceback": "".join(traceback.format_exception(exc)),
+        "future": call.future, "agent": call.agent, "method": call.method})
+
+
+def lookup(target: Any, method: str, agent: str) -> Any:
+    fn = getattr(target, method, None) if not method.startswith("_") else None
+    if fn is None or not callable(fn):
+        raise NotFound(f"agent {agent!r} has no method {method!r}",
+                       details={"agent": agent, "method": method})
+    return fn
+
+
+def context_for(runtime: Runtime, call: CallSpec) -> CallContext:
+    return CallContext(runtime=runtime, run=call.run, session=call.session, future=call.future,
+                       priority=call.priority, attempt=call.attempt, deadline=call.deadline)

@@ -1,0 +1,21 @@
+"""Agent host settings (`NALAR_AGENT_HOST_...`)."""
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentHostSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NALAR_AGENT_HOST_", extra="ignore")
+
+    app: str = Field(default="app", description="App directory (agents/, workflows/)")
+    host_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    agents: str = Field(default="", description="Comma-separated agents to host; empty = all")
+    drivers: bool = True
+    driver_concurrency: int = 256
+    threads: int = 64
+    heartbeat_s: float = 1.0
+    grace_s: float = 10.0
+    llm_time_scale: float = 1.0

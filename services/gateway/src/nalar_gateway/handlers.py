@@ -1,0 +1,164 @@
+"""HTTP routes: the v1 API, health, and the Ventis-compatible aliases."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from nalar_common.errors import InvalidInput, NalarError, NotFound
+from nalar_gateway.inputs import RunRequest, validation_error
+from nalar_gateway.service import Gateway
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+
+
+class PayloadTooLarge(NalarError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+def error_response(exc: NalarError) -> JSONResponse:
+    return JSONResponse({"error": {"code": exc.error_code, "message": exc.message,
+                                   "details": exc.details}}, status_code=exc.http_status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NalarError)
+    async def _nalar(_: Request, exc: NalarError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                  for e in exc.errors()]
+        return error_response(InvalidInput("invalid request", details={"errors": errors}))
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}",
+                              details={"limit": limit})
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes",
+                                  details={"limit": limit})
+    if not body:
+        return {}
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}",
+                           details={"errors": [{"field": "body", "message": str(exc)}]}) from None
+
+
+def parse_run_request(data: Any) -> RunRequest:
+    if not isinstance(data, dict):
+        raise InvalidInput("body must be a JSON object",
+                           details={"errors": [{"field": "body", "message": "not an object"}]})
+    try:
+        return RunRequest.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise NotFound(f"run {run_id!r} does not exist")
+    return run_id
+
+
+_RUN_BODY = {"requestBody": {"required": False, "content": {"application/json": {
+    "schema": RunRequest.model_json_schema()}}}}
+
+
+def router(gw: Gateway) -> APIRouter:
+    r = APIRouter()
+
+    @r.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @r.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        state = gw.ready()
+        ok = state["nats"] and state["driver_instances"] > 0
+        return JSONResponse({"status": "ready" if ok else "not_ready", **state},
+                            status_code=200 if ok else 503)
+
+    @r.get("/v1/workflows", tags=["workflows"])
+    async def workflows() -> dict[str, Any]:
+        return {"workflows": gw.workflows()}
+
+    @r.post("/v1/workflows/{name}/runs", status_code=202, tags=["runs"],
+            openapi_extra=_RUN_BODY)
+    async def start_run(name: str, request: Request,
+                        wait: float | None = Query(default=None, ge=0)) -> JSONResponse:
+        req = parse_run_request(await read_json(request, gw.settings.max_body_bytes))
+        view, _ = await gw.start_run(name, req)
+        if wait:
+            finished = await gw.wait_run(view["run_id"], wait)
+            if finished and finished["status"] in ("succeeded", "failed", "cancelled"):
+                return JSONResponse(finished, status_code=200)
+            view = finished or view
+        return JSONResponse(view, status_code=202)
+
+    @r.get("/v1/runs/{run_id}", tags=["runs"])
+    async def get_run(run_id: str) -> dict[str, Any]:
+        view = await gw.reader.get(check_run_id(run_id))
+        if view is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return view
+
+    @r.get("/v1/runs/{run_id}/futures", tags=["runs"])
+    async def run_futures(run_id: str) -> dict[str, Any]:
+        if await gw.reader.get(check_run_id(run_id)) is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return {"run_id": run_id, "futures": await gw.reader.futures(run_id)}
+
+    @r.get("/v1/runs/{run_id}/events", tags=["runs"])
+    async def run_events(run_id: str, follow: bool = True) -> StreamingResponse:
+        if await gw.reader.get(check_run_id(run_id)) is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+
+        async def stream() -> AsyncIterator[bytes]:
+            async for ev in gw.reader.events(run_id, follow=follow):
+                data = json.dumps(ev, default=str)
+                yield f"id: {ev['seq']}\nevent: {ev['event']}\ndata: {data}\n\n".encode()
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    # -- Ventis-compatible aliases ------------------------------------------------------
+    @r.post("/{workflow}/run", status_code=202, tags=["ventis"])
+    async def ventis_run(workflow: str, request: Request) -> JSONResponse:
+        data = await read_json(request, gw.settings.max_body_bytes)
+        if not isinstance(data, dict):
+            raise InvalidInput("body must be a JSON object of workflow arguments")
+        view, _ = await gw.start_run(workflow, RunRequest(input=data))
+        return JSONResponse({"request_id": view["run_id"]}, status_code=202)
+
+    @r.get("/status/{request_id}", tags=["ventis"])
+    async def ventis_status(request_id: str) -> dict[str, Any]:
+        view = await gw.reader.get(check_run_id(request_id))
+        if view is None:
+            raise NotFound(f"request {request_id!r} does not exist")
+        status = {"queued": "pending", "running": "running", "waiting": "running",
+                  "succeeded": "done"}.get(view["status"], "error")
+        out: dict[str, Any] = {"request_id": request_id, "status": status}
+        if "result" in view:
+            out["result"] = view["result"]
+        if "error" in view:
+            out["error"] = view["error"]["message"]
+        return out
+
+    return r

@@ -1,0 +1,99 @@
+"""Reading runs back from NATS: status from the journal and the root future, futures with
+their dependencies and results, and the journal as an event stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nalar_common.bus import Bus
+from nalar_common.envelope import Envelope
+from nalar_common.errors import NalarError
+from nalar_common.futures import FutureResult
+from nalar_common.journal import Event, decode
+from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
+from nalar_common.subjects import Headers as H
+
+
+class RunReader:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.names = bus.names
+
+    async def get(self, run: str) -> dict[str, Any] | None:
+        n = self.names
+        last = await self.bus.multi_last(n.runs_stream, [n.run_events_last(run)])
+        events = {s.rsplit(".", 1)[1]: decode(m) for s, m in last.items()}
+        created = events.get(Event.CREATED)
+        if created is None:
+            return None
+        out: dict[str, Any] = {
+            "run_id": run, "workflow": created.get("workflow"),
+            "session_id": created.get("session_id"), "status": "queued",
+            "created_at": created.get("ts"), "priority": created.get("priority", 0),
+        }
+        if Event.STARTED in events:
+            out["status"] = "running"
+            out["started_at"] = events[Event.STARTED].get("ts")
+        root = await self.bus.direct_get_last(n.futures_stream, n.future(run, ROOT_FUTURE))
+        if root is not None:
+            result = FutureResult(run, ROOT_FUTURE, root.data, root.headers)
+            body = result.body()
+            out["finished_at"] = (body.get("timings") or {}).get("finished") or \
+                events.get(Event.FINISHED, {}).get("ts")
+            if body.get("status") == "ok":
+                out["status"] = "succeeded"
+                out["result"] = body.get("value")
+            else:
+                err = NalarError.from_wire(body.get("error") or {})
+                out["status"] = "cancelled" if err.error_code == "cancelled" else "failed"
+                out["error"] = {"code": err.error_code, "message": err.message,
+                                "details": err.details}
+        return out
+
+    async def futures(self, run: str) -> list[dict[str, Any]]:
+        n = self.names
+        rows: dict[str, dict[str, Any]] = {}
+        async for m in self.bus.iter_stream(n.runs_stream, n.run_events(run), follow=False):
+            ev = decode(m)
+            kind = ev.get("event")
+            if kind == Event.CREATED:
+                rows[ROOT_FUTURE] = {"future": ROOT_FUTURE, "agent": DRIVER_AGENT,
+                                     "method": ev.get("workflow"), "deps": [], "parent": None,
+                                     "status": "pending", "created_at": ev.get("ts")}
+            elif kind == Event.FUTURE_CREATED:
+                rows[ev["future"]] = {"future": ev["future"], "agent": ev.get("agent"),
+                                      "method": ev.get("method"), "deps": ev.get("deps", []),
+                                      "parent": ev.get("parent"), "node": ev.get("node"),
+                                      "status": "pending", "created_at": ev.get("created_at")}
+        results = await self.bus.multi_last(n.futures_stream, [n.futures_of_run(run)])
+        for stored in results.values():
+            fid = stored.headers.get(H.FUTURE) or stored.subject.rsplit(".", 1)[1]
+            body = Envelope.decode(stored.data).body
+            row = rows.setdefault(fid, {"future": fid, "agent": stored.headers.get(H.AGENT),
+                                        "method": stored.headers.get(H.METHOD),
+                                        "deps": [d for d in (stored.headers.get(H.DEPS) or "")
+                                                 .split(",") if d],
+                                        "parent": stored.headers.get(H.PARENT)})
+            row["status"] = "succeeded" if body.get("status") == "ok" else "failed"
+            row["executor"] = stored.headers.get(H.EXECUTOR)
+            row["timings"] = body.get("timings") or {}
+            if body.get("status") != "ok":
+                row["error"] = body.get("error")
+        return sorted(rows.values(), key=lambda r: _order(r["future"]))
+
+    async def events(self, run: str, *, follow: bool) -> AsyncIterator[dict[str, Any]]:
+        async for m in self.bus.iter_stream(self.names.runs_stream, self.names.run_events(run),
+                                            follow=follow):
+            ev = decode(m)
+            ev["seq"] = m.seq
+            yield ev
+            if ev.get("event") == Event.FINISHED:
+                return
+
+
+def _order(fid: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in fid.split("_"))
+    except ValueError:
+        return (1 << 30,)

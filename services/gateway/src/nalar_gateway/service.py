@@ -1,0 +1,115 @@
+"""Gateway: owns the NATS connection, the runtime that submits drivers, the session store and
+the loaded app; the FastAPI routes (`handlers.py`) call into it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+
+from nalar.app import App, load_app
+from nalar.future import Future
+from nalar.runtime import Runtime
+from nalar_common.bus import Bus
+from nalar_common.errors import NoInstance, NotFound, Timeout
+from nalar_common.journal import Event, record
+from nalar_common.logging import get_logger
+from nalar_common.state import SessionStore
+from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
+from nalar_gateway.inputs import RunRequest, input_model, validate_input
+from nalar_gateway.runs import RunReader
+from nalar_gateway.settings import GatewaySettings
+
+log = get_logger(__name__)
+
+
+class Gateway:
+    def __init__(self, bus: Bus, store: SessionStore, settings: GatewaySettings,
+                 app: App | None = None) -> None:
+        self.bus, self.store, self.settings = bus, store, settings
+        self.app = app or load_app(settings.app)
+        self.models: dict[str, type[BaseModel]] = {
+            name: input_model(spec) for name, spec in self.app.workflows.items()}
+        self.runtime = Runtime(bus)
+        self.reader = RunReader(bus)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.bus.ensure_topology()
+        self._task = asyncio.create_task(self.runtime.run())
+        await self.runtime.wait_ready()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        await self.store.close()
+        await self.bus.close()
+
+    def ready(self) -> dict[str, Any]:
+        drivers = self.runtime.view.live_instances(DRIVER_AGENT)
+        return {"nats": self.bus.nc.is_connected, "driver_instances": len(drivers),
+                "nodes": sorted(self.runtime.view.nodes()),
+                "policy_revision": self.runtime.view.snapshot.revision
+                if self.runtime.view.snapshot else None}
+
+    def workflows(self) -> list[dict[str, Any]]:
+        return [{"name": name, "doc": spec.doc, "is_async": spec.is_async,
+                 "input_schema": self.models[name].model_json_schema()}
+                for name, spec in sorted(self.app.workflows.items())]
+
+    async def start_run(self, workflow: str, req: RunRequest) -> tuple[dict[str, Any], bool]:
+        """Admit a run; returns (run view, created) where created is False for a repeated
+        idempotency key, which returns the run that key already started."""
+        if workflow not in self.app.workflows:
+            raise NotFound(f"workflow {workflow!r} does not exist",
+                           details={"workflow": workflow,
+                                    "available": sorted(self.app.workflows)})
+        inputs = validate_input(self.models[workflow], req.input)
+        if not self.runtime.view.live_instances(DRIVER_AGENT):
+            raise NoInstance("no agent host can run workflow drivers right now")
+        run_id = uuid.uuid4().hex
+        session = req.session_id or uuid.uuid4().hex
+        if req.idempotency_key:
+            owner = await self.store.claim_idempotency_key(req.idempotency_key, run_id,
+                                                           self.settings.idempotency_ttl_s)
+            if owner != run_id:
+                existing = await self._await_created(owner)
+                return existing, False
+        await record(self.bus, run_id, Event.CREATED, {
+            "workflow": workflow, "session_id": session, "input": inputs,
+            "priority": req.priority, "idempotency_key": req.idempotency_key,
+        }, acked=True, msg_id=f"{run_id}.created")
+        await self.runtime.submit_root(run=run_id, session=session, workflow=workflow,
+                                       input=inputs, priority=req.priority)
+        log.info("run.created", run_id=run_id, session_id=session, workflow=workflow)
+        return {"run_id": run_id, "session_id": session, "workflow": workflow,
+                "status": "queued", "created_at": time.time()}, True
+
+    async def _await_created(self, run_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """A concurrent POST with the same key may still be writing its `created` event."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = await self.reader.get(run_id)
+            if view is not None:
+                return view
+            if time.monotonic() > deadline:
+                raise Timeout(f"run {run_id} for this idempotency key was not created in time")
+            await asyncio.sleep(0.05)
+
+    async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any] | None:
+        fut: Future[Any] = self.runtime.watch(run_id, ROOT_FUTURE)
+        try:
+            await fut.wait(min(timeout, self.settings.max_wait_s))
+        except Timeout:
+            pass
+        except Exception:
+            pass  # failed runs are reported by the run view
+        return await self.reader.get(run_id)

@@ -1,0 +1,155 @@
+"""GlobalController: one active at a time (a lease in KV); folds telemetry from local
+controllers into a cluster view and writes the policies' decisions to KV `nalar_policy` as one
+snapshot, with compare-and-set on its revision. Never on a call's critical path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from nalar_common.bus import Bus
+from nalar_common.cluster import ClusterView, PolicySnapshot
+from nalar_common.envelope import Envelope
+from nalar_common.logging import get_logger
+from nalar_common.process import Shutdown
+from nalar_global_controller.policies import ClusterState, Decisions, Policy, load_policies
+from nalar_global_controller.settings import GlobalControllerSettings
+
+log = get_logger(__name__)
+
+
+class GlobalController:
+    def __init__(self, bus: Bus, settings: GlobalControllerSettings,
+                 policies: list[Policy] | None = None) -> None:
+        self.bus, self.settings = bus, settings
+        self.names = bus.names
+        self.policies = policies if policies is not None else load_policies(settings.policies)
+        self.view = ClusterView(bus)
+        self.telemetry: dict[str, dict[str, Any]] = {}
+        self.is_leader = False
+        self.last: PolicySnapshot | None = None
+        self._last_write = 0.0
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        await self.bus.ensure_topology()
+        kv = await self.bus.kv(self.names.policy_bucket, history=10)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.view.run())
+                sub = await self.bus.nc.subscribe(self.names.all_telemetry, cb=self._on_telemetry)
+                tg.create_task(self._loop(kv))
+                log.info("global_controller.started", id=self.settings.controller_id,
+                         policies=[type(p).__name__ for p in self.policies])
+                await self._stopping.wait()
+                await sub.unsubscribe()
+                if self.is_leader:
+                    await self._resign(kv)
+                raise Shutdown
+        except* Shutdown:
+            pass
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _on_telemetry(self, msg: Msg) -> None:
+        try:
+            body = Envelope.decode(msg.data, expect="telemetry").body
+            self.telemetry[str(body["node"])] = body
+        except Exception as exc:
+            log.warning("telemetry.malformed", subject=msg.subject, error=str(exc))
+
+    async def _loop(self, kv: KeyValue) -> None:
+        while True:
+            try:
+                if await self._hold_lease(kv):
+                    await self.tick(kv)
+            except Exception:
+                log.exception("global_controller.tick_failed")
+            await asyncio.sleep(self.settings.interval_s)
+
+    # -- leadership ----------------------------------------------------------------------
+    async def _hold_lease(self, kv: KeyValue) -> bool:
+        me, now = self.settings.controller_id, time.time()
+        value = json.dumps({"id": me, "expires_at": now + self.settings.lease_ttl_s}).encode()
+        try:
+            entry = await kv.get(self.names.LEADER_KEY)
+        except KeyNotFoundError:
+            entry = None
+        try:
+            if entry is None or not entry.value:
+                await kv.create(self.names.LEADER_KEY, value)
+            else:
+                cur = json.loads(entry.value)
+                if cur["id"] != me and cur["expires_at"] > now:
+                    self._set_leader(False)
+                    return False
+                await kv.update(self.names.LEADER_KEY, value, last=entry.revision)
+        except (KeyWrongLastSequenceError, Exception) as exc:
+            if not isinstance(exc, KeyWrongLastSequenceError):
+                log.debug("global_controller.lease_race", error=str(exc))
+            self._set_leader(False)
+            return False
+        self._set_leader(True)
+        return True
+
+    def _set_leader(self, leader: bool) -> None:
+        if leader != self.is_leader:
+            log.info("global_controller.leadership", leader=leader, id=self.settings.controller_id)
+        self.is_leader = leader
+
+    async def _resign(self, kv: KeyValue) -> None:
+        try:
+            await kv.delete(self.names.LEADER_KEY)
+        except Exception:
+            pass
+
+    # -- policy --------------------------------------------------------------------------
+    def state(self) -> ClusterState:
+        now = time.time()
+        fresh = {n: t for n, t in self.telemetry.items()
+                 if now - float(t.get("ts", 0)) < self.settings.telemetry_stale_s}
+        instances: dict[str, dict[str, Any]] = {}
+        for info in self.view.live(now):
+            row: dict[str, Any] = {"agent": info.agent, "node": info.node, "host": info.host,
+                                   "concurrency": info.concurrency, "queue": 0,
+                                   "inflight": info.inflight}
+            row.update(fresh.get(info.node, {}).get("instances", {}).get(info.instance, {}))
+            instances[info.instance] = row
+        return ClusterState(telemetry=fresh, instances=instances)
+
+    def compute(self) -> PolicySnapshot:
+        out = Decisions()
+        state = self.state()
+        for policy in self.policies:
+            policy.decide(state, out)
+        snap = out.snapshot
+        snap.generated_at = time.time()
+        snap.controller = self.settings.controller_id
+        snap.policies = [type(p).__name__ for p in self.policies]
+        return snap
+
+    async def tick(self, kv: KeyValue) -> None:
+        snap = self.compute()
+        if snap.same_decisions(self.last) and \
+                time.time() - self._last_write < self.settings.refresh_s:
+            return
+        try:
+            entry = await kv.get(self.names.POLICY_KEY)
+            revision = await kv.update(self.names.POLICY_KEY, snap.encode(), last=entry.revision)
+        except KeyNotFoundError:
+            revision = await kv.create(self.names.POLICY_KEY, snap.encode())
+        except KeyWrongLastSequenceError:
+            log.info("global_controller.snapshot_conflict")
+            return
+        snap.revision = revision
+        self.last = snap
+        self._last_write = time.time()
+        log.debug("policy.written", revision=revision)

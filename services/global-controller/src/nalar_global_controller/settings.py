@@ -1,0 +1,19 @@
+"""Global controller settings (`NALAR_GC_...`)."""
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GlobalControllerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NALAR_GC_", extra="ignore")
+
+    interval_s: float = 0.5
+    policies: str = Field(default="nalar_global_controller.policies:LeastLoadedRouting",
+                          description="Comma-separated module:Class policies, run in order")
+    controller_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    lease_ttl_s: float = 3.0
+    telemetry_stale_s: float = 3.0
+    refresh_s: float = 5.0

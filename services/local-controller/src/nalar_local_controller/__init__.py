@@ -1,0 +1,1 @@
+"""Nalar local controller: one per node; admits, queues, routes and dispatches calls."""

@@ -1,0 +1,88 @@
+"""Per-instance priority queues and the held-call record of a local controller."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from nalar_common.cluster import InstanceInfo
+from nalar_common.futures import FutureResult
+
+_seq = itertools.count()
+
+
+@dataclass(eq=False)
+class Held:
+    """A call this controller holds (its JetStream message stays unacked until it is done)."""
+
+    msg: Any
+    data: bytes
+    headers: dict[str, str]
+    run: str
+    future: str
+    agent: str
+    session: str
+    priority: int
+    deps: list[str]
+    arrived: float = field(default_factory=time.time)
+    waiting: set[str] = field(default_factory=set)
+    dep_results: dict[str, FutureResult] = field(default_factory=dict)
+    instance: str | None = None
+    dispatched_at: float = 0.0
+    seq: int = field(default_factory=lambda: next(_seq))
+
+    @property
+    def key(self) -> str:
+        return f"{self.run}.{self.future}"
+
+
+class InstanceQueue:
+    """Queued and in-flight calls of one agent instance, highest priority first, then FIFO."""
+
+    def __init__(self, info: InstanceInfo) -> None:
+        self.info = info
+        self._heap: list[tuple[int, int, Held]] = []
+        self.inflight: dict[str, Held] = {}
+        self.latencies: deque[float] = deque(maxlen=512)
+
+    @property
+    def queued(self) -> int:
+        return len(self._heap)
+
+    @property
+    def free_slots(self) -> int:
+        return self.info.concurrency - len(self.inflight)
+
+    def load(self) -> float:
+        return (len(self._heap) + len(self.inflight)) / max(1, self.info.concurrency)
+
+    def push(self, held: Held) -> None:
+        held.instance = self.info.instance
+        heapq.heappush(self._heap, (-held.priority, held.seq, held))
+
+    def pop(self) -> Held | None:
+        return heapq.heappop(self._heap)[2] if self._heap else None
+
+    def drain(self) -> list[Held]:
+        items = [h for _, _, h in self._heap] + list(self.inflight.values())
+        self._heap.clear()
+        self.inflight.clear()
+        return items
+
+    def oldest(self) -> Held | None:
+        return min((h for _, _, h in self._heap), key=lambda h: h.arrived, default=None)
+
+    def sessions(self) -> int:
+        return len({h.session for _, _, h in self._heap} | {h.session for h in
+                                                           self.inflight.values()})
+
+    def percentiles(self) -> tuple[float, float]:
+        if not self.latencies:
+            return 0.0, 0.0
+        ordered = sorted(self.latencies)
+        return (ordered[len(ordered) // 2],
+                ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))])

@@ -1,0 +1,336 @@
+"""LocalController: admits the calls for its node, waits for their dependencies, queues them per
+instance by priority, and dispatches to agent hosts when an instance has a free slot.
+
+A call's JetStream message stays unacked until its agent host reports it done, so a controller
+that dies loses nothing: JetStream redelivers what it held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from nalar_common.bus import Bus
+from nalar_common.calls import publish_result
+from nalar_common.cluster import ClusterView, InstanceInfo
+from nalar_common.envelope import Envelope
+from nalar_common.errors import DependencyFailed, MalformedMessage, NalarError, NoInstance
+from nalar_common.futures import FutureResult, FutureWaiter
+from nalar_common.journal import Event, record
+from nalar_common.logging import get_logger
+from nalar_common.process import Shutdown
+from nalar_common.subjects import ROOT_FUTURE
+from nalar_common.subjects import Headers as H
+from nalar_local_controller.queues import Held, InstanceQueue
+from nalar_local_controller.settings import LocalControllerSettings
+
+log = get_logger(__name__)
+
+_REQUIRED = (H.RUN, H.FUTURE, H.AGENT, H.METHOD)
+
+
+class LocalController:
+    def __init__(self, bus: Bus, node: str, settings: LocalControllerSettings) -> None:
+        self.bus, self.node, self.settings = bus, node, settings
+        self.names = bus.names
+        self.view = ClusterView(bus)
+        self.waiter = FutureWaiter(bus)
+        self.held: dict[str, Held] = {}
+        self.queues: dict[str, InstanceQueue] = {}
+        self.unplaced: dict[str, list[Held]] = {}
+        self.executor_id = f"lc:{node}"
+        self._stopping = asyncio.Event()
+        self._outbox: list[tuple[str, bytes]] = []
+        self._outbox_ready = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self.stats = {"admitted": 0, "dispatched": 0, "completed": 0, "failed": 0,
+                      "forwarded": 0, "requeued": 0, "malformed": 0}
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def run(self) -> None:
+        await self.bus.ensure_topology()
+        try:
+            await self._run()
+        except* Shutdown:
+            log.info("local_controller.stopped", node=self.node)
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            tg.create_task(self.view.run())
+            tg.create_task(self._outbox_loop())
+            await self.view.wait_ready()
+            self._sync_instances()
+            done_sub = await self.bus.nc.subscribe(self.names.done(self.node), cb=self._on_done)
+            consumer = ConsumerConfig(
+                durable_name=self.names.node_consumer(self.node),
+                ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self.bus.settings.call_ack_wait_s,
+                max_ack_pending=self.settings.max_held,
+                filter_subject=self.names.calls_for_node(self.node))
+            calls_sub = await self.bus.js.subscribe(
+                self.names.calls_for_node(self.node), stream=self.names.calls_stream,
+                durable=consumer.durable_name, cb=self._on_call, manual_ack=True,
+                config=consumer, pending_msgs_limit=-1)
+            log.info("local_controller.started", node=self.node)
+            tg.create_task(self._telemetry_loop())
+            tg.create_task(self._housekeeping_loop())
+            tg.create_task(self._watch_instances())
+            await self._stopping.wait()
+            await calls_sub.unsubscribe()
+            await done_sub.unsubscribe()
+            raise Shutdown
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- admission -----------------------------------------------------------------
+    async def _on_call(self, msg: Msg) -> None:
+        headers = dict(msg.headers or {})
+        missing = [h for h in _REQUIRED if not headers.get(h)]
+        if missing or len(msg.data) > self.settings.max_call_bytes:
+            await self._reject_malformed(msg, headers, f"missing headers {missing}" if missing
+                                         else f"call of {len(msg.data)} bytes is too large")
+            return
+        key = f"{headers[H.RUN]}.{headers[H.FUTURE]}"
+        existing = self.held.get(key)
+        if existing is not None:
+            existing.msg = msg  # a redelivery of a call we hold: keep the newest handle
+            return
+        try:
+            priority = int(headers.get(H.PRIORITY) or 0)
+        except ValueError:
+            priority = 0
+        deps = [d for d in (headers.get(H.DEPS) or "").split(",") if d]
+        held = Held(msg=msg, data=msg.data, headers=headers, run=headers[H.RUN],
+                    future=headers[H.FUTURE], agent=headers[H.AGENT],
+                    session=headers.get(H.SESSION, ""), priority=priority, deps=deps)
+        self.held[key] = held
+        self.stats["admitted"] += 1
+        if not deps:
+            self._place(held)
+            return
+        held.waiting = set(deps)
+        for dep in deps:
+            await self.waiter.watch(held.run, dep, lambda r, h=held: self._dep_resolved(h, r))
+
+    async def _reject_malformed(self, msg: Msg, headers: dict[str, str], why: str) -> None:
+        self.stats["malformed"] += 1
+        log.warning("call.malformed", reason=why, subject=msg.subject)
+        if headers.get(H.RUN) and headers.get(H.FUTURE):
+            await self._fail_headers(headers, MalformedMessage(why))
+        await msg.term()
+
+    def _dep_resolved(self, held: Held, result: FutureResult) -> None:
+        if held.key not in self.held:
+            return
+        held.waiting.discard(result.future)
+        held.dep_results[result.future] = result
+        if not result.ok:
+            cause = result.error()
+            self._spawn(self._fail(held, DependencyFailed(
+                f"argument future {result.future} failed: {cause.message if cause else ''}",
+                details={"dependency": result.future,
+                         "cause": cause.to_wire() if cause else None})))
+        elif not held.waiting:
+            self._place(held)
+
+    # -- placement and dispatch ------------------------------------------------------
+    def _place(self, held: Held) -> None:
+        queue = self._choose(held)
+        if queue is None:
+            other = self._other_node(held.agent, held.session)
+            if other is not None:
+                self._spawn(self._forward(held, other))
+            else:
+                self.unplaced.setdefault(held.agent, []).append(held)
+            return
+        queue.push(held)
+        self._dispatch(queue)
+
+    def _choose(self, held: Held) -> InstanceQueue | None:
+        candidates = [q for q in self.queues.values() if q.info.agent == held.agent]
+        if not candidates:
+            return None
+        snap = self.view.snapshot
+        if snap is not None:
+            pinned = snap.sessions.get(held.session, {}).get(held.agent)
+            for q in candidates:
+                if q.info.instance == pinned:
+                    return q
+        return min(candidates, key=lambda q: (q.load(), q.info.instance))
+
+    def _other_node(self, agent: str, session: str) -> str | None:
+        node = self.view.choose_node(agent, session)
+        return node if node and node != self.node and self.view.live_instances(agent, node) \
+            else None
+
+    def _dispatch(self, queue: InstanceQueue) -> None:
+        while queue.free_slots > 0:
+            held = queue.pop()
+            if held is None:
+                return
+            queue.inflight[held.key] = held
+            held.dispatched_at = time.time()
+            self.stats["dispatched"] += 1
+            payload = Envelope("dispatch", {
+                "call": held.data, "headers": held.headers, "instance": queue.info.instance,
+                "deps": {f: {"data": r.data, "headers": r.headers}
+                         for f, r in held.dep_results.items()},
+                "dispatched_at": held.dispatched_at,
+            }).encode()
+            self._outbox.append((self.names.exec(queue.info.host), payload))
+            self._outbox_ready.set()
+
+    async def _on_done(self, msg: Msg) -> None:
+        h = msg.headers or {}
+        key = f"{h.get(H.RUN)}.{h.get(H.FUTURE)}"
+        held = self.held.pop(key, None)
+        if held is None:
+            return
+        queue = self.queues.get(held.instance or "")
+        if queue is not None:
+            queue.inflight.pop(key, None)
+            queue.latencies.append(time.time() - held.dispatched_at)
+        self.stats["completed"] += 1
+        await held.msg.ack()
+        if queue is not None:
+            self._dispatch(queue)
+
+    async def _forward(self, held: Held, node: str) -> None:
+        """Hand a call to another node: republish with a new message id, then ack ours."""
+        self.held.pop(held.key, None)
+        hop = int(held.headers.get("Nalar-Hop", "0")) + 1
+        headers = {**held.headers, "Nalar-Hop": str(hop),
+                   H.MSG_ID: f"{held.key}.c{hop}.a{held.headers.get(H.ATTEMPT, '1')}"}
+        await self.bus.js.publish(self.names.call(node, held.agent), held.data, headers=headers)
+        await held.msg.ack()
+        self.stats["forwarded"] += 1
+        log.info("call.forwarded", run_id=held.run, future_id=held.future, to_node=node)
+
+    # -- failure -------------------------------------------------------------------------
+    async def _fail(self, held: Held, error: NalarError) -> None:
+        if self.held.pop(held.key, None) is None:
+            return
+        await self._fail_headers(held.headers, error)
+        await held.msg.ack()
+
+    async def _fail_headers(self, headers: dict[str, str], error: NalarError) -> None:
+        self.stats["failed"] += 1
+        run, fut = headers.get(H.RUN, ""), headers.get(H.FUTURE, "")
+        log.info("call.failed", run_id=run, future_id=fut, code=error.error_code,
+                 message=error.message)
+        await publish_result(self.bus, headers, error=error, executor=self.executor_id)
+        if fut == ROOT_FUTURE:
+            await record(self.bus, run, Event.FINISHED,
+                         {"status": "failed", "error": error.to_wire()}, acked=True)
+
+    # -- instances -------------------------------------------------------------------------
+    async def _watch_instances(self) -> None:
+        while True:
+            await self.view.wait_changed()
+            self._sync_instances()
+
+    def _sync_instances(self) -> None:
+        live = {i.instance: i for i in self.view.live() if i.node == self.node}
+        for iid, info in live.items():
+            q = self.queues.get(iid)
+            if q is None:
+                self.queues[iid] = InstanceQueue(info)
+                log.info("instance.joined", instance=iid, agent=info.agent)
+            else:
+                q.info = info
+        for iid in [i for i in self.queues if i not in live]:
+            self._instance_gone(self.queues.pop(iid))
+        for agent in list(self.unplaced):
+            waiting = self.unplaced.pop(agent)
+            for held in waiting:
+                self._place(held)
+
+    def _instance_gone(self, queue: InstanceQueue) -> None:
+        """Its host stopped heartbeating: run its queued and in-flight calls elsewhere."""
+        items = queue.drain()
+        log.warning("instance.lost", instance=queue.info.instance, requeued=len(items))
+        for held in items:
+            held.instance = None
+            self.stats["requeued"] += 1
+            self._place(held)
+
+    # -- periodic ------------------------------------------------------------------------
+    async def _housekeeping_loop(self) -> None:
+        interval = self.settings.housekeeping_interval_s
+        last_progress = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            self._sync_instances()
+            now = time.time()
+            for agent, waiting in list(self.unplaced.items()):
+                for held in list(waiting):
+                    if now - held.arrived > self.settings.no_instance_timeout_s:
+                        waiting.remove(held)
+                        await self._fail(held, NoInstance(
+                            f"no instance of agent {agent!r} came up within "
+                            f"{self.settings.no_instance_timeout_s:.0f}s",
+                            details={"agent": agent, "node": self.node}))
+                if not waiting:
+                    self.unplaced.pop(agent, None)
+            if time.monotonic() - last_progress > self.bus.settings.call_ack_wait_s / 3:
+                last_progress = time.monotonic()
+                for held in list(self.held.values()):
+                    try:
+                        await held.msg.in_progress()  # keep the claim on calls we hold
+                    except Exception:
+                        pass
+
+    async def _telemetry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.telemetry_interval_s)
+            await self.bus.nc.publish(self.names.telemetry(self.node),
+                                      Envelope("telemetry", self.telemetry()).encode())
+
+    def telemetry(self) -> dict[str, Any]:
+        now = time.time()
+        instances = {}
+        for iid, q in self.queues.items():
+            p50, p99 = q.percentiles()
+            oldest = q.oldest()
+            instances[iid] = {
+                "agent": q.info.agent, "host": q.info.host, "queue": q.queued,
+                "inflight": len(q.inflight), "concurrency": q.info.concurrency,
+                "p50_s": p50, "p99_s": p99, "sessions": q.sessions(),
+                "oldest_age_s": now - oldest.arrived if oldest else 0.0,
+                "oldest_session": oldest.session if oldest else None,
+            }
+        return {"node": self.node, "ts": now, "instances": instances,
+                "held": len(self.held), "unplaced": sum(len(v) for v in self.unplaced.values()),
+                "waiting_deps": sum(1 for h in self.held.values() if h.waiting),
+                "stats": dict(self.stats)}
+
+    # -- helpers -----------------------------------------------------------------------------
+    async def _outbox_loop(self) -> None:
+        """Publish dispatches queued by synchronous placement code, in order, in batches."""
+        reply = self.names.done(self.node)
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            batch, self._outbox = self._outbox, []
+            for subject, payload in batch:
+                await self.bus.nc.publish(subject, payload, reply=reply)
+
+    def _spawn(self, coro: Any) -> None:
+        assert self._tg is not None
+        self._tg.create_task(self._guarded(coro))
+
+    @staticmethod
+    async def _guarded(coro: Any) -> None:
+        try:
+            await coro
+        except Exception:
+            log.exception("local_controller.task_failed")
+
+
+__all__ = ["InstanceInfo", "LocalController"]

@@ -1,0 +1,1 @@
+"""Nalar state store: the session registry, leases and state inspection, in Redis."""

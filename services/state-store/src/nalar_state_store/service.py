@@ -1,0 +1,83 @@
+"""StateStore: records every run in its session's registry (from the run journal's `created`
+events, with a durable consumer so none is missed across restarts) and answers session queries
+on `nalar.state.session` (request/reply)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from nalar_common.bus import Bus
+from nalar_common.envelope import Envelope
+from nalar_common.logging import get_logger
+from nalar_common.process import Shutdown
+from nalar_common.state import SessionStore
+from nalar_state_store.settings import StateStoreSettings
+
+log = get_logger(__name__)
+
+
+class StateStore:
+    def __init__(self, bus: Bus, store: SessionStore, settings: StateStoreSettings) -> None:
+        self.bus, self.store, self.settings = bus, store, settings
+        self.names = bus.names
+        self._stopping = asyncio.Event()
+        self.registered = 0
+
+    async def run(self) -> None:
+        await self.bus.ensure_topology()
+        await self.store.r.ping()
+        try:
+            async with asyncio.TaskGroup():
+                consumer = ConsumerConfig(
+                    durable_name=self.names.STATE_STORE_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL, ack_wait=30,
+                    filter_subject=self.names.run_created_all())
+                reg = await self.bus.js.subscribe(
+                    self.names.run_created_all(), stream=self.names.runs_stream,
+                    durable=consumer.durable_name, cb=self._on_created, manual_ack=True,
+                    config=consumer)
+                req = await self.bus.nc.subscribe(self.names.state_request("session"),
+                                                  queue="state-store", cb=self._on_session)
+                log.info("state_store.started")
+                await self._stopping.wait()
+                await req.unsubscribe()
+                await reg.unsubscribe()
+                raise Shutdown
+        except* Shutdown:
+            pass
+        finally:
+            await self.store.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _on_created(self, msg: Msg) -> None:
+        try:
+            body = Envelope.decode(msg.data, expect="event").body
+            await self.store.register_run(str(body["session_id"]), str(body["run"]),
+                                          str(body.get("workflow", "")), float(body["ts"]))
+            self.registered += 1
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("registry.malformed_event", subject=msg.subject, error=str(exc))
+            await msg.term()
+            return
+        except Exception as exc:  # Redis down: let JetStream redeliver
+            log.warning("registry.write_failed", error=str(exc))
+            await msg.nak(delay=1)
+            return
+        await msg.ack()
+
+    async def _on_session(self, msg: Msg) -> None:
+        try:
+            session_id = json.loads(msg.data or b"{}").get("session_id", "")
+            info = await self.store.session(session_id) if session_id else None
+            reply = {"session": info} if info else {"error": {"code": "not_found",
+                                                           "message": "unknown session"}}
+        except Exception as exc:
+            reply = {"error": {"code": "invalid_input", "message": str(exc)}}
+        if msg.reply:
+            await msg.respond(json.dumps(reply).encode())
