@@ -1,0 +1,88 @@
+"""The `nalar` command: `up` (embedded stack) and `futures RUN` (read a run's futures from NATS)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from nalar.up import UpOptions, run_up
+
+
+def _up(args: argparse.Namespace) -> int:
+    return run_up(UpOptions(
+        app=Path(args.app), nodes=args.nodes, hosts_per_node=args.hosts_per_node,
+        host=args.host, port=args.port, data_dir=Path(args.data_dir), prefix=args.prefix,
+        nats_url=os.environ.get("NALAR_NATS_URL") or None,
+        redis_url=os.environ.get("NALAR_REDIS_URL") or None,
+        llm_time_scale=args.llm_time_scale))
+
+
+async def _futures(run: str, nats_url: str, prefix: str) -> list[dict[str, Any]]:
+    from nalar_common.bus import connect
+    from nalar_common.envelope import Envelope
+    from nalar_common.settings import NatsSettings
+    from nalar_common.subjects import Names
+
+    names = Names(prefix)
+    bus = await connect(NatsSettings(url=nats_url, prefix=prefix), names, name="nalar-cli")
+    try:
+        found = await bus.multi_last(names.futures_stream, [names.futures_of_run(run)])
+        rows = []
+        for subject, m in sorted(found.items(), key=lambda kv: kv[1].seq):
+            body = Envelope.decode(m.data).body
+            rows.append({"subject": subject,
+                         "headers": {k: v for k, v in m.headers.items()
+                                     if k.startswith("Nalar-")},
+                         "status": body.get("status"),
+                         "value" if body.get("status") == "ok" else "error":
+                             body.get("value") if body.get("status") == "ok"
+                             else body.get("error")})
+        return rows
+    finally:
+        await bus.close()
+
+
+def _print_futures(args: argparse.Namespace) -> int:
+    rows = asyncio.run(_futures(args.run_id, args.nats_url, args.prefix))
+    if not rows:
+        print(f"no futures stored for run {args.run_id}", file=sys.stderr)
+        return 1
+    for row in rows:
+        print(json.dumps(row, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nalar", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the embedded stack serving an app")
+    up.add_argument("--app", default="app", help="app directory (agents/, workflows/)")
+    up.add_argument("--nodes", type=int, default=2, help="nodes (one local controller each)")
+    up.add_argument("--hosts-per-node", type=int, default=1, help="agent hosts per node")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--data-dir", default=".nalar/data")
+    up.add_argument("--prefix", default=os.environ.get("NALAR_NATS_PREFIX", ""))
+    up.add_argument("--llm-time-scale", type=float, default=1.0,
+                    help="scale every simulated LLM delay (0.01 = 100x faster)")
+    up.set_defaults(fn=_up)
+
+    fut = sub.add_parser("futures", help="list a run's futures as stored in NATS")
+    fut.add_argument("run_id")
+    fut.add_argument("--nats-url", default=os.environ.get("NALAR_NATS_URL",
+                                                          "nats://127.0.0.1:4222"))
+    fut.add_argument("--prefix", default=os.environ.get("NALAR_NATS_PREFIX", ""))
+    fut.set_defaults(fn=_print_futures)
+
+    args = parser.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""`nalar up`: the embedded stack. Starts nats-server and valkey-server from their wheels (unless
+`NALAR_NATS_URL` / `NALAR_REDIS_URL` name running ones), then every service as its own process
+(`python -m nalar_<name>`), waits until the gateway is ready, streams prefixed logs, and stops
+everything on Ctrl-C, SIGTERM, or the exit of any part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nalar_common.servers import ServerProcess, die_with_parent, start_nats, start_valkey
+
+
+@dataclass
+class UpOptions:
+    app: Path
+    nodes: int = 2
+    hosts_per_node: int = 1
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path(".nalar/data")
+    prefix: str = ""
+    nats_url: str | None = None
+    redis_url: str | None = None
+    llm_time_scale: float = 1.0
+    ready_timeout_s: float = 90.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Child:
+    name: str
+    module: str
+    env: dict[str, str]
+    proc: asyncio.subprocess.Process | None = None
+
+
+class Stack:
+    def __init__(self, opts: UpOptions, out: object = None) -> None:
+        self.opts = opts
+        self.out = out or sys.stdout
+        self.servers: list[ServerProcess] = []
+        self.children: list[Child] = []
+        self.nats_url = opts.nats_url or ""
+        self.redis_url = opts.redis_url or ""
+        self._stop = asyncio.Event()
+        self.exit_reason = ""
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)  # type: ignore[call-overload]
+
+    def start_servers(self) -> None:
+        data = self.opts.data_dir.resolve()
+        logs = data / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        if not self.nats_url:
+            nats = start_nats(data / "nats", log_file=logs / "nats-server.log")
+            self.servers.append(nats)
+            self.nats_url = nats.url
+        if not self.redis_url:
+            valkey = start_valkey(data / "valkey", appendonly=True,
+                                  log_file=logs / "valkey-server.log")
+            self.servers.append(valkey)
+            self.redis_url = valkey.url
+
+    def plan(self) -> list[Child]:
+        o = self.opts
+        base = {
+            **os.environ, **o.extra_env,
+            "NALAR_NATS_URL": self.nats_url, "NALAR_REDIS_URL": self.redis_url,
+            "NALAR_NATS_PREFIX": o.prefix, "PYTHONUNBUFFERED": "1",
+        }
+        if sys.stdout.isatty():
+            base.setdefault("NALAR_LOG_JSON", "false")
+        app = str(o.app.resolve())
+        kids = [Child("state-store", "nalar_state_store", dict(base)),
+                Child("global-controller", "nalar_global_controller", dict(base))]
+        for n in range(1, o.nodes + 1):
+            node = f"n{n}"
+            kids.append(Child(f"lc-{node}", "nalar_local_controller",
+                              {**base, "NALAR_NODE_NAME": node}))
+            for h in range(1, o.hosts_per_node + 1):
+                kids.append(Child(f"host-{node}-{h}", "nalar_agent_host", {
+                    **base, "NALAR_NODE_NAME": node, "NALAR_AGENT_HOST_APP": app,
+                    "NALAR_AGENT_HOST_HOST_ID": f"{node}-h{h}",
+                    "NALAR_AGENT_HOST_LLM_TIME_SCALE": str(o.llm_time_scale)}))
+        kids.append(Child("gateway", "nalar_gateway", {
+            **base, "NALAR_GATEWAY_APP": app, "NALAR_GATEWAY_HOST": o.host,
+            "NALAR_GATEWAY_PORT": str(o.port)}))
+        return kids
+
+    async def _spawn(self, child: Child) -> None:
+        child.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", child.module, env=child.env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=die_with_parent)
+
+    async def _pump(self, child: Child) -> None:
+        assert child.proc is not None and child.proc.stdout is not None
+        width = max(len(c.name) for c in self.children)
+        async for raw in child.proc.stdout:
+            self.say(f"{child.name:<{width}} | {raw.decode(errors='replace').rstrip()}")
+        code = await child.proc.wait()
+        if not self._stop.is_set():
+            self.exit_reason = f"{child.name} exited with code {code}"
+            self._stop.set()
+
+    async def _wait_ready(self) -> None:
+        url = f"http://{self.opts.host}:{self.opts.port}/readyz"
+        deadline = time.monotonic() + self.opts.ready_timeout_s
+        while not self._stop.is_set():
+            try:
+                ok = await asyncio.to_thread(_http_ok, url)
+                if ok:
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gateway not ready at {url} after "
+                                   f"{self.opts.ready_timeout_s:.0f}s")
+            await asyncio.sleep(0.25)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+        self.start_servers()
+        self.children = self.plan()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for child in self.children:
+                    await self._spawn(child)
+                    tg.create_task(self._pump(child))
+                ready = tg.create_task(self._wait_ready())
+                stop = tg.create_task(self._stop.wait())
+                await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if ready.done() and ready.exception() is None and not self._stop.is_set():
+                    self.banner()
+                await self._stop.wait()
+                await self.shutdown()
+        finally:
+            await self.shutdown()
+        if self.exit_reason and self.exit_reason != "signal":
+            self.say(f"nalar up: stopped because {self.exit_reason}")
+            return 1
+        return 0
+
+    def banner(self) -> None:
+        self.say("")
+        self.say(f"  Nalar is up: app {self.opts.app}")
+        self.say(f"  gateway   http://{self.opts.host}:{self.opts.port}   "
+                 f"(API docs at /docs)")
+        self.say(f"  nats      {self.nats_url}   (prefix {self.opts.prefix or '-'})")
+        self.say(f"  redis     {self.redis_url}")
+        self.say(f"  data      {self.opts.data_dir.resolve()}")
+        self.say(f"  nodes     {self.opts.nodes} x {self.opts.hosts_per_node} agent host(s)")
+        self.say("  Ctrl-C stops everything.")
+        self.say("")
+
+    def _on_signal(self) -> None:
+        if not self.exit_reason:
+            self.exit_reason = "signal"
+        self._stop.set()
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        self._stop.set()
+        running = [c.proc for c in self.children if c.proc and c.proc.returncode is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        if running:
+            _, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in running],
+                                            timeout=grace)
+            for proc in running:
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+        for server in reversed(self.servers):
+            await asyncio.to_thread(server.stop)
+        self.servers.clear()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback only
+            return bool(resp.status == 200)
+    except Exception:
+        return False
+
+
+def run_up(opts: UpOptions) -> int:
+    try:
+        return asyncio.run(Stack(opts).run())
+    except TimeoutError as exc:
+        print(f"nalar up: {exc}", file=sys.stderr)
+        return 1
