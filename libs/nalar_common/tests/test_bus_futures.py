@@ -1,0 +1,78 @@
+"""Futures on a real nats-server: write-once results, waiting by subscription and backstop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nalar_common.bus import Bus
+from nalar_common.calls import publish_result
+from nalar_common.errors import AgentError
+from nalar_common.futures import FutureResult, FutureWaiter, _Pending
+from nalar_common.subjects import Headers as H
+
+
+def _headers(run: str, fut: str) -> dict[str, str]:
+    return {H.RUN: run, H.FUTURE: fut, H.AGENT: "A", H.METHOD: "m", H.SESSION: "s"}
+
+
+async def test_topology_is_idempotent(bus: Bus) -> None:
+    await bus.ensure_topology()
+    await bus.ensure_topology()
+    info = await bus.js.stream_info(bus.names.futures_stream)
+    assert info.config.max_msgs_per_subject == 1
+
+
+async def test_result_is_write_once(bus: Bus) -> None:
+    assert await publish_result(bus, _headers("r1", "1"), value=1, executor="x")
+    assert not await publish_result(bus, _headers("r1", "1"), value=2, executor="y")
+    waiter = FutureWaiter(bus)
+    stored = await waiter.get("r1", "1")
+    assert stored is not None and stored.value() == 1
+    assert stored.headers[H.EXECUTOR] == "x"
+
+
+async def test_wait_before_and_after_resolution(bus: Bus) -> None:
+    waiter = FutureWaiter(bus)
+    got: list[FutureResult] = []
+    done = asyncio.Event()
+
+    def cb(r: FutureResult) -> None:
+        got.append(r)
+        done.set()
+
+    await waiter.watch("r2", "1", cb)  # subscribed before the result exists
+    await publish_result(bus, _headers("r2", "1"), value="", executor="x")
+    await asyncio.wait_for(done.wait(), 5)
+    assert got[0].value() == ""
+    done.clear()
+    await waiter.watch("r2", "1", cb)  # after: the direct-get backstop finds it
+    await asyncio.wait_for(done.wait(), 5)
+    assert len(got) == 2 and waiter.pending == 0
+
+
+async def test_errors_come_back_typed(bus: Bus) -> None:
+    await publish_result(bus, _headers("r3", "1"), error=AgentError("boom", details={"a": 1}),
+                         executor="x")
+    stored = await FutureWaiter(bus).get("r3", "1")
+    assert stored is not None and not stored.ok
+    err = stored.error()
+    assert isinstance(err, AgentError) and err.details == {"a": 1}
+
+
+async def test_recheck_finds_results_missed_while_disconnected(bus: Bus) -> None:
+    waiter = FutureWaiter(bus)
+    got: list[str] = []
+    # a pending wait whose result was stored without our subscription seeing it
+    await publish_result(bus, _headers("r4", "7"), value=7, executor="x")
+    entry = _Pending()
+    entry.callbacks.append(lambda r: got.append(r.value()))
+    waiter._pending[("r4", "7")] = entry
+    await waiter.recheck()
+    assert got == [7]
+
+
+async def test_multi_last_with_wildcard(bus: Bus) -> None:
+    for i in range(5):
+        await publish_result(bus, _headers("r5", str(i)), value=i, executor="x")
+    found = await bus.multi_last(bus.names.futures_stream, [bus.names.futures_of_run("r5")])
+    assert len(found) == 5

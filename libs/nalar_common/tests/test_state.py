@@ -1,0 +1,55 @@
+"""Session registry, leases and fenced writes against a real valkey-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from nalar_common.state import SessionStore, WriteOutcome
+from nalar_common.subjects import Names
+
+
+@pytest.fixture
+async def store(redis_url: str, names: Names) -> AsyncIterator[SessionStore]:
+    s = SessionStore.from_url(redis_url, names)
+    yield s
+    await s.close()
+
+
+async def test_registry(store: SessionStore) -> None:
+    await store.register_run("s1", "r1", "wf", 1.0)
+    await store.register_run("s1", "r2", "wf", 2.0)
+    info = await store.session("s1")
+    assert info is not None
+    assert [r["run_id"] for r in info["runs"]] == ["r1", "r2"]
+    assert info["created_at"] == 1.0 and info["last_seen"] == 2.0
+    assert await store.session("nope") is None
+
+
+async def test_idempotency_key_claim(store: SessionStore) -> None:
+    assert await store.claim_idempotency_key("k", "r1") == "r1"
+    assert await store.claim_idempotency_key("k", "r2") == "r1"
+    results = await asyncio.gather(*[store.claim_idempotency_key("k2", f"r{i}")
+                                     for i in range(10)])
+    assert len(set(results)) == 1
+
+
+async def test_lease_fencing(store: SessionStore) -> None:
+    a = await store.acquire("s", "A", ttl_ms=200)
+    assert a is not None and a.epoch == 1
+    assert await store.acquire("s", "B", ttl_ms=200) is None
+    assert (await store.write_state(a, "agent", "op1", {"n": 1}))[0] == WriteOutcome.APPLIED
+    assert (await store.write_state(a, "agent", "op1", {"n": 1}))[0] == WriteOutcome.DUPLICATE
+    await asyncio.sleep(0.3)  # A's lease expires (a zombie writer)
+    b = await store.acquire("s", "B", ttl_ms=1000)
+    assert b is not None and b.epoch == 2
+    assert (await store.write_state(a, "agent", "op2", {"n": 99}))[0] == WriteOutcome.FENCED
+    assert (await store.write_state(b, "agent", "op3", {"n": 2}, expected_version=0))[0] \
+        == WriteOutcome.CONFLICT
+    assert await store.write_state(b, "agent", "op3", {"n": 2}, expected_version=1) == (
+        WriteOutcome.APPLIED, 2)
+    assert await store.read_state("s", "agent") == ({"n": 2}, 2)
+    assert not await store.release(a)
+    assert await store.release(b)

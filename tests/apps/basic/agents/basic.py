@@ -1,0 +1,46 @@
+"""Agents of the test app: echo, failures, dependency chains and context checks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nalar
+
+
+@nalar.agent(concurrency=16)
+class Echo:
+    def echo(self, value: object) -> object:
+        return value
+
+    async def aecho(self, value: object) -> object:
+        await asyncio.sleep(0)
+        return value
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    def total(self, values: list[int], extra: dict[str, int]) -> int:
+        return sum(values) + sum(extra.values())
+
+    def whoami(self) -> dict[str, object]:
+        return {"run": nalar.current_run_id(), "session": nalar.current_session_id()}
+
+    def slow(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+@nalar.agent
+class Failing:
+    def boom(self, message: str) -> None:
+        raise ValueError(message)
+
+    def unserialisable(self) -> object:
+        return object()
+
+
+@nalar.agent(concurrency=64)
+class Noop:
+    async def noop(self) -> None:
+        return None

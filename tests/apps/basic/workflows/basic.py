@@ -1,0 +1,90 @@
+"""Workflows of the test app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+
+import nalar
+from agents.basic import Echo, Failing
+
+
+@nalar.workflow
+def echo(value: object = None) -> object:
+    """Sync driver: one call, value returned unchanged."""
+    return nalar.stub(Echo).echo(value).value(timeout=30)
+
+
+@nalar.workflow
+async def aecho(value: object = None) -> object:
+    return await nalar.stub(Echo).aecho(value)
+
+
+@nalar.workflow
+def chain(a: int, b: int) -> int:
+    """Futures passed into calls, also nested in lists and dicts, are dependencies."""
+    e = nalar.stub(Echo)
+    s1 = e.add(a, b)
+    s2 = e.add(s1, 1)
+    return e.total([s1, s2, 10], {"x": s1, "y": 5}).value(timeout=30)
+
+
+@nalar.workflow
+def fail(message: str) -> None:
+    return nalar.stub(Failing).boom(message).value(timeout=30)
+
+
+@nalar.workflow
+def fail_dependency(message: str) -> object:
+    """A call whose argument future failed never runs; the error says which dependency."""
+    bad = nalar.stub(Failing).boom(message)
+    return nalar.stub(Echo).echo(bad).value(timeout=30)
+
+
+@nalar.workflow
+def unserialisable() -> object:
+    return nalar.stub(Failing).unserialisable().value(timeout=30)
+
+
+@nalar.workflow
+def context_in_threads(n: int = 4) -> dict[str, object]:
+    """Stub calls from worker threads and the ids they see."""
+    e = nalar.stub(Echo)
+    with ThreadPoolExecutor(n) as pool:
+        futs = [pool.submit(contextvars.copy_context().run, e.whoami) for _ in range(n)]
+        seen = [f.result().value(timeout=30) for f in futs]
+    return {"run": nalar.current_run_id(), "session": nalar.current_session_id(), "seen": seen}
+
+
+@nalar.workflow
+async def context_in_tasks(n: int = 4) -> dict[str, object]:
+    e = nalar.stub(Echo)
+    seen = await asyncio.gather(*[asyncio.create_task(_who(e)) for _ in range(n)])
+    return {"run": nalar.current_run_id(), "session": nalar.current_session_id(),
+            "seen": list(seen)}
+
+
+async def _who(e: nalar.Stub) -> object:
+    return await e.whoami()
+
+
+@nalar.workflow
+def typed(count: int, label: str) -> str:
+    return f"{label}:{count}"
+
+
+@nalar.workflow
+def nap(seconds: float) -> float:
+    return nalar.stub(Echo).slow(seconds).value(timeout=60)
+
+
+@nalar.workflow
+async def noops(n: int = 100) -> int:
+    from agents.basic import Noop
+
+    stub = nalar.stub(Noop)
+    futs = [stub.noop() for _ in range(n)]
+    for f in futs:
+        await f
+    return n
