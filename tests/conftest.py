@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
 from e2e_stack import BASIC_APP, StackHandle, start_stack, stop_stack
 
 

@@ -8,13 +8,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
-
 from nalar_common.servers import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +37,7 @@ def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: i
     prefix = "e" + uuid.uuid4().hex[:8]
     env = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url,
            "NALAR_LOG_LEVEL": "INFO", **(extra_env or {})}
-    out = open(log, "wb")  # noqa: SIM115
+    out = open(log, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "nalar", "up", "--app", str(app), "--nodes", str(nodes),
          "--hosts-per-node", str(hosts_per_node), "--port", str(port), "--prefix", prefix,

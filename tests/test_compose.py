@@ -13,15 +13,14 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import AliasChoices
-from pydantic_settings import BaseSettings
-
 from nalar_agent_host.settings import AgentHostSettings
 from nalar_common.settings import LogSettings, NatsSettings, NodeSettings, RedisSettings
 from nalar_gateway.settings import GatewaySettings
 from nalar_global_controller.settings import GlobalControllerSettings
 from nalar_local_controller.settings import LocalControllerSettings
 from nalar_state_store.settings import StateStoreSettings
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -139,6 +138,7 @@ def test_gateway_reachable_and_apps_shipped(services: dict[str, dict[str, Any]])
     for name, svc in services.items():
         for key in ("NALAR_GATEWAY_APP", "NALAR_AGENT_HOST_APP"):
             if app := environment(svc).get(key):
+                assert Path(app).is_relative_to(IMAGE_ROOT), f"{name}: {key}={app} not in image"
                 in_repo = ROOT / Path(app).relative_to(IMAGE_ROOT)
                 assert in_repo.is_dir(), f"{name}: {key}={app} is not {in_repo} in the image"
 

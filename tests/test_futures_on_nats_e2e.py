@@ -10,9 +10,8 @@ import httpx
 import msgpack
 import nats
 import pytest
-from nats.js.errors import BadRequestError
-
 from e2e_stack import StackHandle
+from nats.js.errors import BadRequestError
 
 pytestmark = pytest.mark.e2e
 

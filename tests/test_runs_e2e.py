@@ -6,7 +6,6 @@ import json
 
 import httpx
 import pytest
-
 from e2e_stack import StackHandle
 
 pytestmark = pytest.mark.e2e

@@ -9,9 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import nalar
+import pytest
 from nalar.app import load_app
 from nalar.context import CallContext, NoRunContext, current, enter, leave
 from nalar.future import BlockingInEventLoop, Future

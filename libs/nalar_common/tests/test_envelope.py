@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-
 from nalar_common.envelope import Envelope, FutureRef, pack, substitute_refs, unpack, walk_refs
 from nalar_common.errors import MalformedMessage
 

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-
 from nalar_common.state import SessionStore, WriteOutcome
 from nalar_common.subjects import Names
 

@@ -1,10 +1,5 @@
 """Nalar SDK: plain-Python agents and workflows whose calls become futures on NATS JetStream."""
 
-from nalar import llm
-from nalar.context import current_run_id, current_session_id
-from nalar.future import Future
-from nalar.registry import agent, workflow
-from nalar.stub import Stub, stub
 from nalar_common.errors import (
     AgentError,
     DependencyFailed,
@@ -14,6 +9,12 @@ from nalar_common.errors import (
     TerminalError,
     Timeout,
 )
+
+from nalar import llm
+from nalar.context import current_run_id, current_session_id
+from nalar.future import Future
+from nalar.registry import agent, workflow
+from nalar.stub import Stub, stub
 
 __all__ = [
     "AgentError",

@@ -11,8 +11,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nalar.registry import AgentSpec, WorkflowSpec, agent_spec, workflow_spec
 from nalar_common.errors import InvalidInput
+
+from nalar.registry import AgentSpec, WorkflowSpec, agent_spec, workflow_spec
 
 
 @dataclass

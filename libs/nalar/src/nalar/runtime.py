@@ -13,8 +13,6 @@ import time
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
-from nalar.context import CallContext
-from nalar.future import Future
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, encode_result
 from nalar_common.cluster import ClusterView
@@ -24,6 +22,9 @@ from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
+
+from nalar.context import CallContext
+from nalar.future import Future
 
 log = get_logger(__name__)
 
@@ -38,6 +39,7 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[Coroutine[Any, Any, None]] = asyncio.Queue()
+        self._started = asyncio.Event()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -47,6 +49,7 @@ class Runtime:
     async def run(self) -> None:
         """Own the publishing tasks and the cluster view until cancelled."""
         self._loop = asyncio.get_running_loop()
+        self._started.set()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.view.run())
             while True:
@@ -54,8 +57,8 @@ class Runtime:
                 tg.create_task(coro)
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
-        while self._loop is None:
-            await asyncio.sleep(0)
+        async with asyncio.timeout(timeout):
+            await self._started.wait()
         await self.view.wait_ready(timeout)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from nalar_common.servers import ServerProcess, die_with_parent, start_nats, start_valkey
 
@@ -44,7 +45,7 @@ class Child:
 
 
 class Stack:
-    def __init__(self, opts: UpOptions, out: object = None) -> None:
+    def __init__(self, opts: UpOptions, out: TextIO | None = None) -> None:
         self.opts = opts
         self.out = out or sys.stdout
         self.servers: list[ServerProcess] = []
@@ -55,7 +56,7 @@ class Stack:
         self.exit_reason = ""
 
     def say(self, line: str) -> None:
-        print(line, file=self.out, flush=True)  # type: ignore[call-overload]
+        print(line, file=self.out, flush=True)
 
     def start_servers(self) -> None:
         data = self.opts.data_dir.resolve()
@@ -177,7 +178,7 @@ class Stack:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
         if running:
-            _, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in running],
+            await asyncio.wait([asyncio.ensure_future(p.wait()) for p in running],
                                             timeout=grace)
             for proc in running:
                 if proc.returncode is None:
@@ -190,7 +191,7 @@ class Stack:
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
     except Exception:
         return False

@@ -160,7 +160,7 @@ class Bus:
 
     async def iter_stream(self, stream: str, subject: str, *, follow: bool,
                           timeout: float = 5.0) -> Any:
-        """Yield stored messages on `subject` with an ordered consumer; with `follow`, keep going."""
+        """Yield stored messages on `subject` (ordered consumer); with `follow`, keep going."""
         info = await self.js.stream_info(stream, subjects_filter=subject)
         if not follow and not info.state.subjects:
             return

@@ -1,4 +1,5 @@
-"""Call and result messages: how a future is asked for (NALAR_CALLS) and resolved (NALAR_FUTURES)."""
+"""Call and result messages: how a future is asked for (NALAR_CALLS) and resolved
+(NALAR_FUTURES)."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ class ClusterView:
                     self._mark_ready(what)
                 self._changed.set()
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
 
     _seen_initial: set[str] | None = None
 

@@ -53,7 +53,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 def pack(value: Any) -> bytes:
     """msgpack with Nalar's extension types; raises `TypeError` on unserialisable values."""
-    return msgpack.packb(value, default=_default, use_bin_type=True)
+    data: bytes = msgpack.packb(value, default=_default, use_bin_type=True)
+    return data
 
 
 def unpack(data: bytes) -> Any:

@@ -1,4 +1,5 @@
-"""structlog, configured once per process: JSON lines when not on a terminal, ids bound via contextvars."""
+"""structlog, configured once per process: JSON lines when not on a terminal, ids bound via
+contextvars."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def start_nats(data_dir: Path, *, port: int | None = None, monitor_port: int | N
     port = port or free_port()
     monitor_port = monitor_port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     proc = subprocess.Popen(
         [nats_server_binary(), "-js", "-sd", str(data_dir), "-a", "127.0.0.1", "-p", str(port),
          "-m", str(monitor_port), "--server_name", f"nalar-{port}"],
@@ -107,7 +107,7 @@ def start_valkey(data_dir: Path, *, port: int | None = None, appendonly: bool = 
                  log_file: Path | None = None, timeout: float = 15.0) -> ServerProcess:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     proc = subprocess.Popen(
         [valkey_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
          "--dir", str(data_dir), "--appendonly", "yes" if appendonly else "no",

@@ -107,14 +107,18 @@ class SessionStore:
         meta = await self.r.hgetall(self.names.session_key(session, "meta"))
         if not meta:
             return None
-        runs = await self.r.zrange(self.names.session_key(session, "runs"), 0, -1, withscores=True)
-        lease = await self.r.get(self.names.session_key(session, "lease"))
+        runs: Any = await self.r.zrange(
+            self.names.session_key(session, "runs"), 0, -1, withscores=True)
+        lease: Any = await self.r.get(self.names.session_key(session, "lease"))
+        listed = []
+        for member, score in runs:
+            run_id, _, workflow = member.decode().partition("|")
+            listed.append({"run_id": run_id, "workflow": workflow, "created_at": score})
         return {
             "session_id": session,
             "created_at": float(meta[b"created_at"]),
             "last_seen": float(meta[b"last_seen"]),
-            "runs": [{"run_id": k.decode().split("|")[0], "workflow": k.decode().split("|")[1],
-                      "created_at": s} for k, s in runs],
+            "runs": listed,
             "lease": lease.decode() if lease else None,
         }
 
@@ -124,7 +128,7 @@ class SessionStore:
         k = self.names.idempotency_key(key)
         if await self.r.set(k, run, nx=True, ex=ttl_s):
             return run
-        existing = await self.r.get(k)
+        existing: Any = await self.r.get(k)
         return existing.decode() if existing else run
 
     # -- leases ----------------------------------------------------------------
@@ -156,8 +160,9 @@ class SessionStore:
         return int(outcome), int(ver)
 
     async def read_state(self, session: str, agent: str) -> tuple[Any, int]:
-        data, ver = await self.r.hmget(self.names.session_key(session, f"state:{agent}"),
+        row: Any = await self.r.hmget(self.names.session_key(session, f"state:{agent}"),
                                        ["data", "ver"])
+        data, ver = row
         return (unpack(data) if data else None), int(ver or 0)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from nalar_agent_host.service import AgentHost
-from nalar_agent_host.settings import AgentHostSettings
 from nalar_common.process import serve
 from nalar_common.settings import LogSettings, NatsSettings, NodeSettings
+
+from nalar_agent_host.service import AgentHost
+from nalar_agent_host.settings import AgentHostSettings
 
 
 def main() -> None:

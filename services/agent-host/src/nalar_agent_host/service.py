@@ -11,13 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nats.aio.msg import Msg
-
 from nalar.app import App, load_app
 from nalar.llm import SimulatedEngine
 from nalar.runtime import Runtime
-from nalar_agent_host.executor import as_error, context_for, invoke, lookup, resolve_args
-from nalar_agent_host.settings import AgentHostSettings
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, publish_result
 from nalar_common.cluster import InstanceInfo
@@ -28,6 +24,10 @@ from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
 from nalar_common.subjects import DRIVER_AGENT
 from nalar_common.subjects import Headers as H
+from nats.aio.msg import Msg
+
+from nalar_agent_host.executor import as_error, context_for, invoke, lookup, resolve_args
+from nalar_agent_host.settings import AgentHostSettings
 
 log = get_logger(__name__)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import uvicorn
-
 from nalar_common.logging import configure_logging
 from nalar_common.process import connect_with_retry
 from nalar_common.settings import LogSettings, NatsSettings, RedisSettings
 from nalar_common.state import SessionStore
 from nalar_common.subjects import Names
+
 from nalar_gateway.app import create_app
 from nalar_gateway.service import Gateway
 from nalar_gateway.settings import GatewaySettings

@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from nalar_common.errors import InvalidInput, NalarError, NotFound
 from pydantic import ValidationError
 
-from nalar_common.errors import InvalidInput, NalarError, NotFound
 from nalar_gateway.inputs import RunRequest, validation_error
 from nalar_gateway.service import Gateway
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from typing import Any, Literal
 
 from nalar.registry import WorkflowSpec
 from nalar_common.errors import InvalidInput
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 _ID = re.compile(r"^[A-Za-z0-9_\-:.]{1,128}$")
 
@@ -38,7 +37,7 @@ def input_model(spec: WorkflowSpec) -> type[BaseModel]:
         ann = Any if p.annotation is inspect.Parameter.empty else p.annotation
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[name] = (ann, default)
-    extra = "allow" if any(p.kind == p.VAR_KEYWORD
+    extra: Literal["allow", "forbid"] = "allow" if any(p.kind == p.VAR_KEYWORD
                            for p in spec.signature.parameters.values()) else "forbid"
     return create_model(f"{spec.name}_input", __config__=ConfigDict(extra=extra), **fields)
 

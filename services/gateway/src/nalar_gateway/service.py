@@ -8,8 +8,6 @@ import time
 import uuid
 from typing import Any
 
-from pydantic import BaseModel
-
 from nalar.app import App, load_app
 from nalar.future import Future
 from nalar.runtime import Runtime
@@ -19,6 +17,8 @@ from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
+from pydantic import BaseModel
+
 from nalar_gateway.inputs import RunRequest, input_model, validate_input
 from nalar_gateway.runs import RunReader
 from nalar_gateway.settings import GatewaySettings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nalar_common.process import serve
 from nalar_common.settings import LogSettings, NatsSettings
+
 from nalar_global_controller.service import GlobalController
 from nalar_global_controller.settings import GlobalControllerSettings
 

@@ -57,7 +57,8 @@ class LeastLoadedRouting:
             capacity = float(inst.get("concurrency", 1))
             busy = float(inst.get("queue", 0)) + float(inst.get("inflight", 0))
             free = max(0.0, capacity - busy)
-            weight = round(free / capacity + 0.05, 3)  # never zero: an overloaded node still gets a trickle
+            # never zero: an overloaded node still gets a trickle
+            weight = round(free / capacity + 0.05, 3)
             by_agent.setdefault(inst["agent"], []).append((iid, weight))
             nodes_of[iid] = inst["node"]
         for agent, rows in sorted(by_agent.items()):

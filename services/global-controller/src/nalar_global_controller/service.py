@@ -10,15 +10,15 @@ import json
 import time
 from typing import Any
 
-from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
-
 from nalar_common.bus import Bus
 from nalar_common.cluster import ClusterView, PolicySnapshot
 from nalar_common.envelope import Envelope
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
+from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
 from nalar_global_controller.policies import ClusterState, Decisions, Policy, load_policies
 from nalar_global_controller.settings import GlobalControllerSettings
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nalar_common.process import serve
 from nalar_common.settings import LogSettings, NatsSettings, NodeSettings
+
 from nalar_local_controller.service import LocalController
 from nalar_local_controller.settings import LocalControllerSettings
 

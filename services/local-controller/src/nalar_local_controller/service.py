@@ -8,11 +8,9 @@ that dies loses nothing: JetStream redelivers what it held.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
-
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
@@ -25,6 +23,9 @@ from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
 from nalar_common.subjects import ROOT_FUTURE
 from nalar_common.subjects import Headers as H
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
 from nalar_local_controller.queues import Held, InstanceQueue
 from nalar_local_controller.settings import LocalControllerSettings
 
@@ -115,8 +116,9 @@ class LocalController:
             self._place(held)
             return
         held.waiting = set(deps)
+        on_resolved = functools.partial(self._dep_resolved, held)
         for dep in deps:
-            await self.waiter.watch(held.run, dep, lambda r, h=held: self._dep_resolved(h, r))
+            await self.waiter.watch(held.run, dep, on_resolved)
 
     async def _reject_malformed(self, msg: Msg, headers: dict[str, str], why: str) -> None:
         self.stats["malformed"] += 1

@@ -6,6 +6,7 @@ from nalar_common.process import serve
 from nalar_common.settings import LogSettings, NatsSettings, RedisSettings
 from nalar_common.state import SessionStore
 from nalar_common.subjects import Names
+
 from nalar_state_store.service import StateStore
 from nalar_state_store.settings import StateStoreSettings
 

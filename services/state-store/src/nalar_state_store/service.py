@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
 from nalar_common.bus import Bus
 from nalar_common.envelope import Envelope
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
 from nalar_common.state import SessionStore
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
 from nalar_state_store.settings import StateStoreSettings
 
 log = get_logger(__name__)
