@@ -18,7 +18,7 @@ from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, publish_result
 from nalar_common.cluster import InstanceInfo
 from nalar_common.envelope import Envelope
-from nalar_common.errors import NalarError, NotFound
+from nalar_common.errors import MalformedMessage, NalarError, NotFound
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
@@ -131,10 +131,14 @@ class AgentHost:
         started = time.time()
         try:
             body = Envelope.decode(msg.data, expect="dispatch").body
-            call = CallSpec.decode(body["call"])
-            headers: dict[str, str] = body["headers"]
-        except Exception as exc:
+            headers: dict[str, str] = dict(body["headers"])
+        except Exception as exc:  # not from a local controller: nothing to answer
             log.warning("dispatch.malformed", error=str(exc))
+            return
+        try:
+            call = CallSpec.decode(body["call"])
+        except MalformedMessage as exc:
+            await self._reject(msg, headers, exc)
             return
         inst = self.instances.get(body.get("instance", ""))
         value: Any = None
@@ -184,6 +188,18 @@ class AgentHost:
                                        {"status": "failed", "error": error.to_wire()})
             await record(self.bus, call.run, Event.FINISHED, outcome, acked=True)
         if msg.reply:
-            await self.bus.nc.publish(msg.reply, b"", headers={
-                H.RUN: call.run, H.FUTURE: call.future, H.INSTANCE: executor,
-                H.STATUS: "ok" if error is None else "error"})
+            await self._done(msg.reply, headers, executor, "ok" if error is None else "error")
+
+    async def _done(self, reply: str, headers: dict[str, str], executor: str, status: str) -> None:
+        """Tell the local controller the call is over, so it acks it and frees the slot."""
+        await self.bus.nc.publish(reply, b"", headers={
+            H.RUN: headers.get(H.RUN, ""), H.FUTURE: headers.get(H.FUTURE, ""),
+            H.INSTANCE: executor, H.STATUS: status})
+
+    async def _reject(self, msg: Msg, headers: dict[str, str], error: MalformedMessage) -> None:
+        """A call whose body cannot be read fails its future once; it is never retried."""
+        log.warning("call.malformed", run_id=headers.get(H.RUN), future_id=headers.get(H.FUTURE),
+                    error=error.message)
+        await publish_result(self.bus, headers, error=error, executor=self.host_id)
+        if msg.reply:
+            await self._done(msg.reply, headers, self.host_id, "error")

@@ -1,0 +1,494 @@
+"""Overhead benchmark (issue 2): a raw NATS request/reply round trip next to one no-op future
+round trip through the real stack, and no-op futures per second, all measured in one run.
+
+    .venv/bin/python bench/overhead.py [--nodes 1 --hosts-per-node 2] [--py-spy PATH]
+
+Starts nats-server and valkey-server in a temp dir, the services as separate processes with
+`python -m nalar up` (exactly as a user would), a raw NATS responder as another process, and
+measures from an in-process Nalar runtime. Everything it starts is stopped before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+from nalar.context import CallContext, enter, leave
+from nalar.runtime import Runtime
+from nalar_common.bus import Bus, connect
+from nalar_common.errors import NalarError
+from nalar_common.servers import (
+    ServerProcess,
+    die_with_parent,
+    free_port,
+    nats_server_binary,
+    start_nats,
+    start_valkey,
+)
+from nalar_common.settings import NatsSettings
+from nalar_common.subjects import Names
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "bench" / "apps" / "noop"
+OUT = ROOT / "bench" / "out"
+AGENT, METHOD = "Noop", "noop"
+TARGET_RATIO_P50 = 4.0
+TARGET_FUTURES_PER_S = 1000.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- statistics ------------------------------------------------------------------------------
+def pct(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of `samples`, which must not be empty."""
+    s = sorted(samples)
+    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
+
+
+def summary_ms(samples: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/max in milliseconds of samples in seconds."""
+    return {"n": len(samples), **{k: round(pct(samples, q) * 1e3, 3) for k, q in
+                                  (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99),
+                                   ("max_ms", 100))}}
+
+
+# -- the raw NATS responder (a separate process, like an agent host) ------------------------
+async def responder(url: str, subject: str) -> None:
+    nc = await nats.connect(url, name="bench-responder")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def reply(msg: Any) -> None:
+        await msg.respond(b"")
+
+    await nc.subscribe(subject, cb=reply)
+    await nc.flush()
+    print("ready", flush=True)
+    await stop.wait()
+    await nc.drain()
+
+
+# -- processes -----------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, 0 when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def descendants(root: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def service_name(pid: int) -> str | None:
+    """`lc-n1`, `host-n1-h2`, `gateway`... for a process started by `nalar up`."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        env = dict(e.split(b"=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes()
+                   .split(b"\0") if b"=" in e)
+    except OSError:
+        return None
+    module = argv[argv.index(b"-m") + 1].decode() if b"-m" in argv else ""
+    node = env.get(b"NALAR_NODE_NAME", b"").decode()
+    return {"nalar_state_store": "state-store", "nalar_global_controller": "global-controller",
+            "nalar_gateway": "gateway", "nalar_local_controller": f"lc-{node}",
+            "nalar_agent_host": "host-" + env.get(b"NALAR_AGENT_HOST_HOST_ID", b"").decode(),
+            }.get(module)
+
+
+@dataclass
+class Stack:
+    """Servers, `nalar up` and the responder, as started by `start_stack`."""
+
+    tmp: Path
+    nats: ServerProcess
+    valkey: ServerProcess
+    prefix: str
+    up: subprocess.Popen[bytes]
+    up_log: Path
+    responder: subprocess.Popen[bytes]
+    raw_subject: str
+    pids: dict[str, int] = field(default_factory=dict)
+
+
+async def wait_ready(url: str, nodes: int, up: subprocess.Popen[bytes], log: Path,
+                     timeout: float = 120.0) -> None:
+    """Until GET /readyz is 200 with drivers on every node (the gateway has no push for it)."""
+    async with httpx.AsyncClient(timeout=2) as http:
+        deadline = time.monotonic() + timeout
+        while True:
+            if up.poll() is not None:
+                raise RuntimeError(f"nalar up exited with {up.returncode}:\n"
+                                   f"{log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                r = await http.get(f"{url}/readyz")
+                if r.status_code == 200 and len(r.json()["nodes"]) == nodes:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stack not ready after {timeout:.0f}s:\n"
+                                   f"{log.read_text()[-3000:]}")
+            await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def start_stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="nalar-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        async with contextlib.AsyncExitStack() as stack:
+            nats_srv = start_nats(tmp / "nats", log_file=tmp / "nats-server.log")
+            stack.callback(nats_srv.stop)
+            valkey = start_valkey(tmp / "valkey", appendonly=True,
+                                  log_file=tmp / "valkey-server.log")
+            stack.callback(valkey.stop)
+            prefix = "b" + uuid.uuid4().hex[:8]
+            raw_subject = f"{prefix}.bench.raw"
+            resp = subprocess.Popen(
+                [sys.executable, __file__, "responder", nats_srv.url, raw_subject],
+                stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+            stack.callback(_stop_process, resp, 5)
+            port = free_port()
+            up_log = tmp / "nalar-up.log"
+            env = {**os.environ, "NALAR_NATS_URL": nats_srv.url,
+                   "NALAR_REDIS_URL": valkey.url, "NALAR_LOG_LEVEL": args.log_level}
+            with open(up_log, "wb") as out:
+                up = subprocess.Popen(
+                    [sys.executable, "-m", "nalar", "up", "--app", str(APP),
+                     "--nodes", str(args.nodes), "--hosts-per-node", str(args.hosts_per_node),
+                     "--port", str(port), "--prefix", prefix, "--data-dir", str(tmp / "data")],
+                    env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            stack.callback(_stop_process, up, 30)
+            assert resp.stdout is not None
+            line = await asyncio.to_thread(resp.stdout.readline)
+            if line.strip() != b"ready":
+                raise RuntimeError("the raw NATS responder did not start")
+            await wait_ready(f"http://127.0.0.1:{port}", args.nodes, up, up_log)
+            s = Stack(tmp, nats_srv, valkey, prefix, up, up_log, resp, raw_subject)
+            s.pids = {"nats-server": nats_srv.pid, "valkey-server": valkey.pid,
+                      "nalar-up": up.pid, "responder": resp.pid, "client": os.getpid()}
+            for pid in descendants(up.pid):
+                if (name := service_name(pid)) is not None:
+                    s.pids[name] = pid
+            yield s
+
+
+def _stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- the measuring client -------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def client_runtime(stack: Stack, instances: int) -> AsyncIterator[Runtime]:
+    settings = NatsSettings(url=stack.nats.url, prefix=stack.prefix)
+    bus: Bus = await connect(settings, Names(stack.prefix), name="bench-client")
+    rt = Runtime(bus)
+    task = asyncio.create_task(rt.run())
+    try:
+        await rt.wait_ready()
+        async with asyncio.timeout(30):  # instance heartbeats arrive through the KV watch
+            while len(rt.view.live_instances(AGENT)) < instances:
+                await rt.view.wait_changed()
+        yield rt
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await bus.close()
+
+
+def new_context(rt: Runtime) -> CallContext:
+    return CallContext(runtime=rt, run=uuid.uuid4().hex, session=uuid.uuid4().hex, future="0")
+
+
+async def one_future(rt: Runtime, ctx: CallContext) -> tuple[float, str, float]:
+    """(seconds from submit to value, future id, wall-clock time the value arrived)."""
+    t0 = time.perf_counter()
+    fut = rt.submit(ctx, AGENT, METHOD, (), {})
+    await fut.wait(timeout=30)
+    return time.perf_counter() - t0, fut.future, time.time()
+
+
+async def one_raw(nc: Any, subject: str) -> float:
+    t0 = time.perf_counter()
+    await nc.request(subject, b"", timeout=5)
+    return time.perf_counter() - t0
+
+
+async def latency(stack: Stack, rt: Runtime, args: argparse.Namespace) -> dict[str, Any]:
+    """Sequential round trips; raw and future blocks alternate so drift hits both alike."""
+    nc = await nats.connect(stack.nats.url, name="bench-raw")
+    ctx = new_context(rt)
+    token = enter(ctx)
+    raw: list[float] = []
+    fut: list[float] = []
+    arrived: dict[str, float] = {}
+    try:
+        for _ in range(args.warmup):
+            await one_raw(nc, stack.raw_subject)
+            await one_future(rt, ctx)
+        blocks = args.blocks
+        for _ in range(blocks):
+            for _ in range(args.raw_n // blocks):
+                raw.append(await one_raw(nc, stack.raw_subject))
+            for _ in range(args.future_n // blocks):
+                dt, fid, at = await one_future(rt, ctx)
+                fut.append(dt)
+                arrived[fid] = at
+    finally:
+        leave(token)
+        await nc.drain()
+    stages = await stage_breakdown(rt, ctx.run, arrived)
+    r, f = summary_ms(raw), summary_ms(fut)
+    return {"raw": r, "future": f, "stages_ms": stages,
+            "ratio_p50": round(f["p50_ms"] / r["p50_ms"], 2),
+            "ratio_p99": round(f["p99_ms"] / r["p99_ms"], 2)}
+
+
+async def stage_breakdown(rt: Runtime, run: str, arrived: dict[str, float]) -> dict[str, float]:
+    """Median time per stage, from the timings every result carries (read back afterwards)."""
+    parts: dict[str, list[float]] = {k: [] for k in (
+        "submit_to_dispatch", "dispatch_to_start", "execute", "finish_to_client")}
+    for fid, at in arrived.items():
+        res = await rt.waiter.get(run, fid)
+        if res is None:
+            continue
+        t = res.body().get("timings") or {}
+        parts["submit_to_dispatch"].append(t["dispatched"] - t["created"])
+        parts["dispatch_to_start"].append(t["started"] - t["dispatched"])
+        parts["execute"].append(t["finished"] - t["started"])
+        parts["finish_to_client"].append(at - t["finished"])
+    return {k: round(pct(v, 50) * 1e3, 3) for k, v in parts.items() if v}
+
+
+@dataclass
+class Window:
+    """A throughput phase: `size` workers each keep one future in flight."""
+
+    size: int
+    measuring: bool = False
+    stop: bool = False
+    done: int = 0
+    errors: int = 0
+    lat: list[float] = field(default_factory=list)
+
+    async def worker(self, rt: Runtime, ctx: CallContext) -> None:
+        while not self.stop:
+            try:
+                dt, _, _ = await one_future(rt, ctx)
+            except NalarError:
+                self.errors += 1
+                continue
+            if self.measuring:
+                self.done += 1
+                self.lat.append(dt)
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+async def throughput(stack: Stack, rt: Runtime, size: int, args: argparse.Namespace,
+                     profile: dict[str, Path] | None = None) -> dict[str, Any]:
+    w = Window(size)
+    ctx = new_context(rt)
+    spies: list[subprocess.Popen[bytes]] = []
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(size):
+            tg.create_task(w.worker(rt, ctx))
+        await asyncio.sleep(args.ramp)
+        if profile:
+            spies = [subprocess.Popen(
+                [args.py_spy, "record", "--nonblocking", "-r", "100", "-f", "raw",
+                 "-d", str(int(args.duration)), "-p", str(stack.pids[name]), "-o", str(path)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for name, path in profile.items()]
+        cpu0, t0 = cpu_snapshot(stack.pids), time.perf_counter()
+        w.measuring = True
+        await asyncio.sleep(args.duration)
+        w.measuring = False
+        cpu1, t1 = cpu_snapshot(stack.pids), time.perf_counter()
+        w.stop = True
+    for spy in spies:
+        await asyncio.to_thread(spy.wait)
+    elapsed = t1 - t0
+    cores = {k: round((cpu1[k] - cpu0[k]) / elapsed, 3) for k in cpu0}
+    return {"window": size, "futures_per_s": round(w.done / elapsed, 1), "completed": w.done,
+            "errors": w.errors, "seconds": round(elapsed, 2),
+            "latency": summary_ms(w.lat) if w.lat else {},
+            "cpu_cores": dict(sorted(cores.items(), key=lambda kv: -kv[1])),
+            "cpu_cores_total": round(sum(cores.values()), 3)}
+
+
+def top_frames(path: Path, n: int = 12) -> dict[str, list[tuple[str, float]]]:
+    """Self and inclusive shares of samples per function, from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        c = int(count)
+        frames = [f.split(" (")[0] + " (" + f.rsplit("/", 1)[-1] if " (" in f else f
+                  for f in stack.split(";")]
+        total += c
+        own[frames[-1]] += c
+        for f in set(frames):
+            incl[f] += c
+    if not total:
+        return {"self": [], "inclusive": []}
+    return {"self": [(f, round(c / total, 3)) for f, c in own.most_common(n)],
+            "inclusive": [(f, round(c / total, 3)) for f, c in incl.most_common(n + 8)
+                          if not f.startswith(("<module>", "run (", "_run_once", "run_forever",
+                                               "run_until_complete", "main (", "serve ("))][:n]}
+
+
+# -- report ------------------------------------------------------------------------------------
+def report(result: dict[str, Any]) -> None:
+    lat, m = result["latency"], result["machine"]
+    print(f"\nNalar overhead  ({m['cores']} cores, {m['python']}, nats-server {m['nats_server']}, "
+          f"nodes={result['nodes']} x hosts-per-node={result['hosts_per_node']})")
+    print(f"command: {result['command']}\n")
+    print(f"{'round trip':<26}{'n':>6}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for label, key in (("raw NATS request/reply", "raw"), ("no-op future", "future")):
+        s = lat[key]
+        print(f"{label:<26}{s['n']:>6}{s['p50_ms']:>9.3f}{s['p90_ms']:>9.3f}"
+              f"{s['p99_ms']:>9.3f}{s['max_ms']:>9.3f}")
+    ok = lat["ratio_p50"] <= TARGET_RATIO_P50
+    print(f"{'ratio future/raw':<32}{lat['ratio_p50']:>8.2f}x{'':>9}{lat['ratio_p99']:>8.2f}x"
+          f"   target p50 <= {TARGET_RATIO_P50:g}: {'met' if ok else 'NOT met'}")
+    print("future stages, median ms: " + ", ".join(f"{k} {v:.3f}"
+                                                   for k, v in lat["stages_ms"].items()))
+    print(f"\n{'window':>7}{'futures/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+          f"{'cpu cores':>11}")
+    for t in result["throughput"]:
+        s = t["latency"]
+        print(f"{t['window']:>7}{t['futures_per_s']:>11.1f}{s.get('p50_ms', 0):>9.1f}"
+              f"{s.get('p99_ms', 0):>9.1f}{t['errors']:>8}{t['cpu_cores_total']:>11.2f}")
+    best = result["best"]
+    ok = best["futures_per_s"] >= TARGET_FUTURES_PER_S
+    print(f"best: {best['futures_per_s']:.1f} futures/s at window {best['window']}   "
+          f"target >= {TARGET_FUTURES_PER_S:g}: {'met' if ok else 'NOT met'}")
+    print("cpu (cores busy) during the best window: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in best["cpu_cores"].items() if v >= 0.005))
+    for name, frames in result.get("profile", {}).items():
+        print(f"\npy-spy {name}: self " + ", ".join(f"{f} {s:.0%}" for f, s in frames["self"]))
+        print(f"py-spy {name}: inclusive " + ", ".join(f"{f} {s:.0%}"
+                                                        for f, s in frames["inclusive"]))
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    version = subprocess.run([nats_server_binary(), "--version"], capture_output=True,
+                             text=True).stdout.strip().split()[-1]
+    result: dict[str, Any] = {
+        "command": " ".join([".venv/bin/python", "bench/overhead.py", *sys.argv[1:]]),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                    "nats_server": version},
+        "nodes": args.nodes, "hosts_per_node": args.hosts_per_node}
+    started = time.perf_counter()
+    async with start_stack(args) as stack:
+        result["startup_s"] = round(time.perf_counter() - started, 1)
+        async with client_runtime(stack, args.nodes * args.hosts_per_node) as rt:
+            result["latency"] = await latency(stack, rt, args)
+            result["throughput"] = [await throughput(stack, rt, size, args)
+                                    for size in args.windows]
+            result["best"] = max(result["throughput"], key=lambda t: t["futures_per_s"])
+            if args.py_spy:
+                OUT.mkdir(parents=True, exist_ok=True)
+                profile = {name: OUT / f"pyspy-{name}.txt" for name in stack.pids
+                           if name.startswith(("client", "lc-", "host-"))}
+                result["profiled"] = await throughput(stack, rt, result["best"]["window"], args,
+                                                      profile)
+                result["profile"] = {name: top_frames(path) for name, path in profile.items()
+                                     if path.exists()}
+    result["total_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--hosts-per-node", type=int, default=2)
+    p.add_argument("--raw-n", type=int, default=2000, help="raw request/reply round trips")
+    p.add_argument("--future-n", type=int, default=1000, help="sequential no-op futures")
+    p.add_argument("--warmup", type=int, default=200, help="of each, before measuring")
+    p.add_argument("--blocks", type=int, default=4, help="alternating raw/future blocks")
+    p.add_argument("--windows", type=lambda s: [int(x) for x in s.split(",")],
+                   default=[128, 256, 512], help="futures in flight, comma separated")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per window")
+    p.add_argument("--ramp", type=float, default=1.5, help="seconds before measuring a window")
+    p.add_argument("--log-level", default="WARNING", help="NALAR_LOG_LEVEL of the services")
+    p.add_argument("--py-spy", default="", metavar="PATH",
+                   help="py-spy binary: profile client, controllers and hosts in one extra "
+                        "window (raw stacks in bench/out/)")
+    p.add_argument("--json", type=Path, default=OUT / "overhead.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["responder"]:
+        asyncio.run(responder(argv[1], argv[2]))
+        return 0
+    args = parse_args(argv)
+    result = asyncio.run(bench(args))
+    report(result)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    summary = {"raw_p50_ms": result["latency"]["raw"]["p50_ms"],
+               "raw_p99_ms": result["latency"]["raw"]["p99_ms"],
+               "future_p50_ms": result["latency"]["future"]["p50_ms"],
+               "future_p99_ms": result["latency"]["future"]["p99_ms"],
+               "ratio_p50": result["latency"]["ratio_p50"],
+               "ratio_p99": result["latency"]["ratio_p99"],
+               "futures_per_s": result["best"]["futures_per_s"],
+               "best_window": result["best"]["window"],
+               "ratio_target_met": result["latency"]["ratio_p50"] <= TARGET_RATIO_P50,
+               "throughput_target_met": result["best"]["futures_per_s"] >= TARGET_FUTURES_PER_S,
+               "total_s": result["total_s"]}
+    print("\n" + json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
