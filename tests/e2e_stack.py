@@ -32,7 +32,8 @@ class StackHandle:
 
 
 def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: int = 2,
-                hosts_per_node: int = 1, extra_env: dict[str, str] | None = None) -> StackHandle:
+                hosts_per_node: int = 1, extra_env: dict[str, str] | None = None,
+                args: tuple[str, ...] = ()) -> StackHandle:
     port = free_port()
     prefix = "e" + uuid.uuid4().hex[:8]
     env = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url,
@@ -41,7 +42,7 @@ def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: i
     proc = subprocess.Popen(
         [sys.executable, "-m", "nalar", "up", "--app", str(app), "--nodes", str(nodes),
          "--hosts-per-node", str(hosts_per_node), "--port", str(port), "--prefix", prefix,
-         "--data-dir", str(log.parent / "data")],
+         "--data-dir", str(log.parent / "data"), *args],
         env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

@@ -36,7 +36,8 @@ async def invoke(fn: Any, args: list[Any], kwargs: dict[str, Any], ctx: CallCont
                  pool: ThreadPoolExecutor) -> Any:
     """Call `fn` inside `ctx`: coroutines on the loop, plain functions in the thread pool."""
     try:
-        inspect.signature(fn).bind(*args, **kwargs)
+        _signature(getattr(fn, "__func__", fn)).bind(None, *args, **kwargs) \
+            if inspect.ismethod(fn) else _signature(fn).bind(*args, **kwargs)
     except TypeError as exc:
         raise InvalidInput(f"bad arguments for {getattr(fn, '__qualname__', fn)}: {exc}") from exc
     token = enter(ctx)
@@ -48,6 +49,11 @@ async def invoke(fn: Any, args: list[Any], kwargs: dict[str, Any], ctx: CallCont
             pool, contextvars.copy_context().run, call)
     finally:
         leave(token)
+
+
+@functools.lru_cache(maxsize=4096)
+def _signature(fn: Any) -> inspect.Signature:
+    return inspect.signature(fn)
 
 
 def as_error(exc: BaseException, call: CallSpec) -> NalarError:
