@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from e2e_stack import ROOT, StackHandle, start_stack, stop_stack
 

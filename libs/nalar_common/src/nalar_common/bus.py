@@ -29,6 +29,12 @@ from nalar_common.subjects import Names
 log = get_logger(__name__)
 
 MAX_CONSUMERS = 20_000
+MULTI_LAST_BATCH = 1000  # nats-server answers 413 past 1024 results per batch direct get
+_ESSENTIAL = ("subjects", "retention", "max_msgs_per_subject", "allow_direct")
+
+
+class TooManyResults(Exception):
+    """A batch direct get matched more messages than the server returns in one batch."""
 
 
 @dataclass(slots=True)
@@ -94,12 +100,22 @@ class Bus:
         await self.kv(n.instances_bucket, history=1, ttl=s.instance_ttl_s)
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
+        """Create the stream; if it exists, only fix what correctness depends on and keep the
+        limits an operator (or the first process) set, so processes never fight over them."""
         try:
             await self.js.add_stream(config)
+            return
         except BadRequestError as exc:
             if exc.err_code != 10058:  # exists with another configuration
                 raise
-            await self.js.update_stream(config)
+        assert config.name is not None
+        current = (await self.js.stream_info(config.name)).config
+        if all(getattr(current, f) == getattr(config, f) for f in _ESSENTIAL):
+            return
+        for f in ("max_age", "max_bytes", "max_msgs", "duplicate_window", "max_consumers"):
+            setattr(config, f, getattr(current, f))
+        log.info("stream.updated", stream=config.name)
+        await self.js.update_stream(config)
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
         """Open a bucket, creating it if missing (open first: see tech.md A.6 pitfall 1)."""
@@ -123,9 +139,24 @@ class Bus:
         return _stored(msg)
 
     async def multi_last(self, stream: str, subjects: Iterable[str],
-                         timeout: float = 2.0) -> dict[str, StoredMsg]:
-        """Batch direct get of the last message per subject (wildcards allowed), server 2.11+."""
+                         timeout: float = 5.0) -> dict[str, StoredMsg]:
+        """Last message per subject (wildcards allowed): batch direct gets of at most
+        `MULTI_LAST_BATCH` subjects; a wildcard matching more than a batch falls back to
+        reading the stream with an ordered consumer."""
         subjects = list(subjects)
+        found: dict[str, StoredMsg] = {}
+        for i in range(0, len(subjects), MULTI_LAST_BATCH):
+            chunk = subjects[i:i + MULTI_LAST_BATCH]
+            try:
+                found.update(await self._multi_last(stream, chunk, timeout))
+            except TooManyResults:
+                for subject in chunk:
+                    async for m in self.iter_stream(stream, subject, follow=False):
+                        found[m.subject] = m
+        return found
+
+    async def _multi_last(self, stream: str, subjects: list[str],
+                          timeout: float) -> dict[str, StoredMsg]:
         if not subjects:
             return {}
         inbox = self.nc.new_inbox()
@@ -145,6 +176,8 @@ class Bus:
                     msg = await queue.get()
                     stored = _stored(msg)
                     if stored is None:
+                        if (msg.headers or {}).get("Status") == "413":
+                            raise TooManyResults(subjects[0])
                         break
                     found[stored.subject] = stored
         finally:

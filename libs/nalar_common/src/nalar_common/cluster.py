@@ -32,6 +32,7 @@ class InstanceInfo:
     started_at: float = 0.0
     ts: float = 0.0
     inflight: int = 0
+    draining: bool = False  # shutting down: finishes what it runs, takes nothing new
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -153,7 +154,9 @@ class ClusterView:
         return [i for i in self.instances.values() if i.ts >= cutoff]
 
     def live_instances(self, agent: str, node: str | None = None) -> list[InstanceInfo]:
-        return [i for i in self.live() if i.agent == agent and (node is None or i.node == node)]
+        """Instances that take new work (fresh, not draining)."""
+        return [i for i in self.live() if i.agent == agent and not i.draining
+                and (node is None or i.node == node)]
 
     def nodes(self) -> set[str]:
         return {i.node for i in self.live()}

@@ -57,6 +57,16 @@ return {1, ver + 1}
 """
 
 
+_SWAP = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return ARGV[2]
+end
+return cur
+"""
+
+
 class WriteOutcome:
     APPLIED = 1
     DUPLICATE = 2
@@ -85,6 +95,7 @@ class SessionStore:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._write = client.register_script(_WRITE)
+        self._swap = client.register_script(_SWAP)
 
     @classmethod
     def from_url(cls, url: str, names: Names) -> SessionStore:
@@ -130,6 +141,12 @@ class SessionStore:
             return run
         existing: Any = await self.r.get(k)
         return existing.decode() if existing else run
+
+    async def replace_idempotency_key(self, key: str, old: str, new: str,
+                                      ttl_s: int = 86_400) -> str:
+        """Point `key` at `new` if it still names `old`; returns the run it names after."""
+        owner = await self._swap(keys=[self.names.idempotency_key(key)], args=[old, new, ttl_s])
+        return owner.decode() if isinstance(owner, bytes) else str(owner)
 
     # -- leases ----------------------------------------------------------------
     async def acquire(self, session: str, owner: str, ttl_ms: int = 5000) -> Lease | None:

@@ -35,6 +35,7 @@ class Headers:
     POLICY_REV = "Nalar-Policy-Rev"
     DEADLINE = "Nalar-Deadline"
     INSTANCE = "Nalar-Instance"
+    HOP = "Nalar-Hop"
     MSG_ID = "Nats-Msg-Id"
     EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 

@@ -76,6 +76,8 @@ def lookup(target: Any, method: str, agent: str) -> Any:
     return fn
 
 
-def context_for(runtime: Runtime, call: CallSpec) -> CallContext:
+def context_for(runtime: Runtime, call: CallSpec, attempt: int) -> CallContext:
+    """`attempt` > 1 marks a re-execution: its calls look for earlier results first, so
+    finished work resolves from the stream instead of running again."""
     return CallContext(runtime=runtime, run=call.run, session=call.session, future=call.future,
-                       priority=call.priority, attempt=call.attempt, deadline=call.deadline)
+                       priority=call.priority, attempt=attempt, deadline=call.deadline)

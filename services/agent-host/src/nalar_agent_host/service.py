@@ -51,6 +51,7 @@ class AgentHost:
                                        thread_name_prefix="nalar-worker")
         self.instances: dict[str, Instance] = {}
         self._stopping = asyncio.Event()
+        self.draining = False
         self._inflight: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self.stats = {"executed": 0, "failed": 0, "duplicates": 0}
@@ -91,11 +92,14 @@ class AgentHost:
                 log.info("agent_host.started", host=self.host_id, node=self.node,
                          agents=sorted(i.info.agent for i in self.instances.values()))
                 await self._stopping.wait()
-                await sub.unsubscribe()  # stop intake
-                for key in self.instances:
-                    await kv.delete(key)
+                # stop intake: announce draining, then finish what runs, then leave
+                self.draining = True
+                await self._heartbeat(kv)
+                await sub.unsubscribe()
                 if self._inflight:
                     await asyncio.wait(self._inflight, timeout=self.settings.grace_s)
+                for key in self.instances:
+                    await kv.delete(key)
                 raise Shutdown
         except* Shutdown:
             pass
@@ -109,7 +113,8 @@ class AgentHost:
     async def _heartbeat(self, kv: Any) -> None:
         now = time.time()
         for key, inst in self.instances.items():
-            inst.info = replace(inst.info, ts=now, inflight=inst.inflight)
+            inst.info = replace(inst.info, ts=now, inflight=inst.inflight,
+                                draining=self.draining)
             await kv.put(key, inst.info.encode())
 
     async def _heartbeat_loop(self, kv: Any) -> None:
@@ -160,7 +165,9 @@ class AgentHost:
             else:
                 fn = lookup(inst.target, call.method, call.agent)
             args, kwargs = resolve_args(call, body.get("deps") or {})
-            value = await invoke(fn, args, kwargs, context_for(self.runtime, call), self.pool)
+            attempt = int(headers.get(H.ATTEMPT) or call.attempt)
+            value = await invoke(fn, args, kwargs, context_for(self.runtime, call, attempt),
+                                 self.pool)
         except Exception as exc:
             error = as_error(exc, call)
         finally:

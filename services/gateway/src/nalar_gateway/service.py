@@ -12,11 +12,13 @@ from nalar.app import App, load_app
 from nalar.future import Future
 from nalar.runtime import Runtime
 from nalar_common.bus import Bus
-from nalar_common.errors import NoInstance, NotFound, Timeout
+from nalar_common.calls import publish_result
+from nalar_common.errors import NalarError, NoInstance, NotFound, Timeout, Unavailable
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
+from nalar_common.subjects import Headers as H
 from pydantic import BaseModel
 
 from nalar_gateway.inputs import RunRequest, input_model, validate_input
@@ -82,26 +84,40 @@ class Gateway:
                                                            self.settings.idempotency_ttl_s)
             if owner != run_id:
                 existing = await self._await_created(owner)
-                return existing, False
+                if existing is not None:
+                    return existing, False
+                # the claimer died before creating its run: take the key over
+                owner = await self.store.replace_idempotency_key(
+                    req.idempotency_key, owner, run_id, self.settings.idempotency_ttl_s)
+                if owner != run_id:
+                    return await self._await_created(owner) or {"run_id": owner}, False
         await record(self.bus, run_id, Event.CREATED, {
             "workflow": workflow, "session_id": session, "input": inputs,
             "priority": req.priority, "idempotency_key": req.idempotency_key,
         }, acked=True, msg_id=f"{run_id}.created")
-        await self.runtime.submit_root(run=run_id, session=session, workflow=workflow,
-                                       input=inputs, priority=req.priority)
+        try:
+            await self.runtime.submit_root(run=run_id, session=session, workflow=workflow,
+                                           input=inputs, priority=req.priority)
+        except Exception as exc:
+            # the run exists in the journal: fail it rather than leave it queued forever
+            err = exc if isinstance(exc, NalarError) else Unavailable(
+                f"could not start the run: {exc}")
+            await publish_result(self.bus, {H.RUN: run_id, H.FUTURE: ROOT_FUTURE,
+                                            H.SESSION: session, H.AGENT: DRIVER_AGENT,
+                                            H.METHOD: workflow}, error=err, executor="gateway")
+            raise err from exc
         log.info("run.created", run_id=run_id, session_id=session, workflow=workflow)
         return {"run_id": run_id, "session_id": session, "workflow": workflow,
                 "status": "queued", "created_at": time.time()}, True
 
-    async def _await_created(self, run_id: str, timeout: float = 5.0) -> dict[str, Any]:
-        """A concurrent POST with the same key may still be writing its `created` event."""
+    async def _await_created(self, run_id: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        """A concurrent POST with the same key may still be writing its `created` event;
+        None when it never appears (that gateway died between claiming and creating)."""
         deadline = time.monotonic() + timeout
         while True:
             view = await self.reader.get(run_id)
-            if view is not None:
+            if view is not None or time.monotonic() > deadline:
                 return view
-            if time.monotonic() > deadline:
-                raise Timeout(f"run {run_id} for this idempotency key was not created in time")
             await asyncio.sleep(0.05)
 
     async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any] | None:

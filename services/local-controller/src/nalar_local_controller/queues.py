@@ -67,11 +67,12 @@ class InstanceQueue:
     def pop(self) -> Held | None:
         return heapq.heappop(self._heap)[2] if self._heap else None
 
-    def drain(self) -> list[Held]:
-        items = [h for _, _, h in self._heap] + list(self.inflight.values())
+    def drain(self) -> tuple[list[Held], list[Held]]:
+        """Empty the queue: (queued, in flight)."""
+        queued, inflight = [h for _, _, h in self._heap], list(self.inflight.values())
         self._heap.clear()
         self.inflight.clear()
-        return items
+        return queued, inflight
 
     def oldest(self) -> Held | None:
         return min((h for _, _, h in self._heap), key=lambda h: h.arrived, default=None)

@@ -104,8 +104,12 @@ class LocalController:
             return
         try:
             priority = int(headers.get(H.PRIORITY) or 0)
+            attempt = int(headers.get(H.ATTEMPT) or 1)
         except ValueError:
-            priority = 0
+            priority, attempt = 0, 1
+        redeliveries = msg.metadata.num_delivered - 1 if msg.metadata else 0
+        if redeliveries > 0:  # a controller died holding it: it may have run already
+            headers[H.ATTEMPT] = str(attempt + redeliveries)
         deps = [d for d in (headers.get(H.DEPS) or "").split(",") if d]
         held = Held(msg=msg, data=msg.data, headers=headers, run=headers[H.RUN],
                     future=headers[H.FUTURE], agent=headers[H.AGENT],
@@ -155,7 +159,8 @@ class LocalController:
         self._dispatch(queue)
 
     def _choose(self, held: Held) -> InstanceQueue | None:
-        candidates = [q for q in self.queues.values() if q.info.agent == held.agent]
+        candidates = [q for q in self.queues.values()
+                      if q.info.agent == held.agent and not q.info.draining]
         if not candidates:
             return None
         snap = self.view.snapshot
@@ -191,9 +196,10 @@ class LocalController:
     async def _on_done(self, msg: Msg) -> None:
         h = msg.headers or {}
         key = f"{h.get(H.RUN)}.{h.get(H.FUTURE)}"
-        held = self.held.pop(key, None)
-        if held is None:
-            return
+        held = self.held.get(key)
+        if held is None or h.get(H.INSTANCE) != held.instance:
+            return  # unknown, or a superseded copy finishing late: the current one still runs
+        del self.held[key]
         queue = self.queues.get(held.instance or "")
         if queue is not None:
             queue.inflight.pop(key, None)
@@ -206,8 +212,8 @@ class LocalController:
     async def _forward(self, held: Held, node: str) -> None:
         """Hand a call to another node: republish with a new message id, then ack ours."""
         self.held.pop(held.key, None)
-        hop = int(held.headers.get("Nalar-Hop", "0")) + 1
-        headers = {**held.headers, "Nalar-Hop": str(hop),
+        hop = int(held.headers.get(H.HOP, "0")) + 1
+        headers = {**held.headers, H.HOP: str(hop),
                    H.MSG_ID: f"{held.key}.c{hop}.a{held.headers.get(H.ATTEMPT, '1')}"}
         await self.bus.js.publish(self.names.call(node, held.agent), held.data, headers=headers)
         await held.msg.ack()
@@ -227,6 +233,9 @@ class LocalController:
         log.info("call.failed", run_id=run, future_id=fut, code=error.error_code,
                  message=error.message)
         await publish_result(self.bus, headers, error=error, executor=self.executor_id)
+        await record(self.bus, run, Event.FUTURE_RESOLVED, {
+            "future": fut, "agent": headers.get(H.AGENT), "method": headers.get(H.METHOD),
+            "status": "error", "executor": self.executor_id, "code": error.error_code})
         if fut == ROOT_FUTURE:
             await record(self.bus, run, Event.FINISHED,
                          {"status": "failed", "error": error.to_wire()}, acked=True)
@@ -255,9 +264,13 @@ class LocalController:
 
     def _instance_gone(self, queue: InstanceQueue) -> None:
         """Its host stopped heartbeating: run its queued and in-flight calls elsewhere."""
-        items = queue.drain()
-        log.warning("instance.lost", instance=queue.info.instance, requeued=len(items))
-        for held in items:
+        queued, inflight = queue.drain()
+        log.warning("instance.lost", instance=queue.info.instance,
+                    requeued=len(queued) + len(inflight))
+        for held in inflight:  # it may have run part-way: the next copy is a new attempt
+            held.headers = {**held.headers,
+                            H.ATTEMPT: str(int(held.headers.get(H.ATTEMPT) or 1) + 1)}
+        for held in queued + inflight:
             held.instance = None
             self.stats["requeued"] += 1
             self._place(held)

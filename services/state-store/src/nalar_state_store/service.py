@@ -34,7 +34,7 @@ class StateStore:
             async with asyncio.TaskGroup():
                 consumer = ConsumerConfig(
                     durable_name=self.names.STATE_STORE_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL, ack_wait=30,
+                    deliver_policy=DeliverPolicy.ALL, ack_wait=self.settings.ack_wait_s,
                     filter_subject=self.names.run_created_all())
                 reg = await self.bus.js.subscribe(
                     self.names.run_created_all(), stream=self.names.runs_stream,

@@ -6,4 +6,4 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class StateStoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NALAR_STATE_", extra="ignore")
 
-    registry_batch: int = 256
+    ack_wait_s: float = 30.0

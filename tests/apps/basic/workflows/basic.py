@@ -88,3 +88,11 @@ async def noops(n: int = 100) -> int:
     for f in futs:
         await f
     return n
+
+
+@nalar.workflow
+def echo_then_nap(seconds: float) -> list[object]:
+    """A finished call, then a slow one: a re-run driver must find the first in the stream."""
+    e = nalar.stub(Echo)
+    first = e.echo("first").value(timeout=60)
+    return [first, e.slow(seconds).value(timeout=60)]
