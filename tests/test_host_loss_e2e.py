@@ -3,6 +3,7 @@ another host, and the re-run driver finds its finished calls in the stream inste
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -84,12 +85,12 @@ async def _driver_host(nats_url: str, prefix: str, run: str) -> str:
         await nc.close()
 
 
-async def test_driver_rerun_after_host_sigkill(services: dict[str, object]) -> None:
+def test_driver_rerun_after_host_sigkill(services: dict[str, object]) -> None:
     url, prefix = str(services["url"]), str(services["prefix"])
     procs: dict[str, subprocess.Popen[bytes]] = services["procs"]  # type: ignore[assignment]
     run = httpx.post(f"{url}/v1/workflows/echo_then_nap/runs",
                      json={"input": {"seconds": 1.5}}).json()["run_id"]
-    host = await _driver_host(str(services["nats_url"]), prefix, run)
+    host = asyncio.run(_driver_host(str(services["nats_url"]), prefix, run))
     procs[f"host-{host}"].send_signal(signal.SIGKILL)
     deadline = time.monotonic() + 60
     while True:
