@@ -7,7 +7,7 @@ import asyncio
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
 from nalar_common.errors import AgentError
-from nalar_common.futures import FutureResult, FutureWaiter, _Pending
+from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.subjects import Headers as H
 
 
@@ -64,9 +64,7 @@ async def test_recheck_finds_results_missed_while_disconnected(bus: Bus) -> None
     got: list[str] = []
     # a pending wait whose result was stored without our subscription seeing it
     await publish_result(bus, _headers("r4", "7"), value=7, executor="x")
-    entry = _Pending()
-    entry.callbacks.append(lambda r: got.append(r.value()))
-    waiter._pending[("r4", "7")] = entry
+    waiter._pending[("r4", "7")] = [lambda r: got.append(r.value())]
     await waiter.recheck()
     assert got == [7]
 

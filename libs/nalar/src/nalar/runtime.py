@@ -38,7 +38,7 @@ class Runtime:
         self.engine = engine
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queue: asyncio.Queue[Coroutine[Any, Any, None]] = asyncio.Queue()
+        self._tg: asyncio.TaskGroup | None = None
         self._started = asyncio.Event()
 
     @property
@@ -49,12 +49,10 @@ class Runtime:
     async def run(self) -> None:
         """Own the publishing tasks and the cluster view until cancelled."""
         self._loop = asyncio.get_running_loop()
-        self._started.set()
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.view.run())
-            while True:
-                coro = await self._queue.get()
-                tg.create_task(coro)
+            self._tg = tg
+            self._started.set()
+            await self.view.run()
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):
@@ -62,14 +60,18 @@ class Runtime:
         await self.view.wait_ready(timeout)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` in the runtime's task group (from the loop or from any thread); the
+        coroutines given here handle their own errors."""
+        tg = self._tg
+        assert tg is not None, "Runtime.run() has not started"
         try:
             on_loop = asyncio.get_running_loop() is self._loop
         except RuntimeError:
             on_loop = False
         if on_loop:
-            self._queue.put_nowait(coro)
+            tg.create_task(coro)
         else:
-            self.loop.call_soon_threadsafe(self._queue.put_nowait, coro)
+            self.loop.call_soon_threadsafe(tg.create_task, coro)
 
     # -- calls -------------------------------------------------------------------
     def submit(self, ctx: CallContext, agent: str, method: str, args: Sequence[Any],
@@ -106,8 +108,14 @@ class Runtime:
     def watch(self, run: str, future: str) -> Future[Any]:
         """A `Future` for an existing future id (e.g. a run's result), from any process."""
         fut: Future[Any] = Future(run, future, "", "", self.loop)
-        self._spawn(self.waiter.watch(run, future, fut._resolve, check_stored=True))
+        self._spawn(self._watch(fut))
         return fut
+
+    async def _watch(self, fut: Future[Any]) -> None:
+        try:
+            await self.waiter.watch(fut.run, fut.future, fut._resolve, check_stored=True)
+        except Exception as exc:
+            _fail(fut, Unavailable(f"could not watch future {fut.future}: {exc}"))
 
     async def _publish(self, fut: Future[Any], spec: CallSpec, payload: bytes, *,
                        check_stored: bool, node: str | None = None,
@@ -134,8 +142,13 @@ class Runtime:
                 f"could not publish call: {exc}", details={"type": type(exc).__name__})
             log.warning("future.publish_failed", run_id=spec.run, future_id=spec.future,
                         error=str(exc))
-            status, data = encode_result(error=err)
-            fut._resolve(FutureResult(spec.run, spec.future, data, {"Nalar-Status": status}))
+            _fail(fut, err)
+
+
+def _fail(fut: Future[Any], err: NalarError) -> None:
+    """Resolve a future locally with an error (nothing was, or can be, published for it)."""
+    status, data = encode_result(error=err)
+    fut._resolve(FutureResult(fut.run, fut.future, data, {"Nalar-Status": status}))
 
 
 def _encode_call(spec: CallSpec) -> bytes:

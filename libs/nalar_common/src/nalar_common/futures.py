@@ -1,4 +1,5 @@
-"""Waiting for futures: a core subscription per awaited future plus a direct-get backstop.
+"""Waiting for futures: core subscriptions (one per run with awaited futures) plus a direct-get
+backstop.
 
 Never a JetStream consumer or KV watch per future (tech.md A.2). After a reconnect, every
 pending future is re-checked with one batch direct get, since core subscriptions miss what was
@@ -62,20 +63,26 @@ class FutureResult:
 Callback = Callable[[FutureResult], None]
 
 
-class _Pending:
-    __slots__ = ("callbacks", "sub")
+class _RunSub:
+    __slots__ = ("pending", "sub")
 
     def __init__(self) -> None:
-        self.callbacks: list[Callback] = []
+        self.pending = 0
         self.sub: Subscription | None = None
 
 
 class FutureWaiter:
-    """Calls back once per future when its result appears; shares one subscription per future."""
+    """Calls back once per future when its result appears.
+
+    One core subscription per run with awaited futures (`nalar.fut.<run>.>`), held while any of
+    them is pending: only processes waiting on a run receive its results, and a busy driver
+    pays one SUB per run instead of one per call.
+    """
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
-        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._pending: dict[tuple[str, str], list[Callback]] = {}
+        self._runs: dict[str, _RunSub] = {}
         bus.on_reconnect(self.recheck)
 
     @property
@@ -86,27 +93,29 @@ class FutureWaiter:
                     check_stored: bool = True) -> None:
         """Subscribe (if needed) then, with `check_stored`, look the result up in the stream.
 
-        A caller that subscribes *before* publishing the call that produces the future can skip
-        the backstop: the server handles the SUB before the PUB on one connection.
+        A caller that starts watching *before* publishing the call that produces the future can
+        skip the backstop: the server handles the SUB before the PUB on one connection.
         """
         key = (run, future)
-        entry = self._pending.get(key)
-        if entry is not None:
-            entry.callbacks.append(callback)
+        callbacks = self._pending.get(key)
+        if callbacks is not None:
+            callbacks.append(callback)
             return
-        entry = self._pending[key] = _Pending()
-        entry.callbacks.append(callback)
-        subject = self._bus.names.future(run, future)
-
-        async def on_msg(msg: Msg) -> None:
-            self._deliver(key, msg.data, dict(msg.headers or {}))
-
-        entry.sub = await self._bus.nc.subscribe(subject, cb=on_msg)
-        await entry.sub.unsubscribe(limit=1)  # the server drops the interest after one message
+        self._pending[key] = [callback]
+        rs = self._runs.get(run)
+        if rs is None:
+            rs = self._runs[run] = _RunSub()
+            rs.pending = 1
+            rs.sub = await self._bus.nc.subscribe(self._bus.names.futures_of_run(run),
+                                                  cb=self._on_msg)
+        else:
+            rs.pending += 1
         if check_stored:
-            stored = await self._bus.direct_get_last(self._bus.names.futures_stream, subject)
+            stored = await self._bus.direct_get_last(self._bus.names.futures_stream,
+                                                     self._bus.names.future(run, future))
             if stored is not None:
-                await self._unsubscribe(self._deliver(key, stored.data, stored.headers))
+                self._deliver(key, stored.data, stored.headers)
+                await self._release_idle(run)
 
     async def get(self, run: str, future: str) -> FutureResult | None:
         """The stored result, if the future has resolved."""
@@ -114,27 +123,36 @@ class FutureWaiter:
                                                  self._bus.names.future(run, future))
         return None if stored is None else _result(run, future, stored)
 
-    async def _unsubscribe(self, sub: Subscription | None) -> None:
-        """Drop a subscription whose future the backstop resolved (no message will come)."""
-        if sub is None or self._bus.nc.is_closed:
-            return
-        try:
-            await sub.unsubscribe()
-        except Exception:  # already closed by its one message
-            pass
+    async def _on_msg(self, msg: Msg) -> None:
+        _, run, future = msg.subject.rsplit(".", 2)
+        self._deliver((run, future), msg.data, dict(msg.headers or {}))
+        await self._release_idle(run)
 
-    def _deliver(self, key: tuple[str, str], data: bytes,
-                 headers: dict[str, str]) -> Subscription | None:
-        entry = self._pending.pop(key, None)
-        if entry is None:
-            return None
+    async def _release_idle(self, run: str) -> None:
+        """Drop the run's subscription once nothing of it is awaited here."""
+        rs = self._runs.get(run)
+        if rs is None or rs.pending > 0:
+            return
+        del self._runs[run]
+        if rs.sub is not None and not self._bus.nc.is_closed:
+            try:
+                await rs.sub.unsubscribe()
+            except Exception:
+                pass
+
+    def _deliver(self, key: tuple[str, str], data: bytes, headers: dict[str, str]) -> None:
+        callbacks = self._pending.pop(key, None)
+        if callbacks is None:
+            return  # a sibling future nobody here awaits, or a duplicate
+        rs = self._runs.get(key[0])
+        if rs is not None:
+            rs.pending -= 1
         result = FutureResult(key[0], key[1], data, headers)
-        for cb in entry.callbacks:
+        for cb in callbacks:
             try:
                 cb(result)
             except Exception:
                 log.exception("future.callback_failed", run_id=key[0], future_id=key[1])
-        return entry.sub
 
     async def recheck(self) -> None:
         """Look every pending future up in one batch (after a reconnect)."""
@@ -144,7 +162,9 @@ class FutureWaiter:
         subjects = {names.future(r, f): (r, f) for r, f in self._pending}
         found = await self._bus.multi_last(names.futures_stream, subjects)
         for subject, stored in found.items():
-            await self._unsubscribe(self._deliver(subjects[subject], stored.data, stored.headers))
+            self._deliver(subjects[subject], stored.data, stored.headers)
+        for run in {r for r, _ in subjects.values()}:
+            await self._release_idle(run)
         log.info("future.rechecked", pending=len(subjects), found=len(found))
 
 

@@ -48,6 +48,7 @@ class InstanceQueue:
         self._heap: list[tuple[int, int, Held]] = []
         self.inflight: dict[str, Held] = {}
         self.latencies: deque[float] = deque(maxlen=512)
+        self.dispatched = 0  # breaks ties between equally loaded instances (round robin)
 
     @property
     def queued(self) -> int:

@@ -169,7 +169,7 @@ class LocalController:
             for q in candidates:
                 if q.info.instance == pinned:
                     return q
-        return min(candidates, key=lambda q: (q.load(), q.info.instance))
+        return min(candidates, key=lambda q: (q.load(), q.dispatched))
 
     def _other_node(self, agent: str, session: str) -> str | None:
         node = self.view.choose_node(agent, session)
@@ -182,6 +182,7 @@ class LocalController:
             if held is None:
                 return
             queue.inflight[held.key] = held
+            queue.dispatched += 1
             held.dispatched_at = time.time()
             self.stats["dispatched"] += 1
             payload = Envelope("dispatch", {
