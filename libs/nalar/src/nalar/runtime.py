@@ -28,6 +28,8 @@ from nalar.future import Future
 
 log = get_logger(__name__)
 
+PUBLISH_ACK_TIMEOUT_S = 10.0
+
 
 class Runtime:
     def __init__(self, bus: Bus, *, view: ClusterView | None = None,
@@ -129,12 +131,15 @@ class Runtime:
                 raise NoInstance(f"no instance of agent {spec.agent!r} is running",
                                  details={"agent": spec.agent})
             headers = spec.headers(self.view.snapshot.revision if self.view.snapshot else None)
+            # the call goes on the wire first; the journal entry follows without delaying it
+            ack = await self.bus.js.publish_async(self.bus.names.call(node, spec.agent), payload,
+                                                  headers=headers)
             await record(self.bus, spec.run, Event.FUTURE_CREATED, {
                 "future": spec.future, "agent": spec.agent, "method": spec.method,
                 "deps": list(spec.deps), "parent": spec.parent, "session": spec.session,
                 "node": node, "created_at": spec.created_at})
-            await self.bus.js.publish(self.bus.names.call(node, spec.agent), payload,
-                                      headers=headers)
+            async with asyncio.timeout(PUBLISH_ACK_TIMEOUT_S):
+                await ack
         except Exception as exc:
             if raise_errors:
                 raise

@@ -118,6 +118,7 @@ class LocalController:
         self.stats["admitted"] += 1
         if not deps:
             self._place(held)
+            await self._flush_outbox()  # dispatch now, without waiting for the outbox task
             return
         held.waiting = set(deps)
         on_resolved = functools.partial(self._dep_resolved, held)
@@ -206,9 +207,10 @@ class LocalController:
             queue.inflight.pop(key, None)
             queue.latencies.append(time.time() - held.dispatched_at)
         self.stats["completed"] += 1
-        await held.msg.ack()
         if queue is not None:
             self._dispatch(queue)
+            await self._flush_outbox()
+        await held.msg.ack()
 
     async def _forward(self, held: Held, node: str) -> None:
         """Hand a call to another node: republish with a new message id, then ack ours."""
@@ -329,13 +331,16 @@ class LocalController:
     # -- helpers -----------------------------------------------------------------------------
     async def _outbox_loop(self) -> None:
         """Publish dispatches queued by synchronous placement code, in order, in batches."""
-        reply = self.names.done(self.node)
         while True:
             await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            batch, self._outbox = self._outbox, []
-            for subject, payload in batch:
-                await self.bus.nc.publish(subject, payload, reply=reply)
+            await self._flush_outbox()
+
+    async def _flush_outbox(self) -> None:
+        self._outbox_ready.clear()
+        reply = self.names.done(self.node)
+        batch, self._outbox = self._outbox, []
+        for subject, payload in batch:
+            await self.bus.nc.publish(subject, payload, reply=reply)
 
     def _spawn(self, coro: Any) -> None:
         assert self._tg is not None
