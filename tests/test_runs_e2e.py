@@ -216,3 +216,19 @@ def test_stack_logs_are_prefixed(stack: StackHandle) -> None:
     for name in ("gateway", "lc-n1", "lc-n2", "host-n1-1", "host-n2-1", "global-controller",
                  "state-store"):
         assert f"{name} " in text or f"{name}|" in text or f"{name} |" in text, name
+
+
+def test_idempotency_key_under_concurrent_retries(stack: StackHandle) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"input": {"count": 2, "label": "race"}, "idempotency_key": "race-key"}
+
+    def post(_: int) -> str:
+        with httpx.Client(base_url=stack.url, timeout=30) as c:
+            r = c.post("/v1/workflows/typed/runs", json=body)
+            assert r.status_code == 202, r.text
+            return str(r.json()["run_id"])
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(post, range(8)))
+    assert len(ids) == 1

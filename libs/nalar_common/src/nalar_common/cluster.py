@@ -88,6 +88,7 @@ class ClusterView:
         self.instances: dict[str, InstanceInfo] = {}
         self.snapshot: PolicySnapshot | None = None
         self._ready = asyncio.Event()
+        self._initial_done: set[str] = set()
         self._changed = asyncio.Event()
         self._rng = random.Random()
 
@@ -120,13 +121,10 @@ class ClusterView:
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
-    _seen_initial: set[str] | None = None
-
     def _mark_ready(self, what: str) -> None:
-        if self._seen_initial is None:
-            self._seen_initial = set()
-        self._seen_initial.add(what)
-        if len(self._seen_initial) == 2:
+        """Ready once both buckets have delivered their initial values."""
+        self._initial_done.add(what)
+        if len(self._initial_done) == 2:
             self._ready.set()
 
     def _on_policy(self, key: str, value: bytes | None, revision: int) -> None:
