@@ -2,6 +2,9 @@
 `NALAR_NATS_URL` / `NALAR_REDIS_URL` name running ones), then every service as its own process
 (`python -m nalar_<name>`), waits until the gateway is ready, streams prefixed logs, and stops
 everything on Ctrl-C, SIGTERM, or the exit of any part.
+
+Children run in their own sessions, so a terminal's Ctrl-C reaches only `nalar up`, which then
+stops the services first and the servers last; they still die with it if it is killed.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ class Stack:
         child.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", child.module, env=child.env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=die_with_parent)
+            preexec_fn=die_with_parent, start_new_session=True)
 
     async def _pump(self, child: Child) -> None:
         assert child.proc is not None and child.proc.stdout is not None

@@ -96,7 +96,7 @@ def start_nats(data_dir: Path, *, port: int | None = None, monitor_port: int | N
     proc = subprocess.Popen(
         [nats_server_binary(), "-js", "-sd", str(data_dir), "-a", "127.0.0.1", "-p", str(port),
          "-m", str(monitor_port), "--server_name", f"nalar-{port}"],
-        stdout=out, stderr=out, preexec_fn=die_with_parent)
+        stdout=out, stderr=out, preexec_fn=die_with_parent, start_new_session=True)
     _wait_port(port, proc, "nats-server", timeout)
     server = ServerProcess("nats", proc, f"nats://127.0.0.1:{port}", port, data_dir)
     server.monitor_port = monitor_port  # type: ignore[attr-defined]
@@ -112,6 +112,7 @@ def start_valkey(data_dir: Path, *, port: int | None = None, appendonly: bool = 
         [valkey_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
          "--dir", str(data_dir), "--appendonly", "yes" if appendonly else "no",
          "--save", "", "--protected-mode", "yes", "--daemonize", "no"],
-        stdout=out, stderr=out, preexec_fn=die_with_parent, env={**os.environ})
+        stdout=out, stderr=out, preexec_fn=die_with_parent, env={**os.environ},
+        start_new_session=True)
     _wait_port(port, proc, "valkey-server", timeout)
     return ServerProcess("valkey", proc, f"redis://127.0.0.1:{port}/0", port, data_dir)

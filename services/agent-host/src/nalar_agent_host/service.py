@@ -92,14 +92,7 @@ class AgentHost:
                 log.info("agent_host.started", host=self.host_id, node=self.node,
                          agents=sorted(i.info.agent for i in self.instances.values()))
                 await self._stopping.wait()
-                # stop intake: announce draining, then finish what runs, then leave
-                self.draining = True
-                await self._heartbeat(kv)
-                await sub.unsubscribe()
-                if self._inflight:
-                    await asyncio.wait(self._inflight, timeout=self.settings.grace_s)
-                for key in self.instances:
-                    await kv.delete(key)
+                await self._drain(sub, kv)
                 raise Shutdown
         except* Shutdown:
             pass
@@ -109,6 +102,23 @@ class AgentHost:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _drain(self, sub: Any, kv: Any) -> None:
+        """Stop intake: announce draining, finish what runs, then leave the instance table.
+        Best effort on the bus: NATS may already be gone when the whole machine stops."""
+        self.draining = True
+        try:
+            await self._heartbeat(kv)
+            await sub.unsubscribe()
+        except Exception as exc:
+            log.warning("agent_host.drain_announce_failed", error=str(exc))
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self.settings.grace_s)
+        try:
+            for key in self.instances:
+                await kv.delete(key)
+        except Exception as exc:
+            log.warning("agent_host.deregister_failed", error=str(exc))
 
     async def _heartbeat(self, kv: Any) -> None:
         now = time.time()
