@@ -232,3 +232,26 @@ def test_idempotency_key_under_concurrent_retries(stack: StackHandle) -> None:
     with ThreadPoolExecutor(8) as pool:
         ids = set(pool.map(post, range(8)))
     assert len(ids) == 1
+
+
+def test_call_too_large_for_one_message_fails_cleanly(http: httpx.Client) -> None:
+    body = run(http, "big_pair", {"n": 600_000}).json()
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "invalid_input"
+    assert "message limit" in body["error"]["message"]
+    assert run(http, "chain", {"a": 1, "b": 2}).json()["result"] == 25  # still serving
+
+
+def test_huge_error_message_does_not_stop_the_stack(http: httpx.Client) -> None:
+    body = run(http, "fail", {"message": "y" * 200_000}).json()
+    assert body["status"] == "failed"
+    assert run(http, "typed", {"count": 1, "label": "alive"}).json()["result"] == "alive:1"
+
+
+def test_unknown_workflow_404_even_with_bad_body_and_unknown_route_json(
+        http: httpx.Client) -> None:
+    r = http.post("/v1/workflows/nope/runs", content=b"{bad",
+                  headers={"content-type": "application/json"})
+    assert _error(r, 404)["code"] == "not_found"
+    assert _error(http.get("/v1/nothing/here"), 404)["code"] == "not_found"
+    assert _error(http.delete("/v1/workflows"), 405)["code"] == "method_not_allowed"

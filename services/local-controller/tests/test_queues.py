@@ -10,7 +10,7 @@ from nalar_local_controller.service import LocalController
 
 
 def _held(fut: str, priority: int = 0, session: str = "s") -> Held:
-    return Held(msg=None, data=b"", headers={}, run="r", future=fut, agent="A",
+    return Held(msgs=[], data=b"", headers={}, run="r", future=fut, agent="A",
                 session=session, priority=priority, deps=[])
 
 
@@ -52,3 +52,38 @@ def test_choose_least_loaded_then_session_pin() -> None:
     lc.view.snapshot = Snap()
     assert lc._choose(_held("9", session="s")) is busy
     assert lc._choose(_held("9", session="other")) is idle
+
+
+class _Msg:
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        self.acked = 0
+
+    async def ack(self) -> None:
+        self.acked += 1
+
+
+async def test_stale_done_is_ignored_and_current_done_frees_the_slot() -> None:
+    """A `done` from an earlier dispatch of the same call (e.g. before a controller restart)
+    must neither ack the call nor free the slot of the copy that is running now."""
+    lc = LocalController.__new__(LocalController)
+    lc.stats = {"completed": 0}
+    lc._outbox = []
+
+    async def no_flush() -> None:
+        return None
+
+    lc._flush_outbox = no_flush  # type: ignore[method-assign]
+    q = _queue("i1")
+    handle = _Msg({})
+    held = _held("1")
+    held.msgs = [handle]
+    held.instance, held.token = "i1", "n1:2"
+    q.inflight[held.key] = held
+    lc.queues = {"i1": q}
+    lc.held = {held.key: held}
+    base = {"Nalar-Run": "r", "Nalar-Future": "1", "Nalar-Instance": "i1"}
+    await lc._on_done(_Msg({**base, "Nalar-Dispatch": "n1:1"}))  # stale
+    assert held.key in lc.held and q.free_slots == 0 and handle.acked == 0
+    await lc._on_done(_Msg({**base, "Nalar-Dispatch": "n1:2"}))  # current
+    assert held.key not in lc.held and q.free_slots == 1 and handle.acked == 1

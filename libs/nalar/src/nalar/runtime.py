@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 from nalar_common.bus import Bus
-from nalar_common.calls import CallSpec, encode_result
+from nalar_common.calls import CallSpec, encode_result, publish_result
 from nalar_common.cluster import ClusterView
 from nalar_common.envelope import FutureRef, pack
 from nalar_common.errors import InvalidInput, NalarError, NoInstance, Unavailable
@@ -147,7 +147,20 @@ class Runtime:
                 f"could not publish call: {exc}", details={"type": type(exc).__name__})
             log.warning("future.publish_failed", run_id=spec.run, future_id=spec.future,
                         error=str(exc))
-            _fail(fut, err)
+            await self._resolve_failed(fut, spec, err)
+
+    async def _resolve_failed(self, fut: Future[Any], spec: CallSpec, err: NalarError) -> None:
+        """Store the failure write-once, so every reader (and a re-executed caller) agrees on
+        the outcome even if the call was stored after all; if that fails too, resolve here."""
+        try:
+            await publish_result(self.bus, spec.headers(), error=err, executor="runtime")
+            stored = await self.waiter.get(spec.run, spec.future)
+            if stored is not None:
+                fut._resolve(stored)
+                return
+        except Exception:
+            pass
+        _fail(fut, err)
 
 
 def _fail(fut: Future[Any], err: NalarError) -> None:

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -105,13 +106,16 @@ class Stack:
         child.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", child.module, env=child.env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=die_with_parent, start_new_session=True)
+            preexec_fn=die_with_parent, start_new_session=True, limit=LINE_LIMIT)
 
     async def _pump(self, child: Child) -> None:
         assert child.proc is not None and child.proc.stdout is not None
         width = max(len(c.name) for c in self.children)
-        async for raw in child.proc.stdout:
-            self.say(f"{child.name:<{width}} | {raw.decode(errors='replace').rstrip()}")
+        async for raw in _lines(child.proc.stdout):
+            text = raw.decode(errors="replace").rstrip()
+            if len(text) > SHOWN_LINE:
+                text = f"{text[:SHOWN_LINE]}... [{len(text) - SHOWN_LINE} more characters]"
+            self.say(f"{child.name:<{width}} | {text}")
         code = await child.proc.wait()
         if not self._stop.is_set():
             self.exit_reason = f"{child.name} exited with code {code}"
@@ -174,22 +178,46 @@ class Stack:
             self.exit_reason = "signal"
         self._stop.set()
 
-    async def shutdown(self, grace: float = 10.0) -> None:
+    async def shutdown(self, grace: float = 15.0) -> None:
+        """Stop in order: intake (gateway), then the hosts (they finish what runs and still
+        need their controllers and NATS for that), then the controllers and the state store,
+        then the servers. Idempotent."""
         self._stop.set()
-        running = [c.proc for c in self.children if c.proc and c.proc.returncode is None]
-        for proc in running:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        if running:
-            await asyncio.wait([asyncio.ensure_future(p.wait()) for p in running],
-                                            timeout=grace)
-            for proc in running:
+        for stage in _SHUTDOWN_ORDER:
+            group = [c.proc for c in self.children
+                     if c.proc and c.proc.returncode is None and c.module in stage]
+            for proc in group:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+            if group:
+                await asyncio.wait([asyncio.ensure_future(p.wait()) for p in group],
+                                   timeout=grace)
+            for proc in group:
                 if proc.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
+                    await proc.wait()
         for server in reversed(self.servers):
             await asyncio.to_thread(server.stop)
         self.servers.clear()
+
+
+LINE_LIMIT = 1 << 20  # a longer log line is read in pieces, never an error
+SHOWN_LINE = 16_384
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Lines of a child's output; a line over the reader's limit comes in chunks."""
+    while True:
+        try:
+            line = await stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                yield exc.partial
+            return
+        except asyncio.LimitOverrunError as exc:
+            line = await stream.readexactly(exc.consumed)
+        yield line
 
 
 def _http_ok(url: str) -> bool:
@@ -200,9 +228,18 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+_SHUTDOWN_ORDER = (
+    {"nalar_gateway"},
+    {"nalar_agent_host"},
+    {"nalar_local_controller", "nalar_global_controller", "nalar_state_store"},
+)
+
+
 def run_up(opts: UpOptions) -> int:
+    code = 1
     try:
-        return asyncio.run(Stack(opts).run())
-    except TimeoutError as exc:
-        print(f"nalar up: {exc}", file=sys.stderr)
-        return 1
+        code = asyncio.run(Stack(opts).run())
+    except* TimeoutError as group:  # readiness: a message, not a traceback
+        for exc in group.exceptions:
+            print(f"nalar up: {exc}", file=sys.stderr)
+    return code

@@ -101,18 +101,25 @@ class FutureWaiter:
         if callbacks is not None:
             callbacks.append(callback)
             return
-        self._pending[key] = [callback]
         rs = self._runs.get(run)
         if rs is None:
-            rs = self._runs[run] = _RunSub()
-            rs.pending = 1
+            rs = _RunSub()
             rs.sub = await self._bus.nc.subscribe(self._bus.names.futures_of_run(run),
                                                   cb=self._on_msg)
-        else:
-            rs.pending += 1
+            self._runs.setdefault(run, rs)
+            if self._runs[run] is not rs:  # another watcher subscribed meanwhile
+                await rs.sub.unsubscribe()
+                rs = self._runs[run]
+        rs.pending += 1
+        self._pending[key] = [callback]
         if check_stored:
-            stored = await self._bus.direct_get_last(self._bus.names.futures_stream,
-                                                     self._bus.names.future(run, future))
+            try:
+                stored = await self._bus.direct_get_last(self._bus.names.futures_stream,
+                                                         self._bus.names.future(run, future))
+            except Exception as exc:  # the subscription (and later rechecks) still cover it
+                log.warning("future.backstop_failed", run_id=run, future_id=future,
+                            error=str(exc))
+                return
             if stored is not None:
                 self._deliver(key, stored.data, stored.headers)
                 await self._release_idle(run)
@@ -160,7 +167,11 @@ class FutureWaiter:
             return
         names = self._bus.names
         subjects = {names.future(r, f): (r, f) for r, f in self._pending}
-        found = await self._bus.multi_last(names.futures_stream, subjects)
+        try:
+            found = await self._bus.multi_last(names.futures_stream, subjects)
+        except Exception as exc:
+            log.warning("future.recheck_failed", pending=len(subjects), error=str(exc))
+            return
         for subject, stored in found.items():
             self._deliver(subjects[subject], stored.data, stored.headers)
         for run in {r for r, _ in subjects.values()}:

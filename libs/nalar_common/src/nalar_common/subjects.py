@@ -36,6 +36,7 @@ class Headers:
     DEADLINE = "Nalar-Deadline"
     INSTANCE = "Nalar-Instance"
     HOP = "Nalar-Hop"
+    DISPATCH = "Nalar-Dispatch"
     MSG_ID = "Nats-Msg-Id"
     EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 

@@ -22,7 +22,7 @@ from nalar_common.errors import MalformedMessage, NalarError, NotFound
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
-from nalar_common.subjects import DRIVER_AGENT
+from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
 from nats.aio.msg import Msg
 
@@ -47,14 +47,21 @@ class AgentHost:
         self.host_id = settings.host_id
         self.app = app or load_app(settings.app)
         self.runtime = Runtime(bus, engine=SimulatedEngine(time_scale=settings.llm_time_scale))
-        self.pool = ThreadPoolExecutor(max_workers=settings.threads,
-                                       thread_name_prefix="nalar-worker")
+        # sync agent methods and sync drivers get separate pools, each as large as what may
+        # run at once: a driver blocked on `value()` must never hold the thread its call needs
+        self.pool = ThreadPoolExecutor(max_workers=max(settings.threads, self._max_agent_calls()),
+                                       thread_name_prefix="nalar-agent")
+        self.driver_pool = ThreadPoolExecutor(max_workers=max(1, settings.driver_concurrency),
+                                              thread_name_prefix="nalar-driver")
         self.instances: dict[str, Instance] = {}
         self._stopping = asyncio.Event()
         self.draining = False
         self._inflight: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self.stats = {"executed": 0, "failed": 0, "duplicates": 0}
+
+    def _max_agent_calls(self) -> int:
+        return sum(spec.concurrency for spec in self.app.agents.values())
 
     def _make_instances(self) -> None:
         wanted = {a.strip() for a in self.settings.agents.split(",") if a.strip()}
@@ -98,6 +105,7 @@ class AgentHost:
             pass
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.driver_pool.shutdown(wait=False, cancel_futures=True)
             log.info("agent_host.stopped", host=self.host_id)
 
     def stop(self) -> None:
@@ -143,6 +151,15 @@ class AgentHost:
         task.add_done_callback(self._inflight.discard)
 
     async def _execute(self, msg: Msg) -> None:
+        """Never raises: an error here would stop the host and every call it runs."""
+        try:
+            await self._run_call(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("agent_host.execute_failed")
+
+    async def _run_call(self, msg: Msg) -> None:
         started = time.time()
         try:
             body = Envelope.decode(msg.data, expect="dispatch").body
@@ -150,10 +167,11 @@ class AgentHost:
         except Exception as exc:  # not from a local controller: nothing to answer
             log.warning("dispatch.malformed", error=str(exc))
             return
+        token = str(body.get("token") or "")
         try:
             call = CallSpec.decode(body["call"])
         except MalformedMessage as exc:
-            await self._reject(msg, headers, exc)
+            await self._reject(msg, headers, token, exc)
             return
         inst = self.instances.get(body.get("instance", ""))
         value: Any = None
@@ -164,6 +182,7 @@ class AgentHost:
         try:
             if inst is None:
                 raise NotFound(f"instance {body.get('instance')!r} is not on host {self.host_id}")
+            pool = self.driver_pool if is_driver else self.pool
             if is_driver:
                 wf = self.app.workflows.get(call.method)
                 if wf is None:
@@ -176,47 +195,77 @@ class AgentHost:
                 fn = lookup(inst.target, call.method, call.agent)
             args, kwargs = resolve_args(call, body.get("deps") or {})
             attempt = int(headers.get(H.ATTEMPT) or call.attempt)
-            value = await invoke(fn, args, kwargs, context_for(self.runtime, call, attempt),
-                                 self.pool)
+            value = await invoke(fn, args, kwargs, context_for(self.runtime, call, attempt), pool)
         except Exception as exc:
             error = as_error(exc, call)
         finally:
             if inst is not None:
                 inst.inflight -= 1
-        finished = time.time()
         timings = {"created": call.created_at, "dispatched": body.get("dispatched_at", 0.0),
-                   "started": started, "finished": finished}
+                   "started": started, "finished": time.time()}
         executor = inst.info.instance if inst else self.host_id
-        published = await publish_result(self.bus, headers, value=value, error=error,
-                                         executor=executor, timings=timings)
+        published = await self._publish_result(headers, value, error, executor, timings)
         self.stats["executed"] += 1
         if error is not None:
             self.stats["failed"] += 1
             log.info("call.failed", run_id=call.run, future_id=call.future, agent=call.agent,
-                     method=call.method, code=error.error_code, message=error.message)
+                     method=call.method, code=error.error_code, message=error.message[:500])
         if not published:
             self.stats["duplicates"] += 1
         await record(self.bus, call.run, Event.FUTURE_RESOLVED, {
             "future": call.future, "agent": call.agent, "method": call.method,
             "status": "ok" if error is None else "error", "executor": executor,
             "timings": timings})
-        if is_driver and published:
-            outcome: dict[str, Any] = ({"status": "succeeded"} if error is None else
-                                       {"status": "failed", "error": error.to_wire()})
-            await record(self.bus, call.run, Event.FINISHED, outcome, acked=True)
+        if is_driver:
+            await self._record_finished(call.run, error if published else None, published)
         if msg.reply:
-            await self._done(msg.reply, headers, executor, "ok" if error is None else "error")
+            await self._done(msg.reply, headers, token, executor,
+                             "ok" if error is None else "error")
 
-    async def _done(self, reply: str, headers: dict[str, str], executor: str, status: str) -> None:
+    async def _publish_result(self, headers: dict[str, str], value: Any,
+                              error: NalarError | None, executor: str,
+                              timings: dict[str, float]) -> bool:
+        """Resolve the future, retrying while the bus is unavailable: the write is idempotent
+        (message id plus write-once subject), and a call must not finish without its result."""
+        delay = 0.1
+        while True:
+            try:
+                return await publish_result(self.bus, headers, value=value, error=error,
+                                            executor=executor, timings=timings)
+            except Exception as exc:
+                log.warning("result.publish_retry", run_id=headers.get(H.RUN),
+                            future_id=headers.get(H.FUTURE), error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _record_finished(self, run: str, error: NalarError | None,
+                               published: bool) -> None:
+        """The journal's `finished` event, once per run, from the result that was stored
+        (which is an earlier attempt's when this one's was a duplicate)."""
+        outcome: dict[str, Any] = {"status": "succeeded"}
+        if published:
+            if error is not None:
+                outcome = {"status": "failed", "error": error.to_wire()}
+        else:
+            stored = await self.runtime.waiter.get(run, ROOT_FUTURE)
+            err = stored.error() if stored is not None else None
+            if err is not None:
+                outcome = {"status": "failed", "error": err.to_wire()}
+        await record(self.bus, run, Event.FINISHED, outcome, acked=True,
+                     msg_id=f"{run}.finished")
+
+    async def _done(self, reply: str, headers: dict[str, str], token: str, executor: str,
+                    status: str) -> None:
         """Tell the local controller the call is over, so it acks it and frees the slot."""
         await self.bus.nc.publish(reply, b"", headers={
             H.RUN: headers.get(H.RUN, ""), H.FUTURE: headers.get(H.FUTURE, ""),
-            H.INSTANCE: executor, H.STATUS: status})
+            H.INSTANCE: executor, H.STATUS: status, H.DISPATCH: token})
 
-    async def _reject(self, msg: Msg, headers: dict[str, str], error: MalformedMessage) -> None:
+    async def _reject(self, msg: Msg, headers: dict[str, str], token: str,
+                      error: MalformedMessage) -> None:
         """A call whose body cannot be read fails its future once; it is never retried."""
         log.warning("call.malformed", run_id=headers.get(H.RUN), future_id=headers.get(H.FUTURE),
                     error=error.message)
-        await publish_result(self.bus, headers, error=error, executor=self.host_id)
+        await self._publish_result(headers, None, error, self.host_id, {})
         if msg.reply:
-            await self._done(msg.reply, headers, self.host_id, "error")
+            await self._done(msg.reply, headers, token, self.host_id, "error")

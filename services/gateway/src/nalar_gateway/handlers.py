@@ -11,10 +11,14 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from nalar_common.errors import InvalidInput, NalarError, NotFound
+from nalar_common.logging import get_logger
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nalar_gateway.inputs import RunRequest, validation_error
 from nalar_gateway.service import Gateway
+
+log = get_logger(__name__)
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 
@@ -33,6 +37,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NalarError)
     async def _nalar(_: Request, exc: NalarError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail),
+                                       "details": {}}}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("gateway.unexpected_error")
+        return JSONResponse({"error": {"code": "internal", "message": f"{type(exc).__name__}",
+                                       "details": {}}}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -103,6 +119,7 @@ def router(gw: Gateway) -> APIRouter:
             openapi_extra=_RUN_BODY)
     async def start_run(name: str, request: Request,
                         wait: float | None = Query(default=None, ge=0)) -> JSONResponse:
+        gw.check_workflow(name)  # an unknown workflow is a 404 whatever the body
         req = parse_run_request(await read_json(request, gw.settings.max_body_bytes))
         view, _ = await gw.start_run(name, req)
         if wait:
@@ -141,6 +158,7 @@ def router(gw: Gateway) -> APIRouter:
     # -- Ventis-compatible aliases ------------------------------------------------------
     @r.post("/{workflow}/run", status_code=202, tags=["ventis"])
     async def ventis_run(workflow: str, request: Request) -> JSONResponse:
+        gw.check_workflow(workflow)
         data = await read_json(request, gw.settings.max_body_bytes)
         if not isinstance(data, dict):
             raise InvalidInput("body must be a JSON object of workflow arguments")

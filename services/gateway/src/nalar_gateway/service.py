@@ -67,13 +67,16 @@ class Gateway:
                  "input_schema": self.models[name].model_json_schema()}
                 for name, spec in sorted(self.app.workflows.items())]
 
-    async def start_run(self, workflow: str, req: RunRequest) -> tuple[dict[str, Any], bool]:
-        """Admit a run; returns (run view, created) where created is False for a repeated
-        idempotency key, which returns the run that key already started."""
+    def check_workflow(self, workflow: str) -> None:
         if workflow not in self.app.workflows:
             raise NotFound(f"workflow {workflow!r} does not exist",
                            details={"workflow": workflow,
                                     "available": sorted(self.app.workflows)})
+
+    async def start_run(self, workflow: str, req: RunRequest) -> tuple[dict[str, Any], bool]:
+        """Admit a run; returns (run view, created) where created is False for a repeated
+        idempotency key, which returns the run that key already started."""
+        self.check_workflow(workflow)
         inputs = validate_input(self.models[workflow], req.input)
         if not self.runtime.view.live_instances(DRIVER_AGENT):
             raise NoInstance("no agent host can run workflow drivers right now")
@@ -105,12 +108,15 @@ class Gateway:
             await publish_result(self.bus, {H.RUN: run_id, H.FUTURE: ROOT_FUTURE,
                                             H.SESSION: session, H.AGENT: DRIVER_AGENT,
                                             H.METHOD: workflow}, error=err, executor="gateway")
+            await record(self.bus, run_id, Event.FINISHED,
+                         {"status": "failed", "error": err.to_wire()}, acked=True,
+                         msg_id=f"{run_id}.finished")
             raise err from exc
         log.info("run.created", run_id=run_id, session_id=session, workflow=workflow)
         return {"run_id": run_id, "session_id": session, "workflow": workflow,
                 "status": "queued", "created_at": time.time()}, True
 
-    async def _await_created(self, run_id: str, timeout: float = 5.0) -> dict[str, Any] | None:
+    async def _await_created(self, run_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
         """A concurrent POST with the same key may still be writing its `created` event;
         None when it never appears (that gateway died between claiming and creating)."""
         deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ _seq = itertools.count()
 class Held:
     """A call this controller holds (its JetStream message stays unacked until it is done)."""
 
-    msg: Any
+    msgs: list[Any]  # JetStream handles: more than one when the same call arrived twice
     data: bytes
     headers: dict[str, str]
     run: str
@@ -33,11 +33,24 @@ class Held:
     dep_results: dict[str, FutureResult] = field(default_factory=dict)
     instance: str | None = None
     dispatched_at: float = 0.0
+    token: str = ""  # names the current dispatch; a `done` for another one is stale
     seq: int = field(default_factory=lambda: next(_seq))
 
     @property
     def key(self) -> str:
         return f"{self.run}.{self.future}"
+
+    async def ack(self) -> None:
+        for m in self.msgs:
+            await m.ack()
+
+    async def nak(self) -> None:
+        for m in self.msgs:
+            await m.nak()
+
+    async def in_progress(self) -> None:
+        for m in self.msgs:
+            await m.in_progress()
 
 
 class InstanceQueue:

@@ -16,7 +16,13 @@ from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
 from nalar_common.cluster import ClusterView, InstanceInfo
 from nalar_common.envelope import Envelope
-from nalar_common.errors import DependencyFailed, MalformedMessage, NalarError, NoInstance
+from nalar_common.errors import (
+    DependencyFailed,
+    InvalidInput,
+    MalformedMessage,
+    NalarError,
+    NoInstance,
+)
 from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
@@ -45,7 +51,8 @@ class LocalController:
         self.unplaced: dict[str, list[Held]] = {}
         self.executor_id = f"lc:{node}"
         self._stopping = asyncio.Event()
-        self._outbox: list[tuple[str, bytes]] = []
+        self._outbox: list[tuple[str, bytes, Held]] = []
+        self._dispatch_seq = 0
         self._outbox_ready = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.stats = {"admitted": 0, "dispatched": 0, "completed": 0, "failed": 0,
@@ -83,11 +90,23 @@ class LocalController:
             tg.create_task(self._watch_instances())
             await self._stopping.wait()
             await calls_sub.unsubscribe()
+            await self._release_waiting()
             await done_sub.unsubscribe()
             raise Shutdown
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _release_waiting(self) -> None:
+        """On a clean stop, hand back what has not started (redelivered at once to the next
+        controller of this node); calls running on hosts stay claimed until ack wait."""
+        for held in list(self.held.values()):
+            if held.token:
+                continue
+            try:
+                await held.nak()
+            except Exception:
+                pass
 
     # -- admission -----------------------------------------------------------------
     async def _on_call(self, msg: Msg) -> None:
@@ -100,7 +119,7 @@ class LocalController:
         key = f"{headers[H.RUN]}.{headers[H.FUTURE]}"
         existing = self.held.get(key)
         if existing is not None:
-            existing.msg = msg  # a redelivery of a call we hold: keep the newest handle
+            existing.msgs.append(msg)  # the same call again: acked together when it is done
             return
         try:
             priority = int(headers.get(H.PRIORITY) or 0)
@@ -109,9 +128,12 @@ class LocalController:
             priority, attempt = 0, 1
         redeliveries = msg.metadata.num_delivered - 1 if msg.metadata else 0
         if redeliveries > 0:  # a controller died holding it: it may have run already
+            if await self._already_resolved(headers[H.RUN], headers[H.FUTURE]):
+                await msg.ack()
+                return
             headers[H.ATTEMPT] = str(attempt + redeliveries)
         deps = [d for d in (headers.get(H.DEPS) or "").split(",") if d]
-        held = Held(msg=msg, data=msg.data, headers=headers, run=headers[H.RUN],
+        held = Held(msgs=[msg], data=msg.data, headers=headers, run=headers[H.RUN],
                     future=headers[H.FUTURE], agent=headers[H.AGENT],
                     session=headers.get(H.SESSION, ""), priority=priority, deps=deps)
         self.held[key] = held
@@ -124,6 +146,12 @@ class LocalController:
         on_resolved = functools.partial(self._dep_resolved, held)
         for dep in deps:
             await self.waiter.watch(held.run, dep, on_resolved)
+
+    async def _already_resolved(self, run: str, future: str) -> bool:
+        try:
+            return await self.waiter.get(run, future) is not None
+        except Exception:
+            return False
 
     async def _reject_malformed(self, msg: Msg, headers: dict[str, str], why: str) -> None:
         self.stats["malformed"] += 1
@@ -182,24 +210,31 @@ class LocalController:
             held = queue.pop()
             if held is None:
                 return
-            queue.inflight[held.key] = held
-            queue.dispatched += 1
+            self._dispatch_seq += 1
+            held.token = f"{self.node}:{self._dispatch_seq}"
             held.dispatched_at = time.time()
-            self.stats["dispatched"] += 1
             payload = Envelope("dispatch", {
                 "call": held.data, "headers": held.headers, "instance": queue.info.instance,
                 "deps": {f: {"data": r.data, "headers": r.headers}
                          for f, r in held.dep_results.items()},
-                "dispatched_at": held.dispatched_at,
+                "dispatched_at": held.dispatched_at, "token": held.token,
             }).encode()
-            self._outbox.append((self.names.exec(queue.info.host), payload))
+            if len(payload) > self.bus.nc.max_payload - 1024:
+                self._spawn(self._fail(held, InvalidInput(
+                    f"call with its arguments is {len(payload)} bytes, over the message limit "
+                    f"of {self.bus.nc.max_payload}", details={"limit": self.bus.nc.max_payload})))
+                continue
+            queue.inflight[held.key] = held
+            queue.dispatched += 1
+            self.stats["dispatched"] += 1
+            self._outbox.append((self.names.exec(queue.info.host), payload, held))
             self._outbox_ready.set()
 
     async def _on_done(self, msg: Msg) -> None:
         h = msg.headers or {}
         key = f"{h.get(H.RUN)}.{h.get(H.FUTURE)}"
         held = self.held.get(key)
-        if held is None or h.get(H.INSTANCE) != held.instance:
+        if held is None or not held.token or h.get(H.DISPATCH) != held.token:
             return  # unknown, or a superseded copy finishing late: the current one still runs
         del self.held[key]
         queue = self.queues.get(held.instance or "")
@@ -210,7 +245,7 @@ class LocalController:
         if queue is not None:
             self._dispatch(queue)
             await self._flush_outbox()
-        await held.msg.ack()
+        await held.ack()
 
     async def _forward(self, held: Held, node: str) -> None:
         """Hand a call to another node: republish with a new message id, then ack ours."""
@@ -219,7 +254,7 @@ class LocalController:
         headers = {**held.headers, H.HOP: str(hop),
                    H.MSG_ID: f"{held.key}.c{hop}.a{held.headers.get(H.ATTEMPT, '1')}"}
         await self.bus.js.publish(self.names.call(node, held.agent), held.data, headers=headers)
-        await held.msg.ack()
+        await held.ack()
         self.stats["forwarded"] += 1
         log.info("call.forwarded", run_id=held.run, future_id=held.future, to_node=node)
 
@@ -228,7 +263,7 @@ class LocalController:
         if self.held.pop(held.key, None) is None:
             return
         await self._fail_headers(held.headers, error)
-        await held.msg.ack()
+        await held.ack()
 
     async def _fail_headers(self, headers: dict[str, str], error: NalarError) -> None:
         self.stats["failed"] += 1
@@ -241,7 +276,8 @@ class LocalController:
             "status": "error", "executor": self.executor_id, "code": error.error_code})
         if fut == ROOT_FUTURE:
             await record(self.bus, run, Event.FINISHED,
-                         {"status": "failed", "error": error.to_wire()}, acked=True)
+                         {"status": "failed", "error": error.to_wire()}, acked=True,
+                         msg_id=f"{run}.finished")
 
     # -- instances -------------------------------------------------------------------------
     async def _watch_instances(self) -> None:
@@ -275,40 +311,54 @@ class LocalController:
                             H.ATTEMPT: str(int(held.headers.get(H.ATTEMPT) or 1) + 1)}
         for held in queued + inflight:
             held.instance = None
+            held.token = ""
             self.stats["requeued"] += 1
             self._place(held)
 
     # -- periodic ------------------------------------------------------------------------
     async def _housekeeping_loop(self) -> None:
         interval = self.settings.housekeeping_interval_s
-        last_progress = time.monotonic()
+        last = {"progress": time.monotonic(), "recheck": time.monotonic()}
         while True:
             await asyncio.sleep(interval)
-            self._sync_instances()
-            now = time.time()
-            for agent, waiting in list(self.unplaced.items()):
-                for held in list(waiting):
-                    if now - held.arrived > self.settings.no_instance_timeout_s:
-                        waiting.remove(held)
-                        await self._fail(held, NoInstance(
-                            f"no instance of agent {agent!r} came up within "
-                            f"{self.settings.no_instance_timeout_s:.0f}s",
-                            details={"agent": agent, "node": self.node}))
-                if not waiting:
-                    self.unplaced.pop(agent, None)
-            if time.monotonic() - last_progress > self.bus.settings.call_ack_wait_s / 3:
-                last_progress = time.monotonic()
-                for held in list(self.held.values()):
-                    try:
-                        await held.msg.in_progress()  # keep the claim on calls we hold
-                    except Exception:
-                        pass
+            try:
+                await self._housekeeping(last)
+            except Exception:
+                log.exception("local_controller.housekeeping_failed")
+
+    async def _housekeeping(self, last: dict[str, float]) -> None:
+        self._sync_instances()
+        now = time.time()
+        for agent, waiting in list(self.unplaced.items()):
+            for held in list(waiting):
+                if now - held.arrived > self.settings.no_instance_timeout_s:
+                    waiting.remove(held)
+                    await self._fail(held, NoInstance(
+                        f"no instance of agent {agent!r} came up within "
+                        f"{self.settings.no_instance_timeout_s:.0f}s",
+                        details={"agent": agent, "node": self.node}))
+            if not waiting:
+                self.unplaced.pop(agent, None)
+        if self.waiter.pending and time.monotonic() - last["recheck"] > \
+                self.settings.recheck_interval_s:
+            last["recheck"] = time.monotonic()
+            await self.waiter.recheck()  # dependencies whose result we may have missed
+        if time.monotonic() - last["progress"] > self.bus.settings.call_ack_wait_s / 3:
+            last["progress"] = time.monotonic()
+            for held in list(self.held.values()):
+                try:
+                    await held.in_progress()  # keep the claim on calls we hold
+                except Exception:
+                    pass
 
     async def _telemetry_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.telemetry_interval_s)
-            await self.bus.nc.publish(self.names.telemetry(self.node),
-                                      Envelope("telemetry", self.telemetry()).encode())
+            try:
+                await self.bus.nc.publish(self.names.telemetry(self.node),
+                                          Envelope("telemetry", self.telemetry()).encode())
+            except Exception as exc:
+                log.warning("telemetry.publish_failed", error=str(exc))
 
     def telemetry(self) -> dict[str, Any]:
         now = time.time()
@@ -339,8 +389,23 @@ class LocalController:
         self._outbox_ready.clear()
         reply = self.names.done(self.node)
         batch, self._outbox = self._outbox, []
-        for subject, payload in batch:
-            await self.bus.nc.publish(subject, payload, reply=reply)
+        for subject, payload, held in batch:
+            try:
+                await self.bus.nc.publish(subject, payload, reply=reply)
+            except Exception as exc:  # not sent: the call goes back to be placed again
+                log.warning("dispatch.publish_failed", run_id=held.run, future_id=held.future,
+                            error=str(exc))
+                queue = self.queues.get(held.instance or "")
+                if queue is not None:
+                    queue.inflight.pop(held.key, None)
+                held.instance, held.token = None, ""
+                self._spawn(self._place_later(held))
+
+    async def _place_later(self, held: Held, delay: float = 1.0) -> None:
+        await asyncio.sleep(delay)
+        if held.key in self.held:
+            self._place(held)
+            await self._flush_outbox()
 
     def _spawn(self, coro: Any) -> None:
         assert self._tg is not None

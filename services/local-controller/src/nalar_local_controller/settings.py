@@ -11,3 +11,4 @@ class LocalControllerSettings(BaseSettings):
     max_held: int = 50_000
     housekeeping_interval_s: float = 1.0
     max_call_bytes: int = 1_048_576
+    recheck_interval_s: float = 5.0

@@ -26,6 +26,12 @@ class Echo:
     def whoami(self) -> dict[str, object]:
         return {"run": nalar.current_run_id(), "session": nalar.current_session_id()}
 
+    def make(self, n: int) -> str:
+        return "x" * n
+
+    def size(self, a: str, b: str) -> int:
+        return len(a) + len(b)
+
     def slow(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds

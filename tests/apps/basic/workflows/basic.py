@@ -96,3 +96,10 @@ def echo_then_nap(seconds: float) -> list[object]:
     e = nalar.stub(Echo)
     first = e.echo("first").value(timeout=60)
     return [first, e.slow(seconds).value(timeout=60)]
+
+
+@nalar.workflow
+def big_pair(n: int) -> int:
+    """Two results that each fit a message but not together as one call's arguments."""
+    e = nalar.stub(Echo)
+    return e.size(e.make(n), e.make(n)).value(timeout=60)
