@@ -74,3 +74,21 @@ async def test_multi_last_with_wildcard(bus: Bus) -> None:
         await publish_result(bus, _headers("r5", str(i)), value=i, executor="x")
     found = await bus.multi_last(bus.names.futures_stream, [bus.names.futures_of_run("r5")])
     assert len(found) == 5
+
+
+async def test_run_subscription_lingers_then_is_dropped(bus: Bus, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from nalar_common import futures
+
+    waiter = FutureWaiter(bus)
+    done = asyncio.Event()
+    await waiter.watch("r6", "1", lambda r: done.set(), check_stored=False)
+    await publish_result(bus, _headers("r6", "1"), value=1, executor="x")
+    await asyncio.wait_for(done.wait(), 5)
+    assert "r6" in waiter._runs  # kept for the driver's next call
+    monkeypatch.setattr(futures, "IDLE_LINGER_S", 0.0)
+    done.clear()
+    await waiter.watch("r7", "1", lambda r: done.set(), check_stored=False)
+    await publish_result(bus, _headers("r7", "1"), value=1, executor="x")
+    await asyncio.wait_for(done.wait(), 5)
+    await waiter._release_idle("r7")  # the sweep that follows every delivery
+    assert "r6" not in waiter._runs and "r7" not in waiter._runs

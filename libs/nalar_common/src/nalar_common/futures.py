@@ -8,6 +8,7 @@ published while disconnected.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,11 +65,18 @@ Callback = Callable[[FutureResult], None]
 
 
 class _RunSub:
-    __slots__ = ("pending", "sub")
+    __slots__ = ("idle_since", "pending", "sub")
 
     def __init__(self) -> None:
         self.pending = 0
+        self.idle_since = 0.0
         self.sub: Subscription | None = None
+
+
+IDLE_LINGER_S = 2.0
+"""A run's subscription outlives its last pending future this long: a driver that waits on one
+call after another keeps one SUB instead of a SUB and an UNSUB per call."""
+MAX_IDLE_RUNS = 256
 
 
 class FutureWaiter:
@@ -83,6 +91,8 @@ class FutureWaiter:
         self._bus = bus
         self._pending: dict[tuple[str, str], list[Callback]] = {}
         self._runs: dict[str, _RunSub] = {}
+        self._idle: dict[str, _RunSub] = {}  # runs with a subscription and nothing pending
+        self._last_sweep = 0.0
         bus.on_reconnect(self.recheck)
 
     @property
@@ -111,6 +121,7 @@ class FutureWaiter:
                 await rs.sub.unsubscribe()
                 rs = self._runs[run]
         rs.pending += 1
+        self._idle.pop(run, None)
         self._pending[key] = [callback]
         if check_stored:
             try:
@@ -136,16 +147,27 @@ class FutureWaiter:
         await self._release_idle(run)
 
     async def _release_idle(self, run: str) -> None:
-        """Drop the run's subscription once nothing of it is awaited here."""
+        """Mark the run idle once nothing of it is awaited here; subscriptions idle for
+        `IDLE_LINGER_S` (or past `MAX_IDLE_RUNS`) are dropped."""
+        now = time.monotonic()
         rs = self._runs.get(run)
-        if rs is None or rs.pending > 0:
+        if rs is not None and rs.pending == 0 and run not in self._idle:
+            rs.idle_since = now
+            self._idle[run] = rs
+        if now - self._last_sweep < IDLE_LINGER_S / 2 and len(self._idle) <= MAX_IDLE_RUNS:
             return
-        del self._runs[run]
-        if rs.sub is not None and not self._bus.nc.is_closed:
-            try:
-                await rs.sub.unsubscribe()
-            except Exception:
-                pass
+        self._last_sweep = now
+        expired = [r for r, s in self._idle.items()
+                   if now - s.idle_since > IDLE_LINGER_S or len(self._idle) > MAX_IDLE_RUNS]
+        for r in expired:
+            idle = self._idle.pop(r)
+            if self._runs.get(r) is idle:
+                del self._runs[r]
+            if idle.sub is not None and not self._bus.nc.is_closed:
+                try:
+                    await idle.sub.unsubscribe()
+                except Exception:
+                    pass
 
     def _deliver(self, key: tuple[str, str], data: bytes, headers: dict[str, str]) -> None:
         callbacks = self._pending.pop(key, None)
