@@ -2,7 +2,7 @@
 
 One per process (gateway, agent host). `submit` is thread-safe and returns at once: the id,
 arguments and dependencies are fixed in the caller's thread (deterministic ids), and the
-publish runs on the event loop, subscribing to the result subject *before* the call is
+publish runs on the event loop, subscribing to the run's results *before* the call is
 published so that no result can be missed without a backstop read.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, encode_result, publish_result
 from nalar_common.cluster import ClusterView
-from nalar_common.envelope import FutureRef, pack
+from nalar_common.envelope import FutureRef
 from nalar_common.errors import InvalidInput, NalarError, NoInstance, Unavailable
 from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.journal import Event, record
@@ -39,7 +39,6 @@ class Runtime:
         self.waiter = waiter or FutureWaiter(bus)
         self.engine = engine
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._started = asyncio.Event()
 
@@ -191,4 +190,4 @@ def _to_wire(value: Any, run: str, deps: dict[str, None]) -> Any:
     return value
 
 
-__all__ = ["Runtime", "pack"]
+__all__ = ["Runtime"]

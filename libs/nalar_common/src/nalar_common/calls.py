@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -130,7 +129,3 @@ async def publish_result(bus: Bus, call_headers: dict[str, str], *, value: Any =
             return False
         raise
     return True
-
-
-def now() -> float:
-    return time.time()

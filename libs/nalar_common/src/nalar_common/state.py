@@ -7,7 +7,6 @@ one Lua script that checks the token, the version and the operation id (tech.md 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,7 +180,3 @@ class SessionStore:
                                        ["data", "ver"])
         data, ver = row
         return (unpack(data) if data else None), int(ver or 0)
-
-
-def now() -> float:
-    return time.time()

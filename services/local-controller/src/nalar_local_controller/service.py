@@ -14,7 +14,7 @@ from typing import Any
 
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
-from nalar_common.cluster import ClusterView, InstanceInfo
+from nalar_common.cluster import ClusterView
 from nalar_common.envelope import Envelope
 from nalar_common.errors import (
     DependencyFailed,
@@ -419,4 +419,4 @@ class LocalController:
             log.exception("local_controller.task_failed")
 
 
-__all__ = ["InstanceInfo", "LocalController"]
+__all__ = ["LocalController"]
