@@ -152,3 +152,38 @@ def test_future_value_available_await_and_errors() -> None:
             await h.wait(0.01)
 
     asyncio.run(main())
+
+
+def test_managed_state_detected_and_local_looking() -> None:
+    from nalar.state import CallState, NoManagedState
+
+    @nalar.agent
+    class Uses:
+        def m(self) -> None:
+            def inner() -> None:
+                nalar.managed_list("x").append(1)
+
+            inner()
+
+    @nalar.agent
+    class DoesNot:
+        def m(self) -> int:
+            return 1
+
+    assert agent_spec(Uses).uses_state  # type: ignore[union-attr]
+    assert not agent_spec(DoesNot).uses_state  # type: ignore[union-attr]
+    with pytest.raises(NoManagedState):
+        nalar.managed_dict("d")
+    state = CallState({"d": {"a": 1}}, version=3)
+    ctx = CallContext(runtime=None, run="r", session="s", future="1")  # type: ignore[arg-type]
+    ctx.state = state
+    token = enter(ctx)
+    try:
+        assert not state.changed()
+        nalar.managed_dict("d")["b"] = 2
+        nalar.managed_list("l").append("x")
+        assert state.changed() and state.values == {"d": {"a": 1, "b": 2}, "l": ["x"]}
+        with pytest.raises(InvalidInput):
+            nalar.managed_list("d")
+    finally:
+        leave(token)

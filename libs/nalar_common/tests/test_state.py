@@ -36,19 +36,37 @@ async def test_idempotency_key_claim(store: SessionStore) -> None:
 
 
 async def test_lease_fencing(store: SessionStore) -> None:
-    a = await store.acquire("s", "A", ttl_ms=200)
+    a = await store.acquire("s", "A", ttl_ms=200, agent="agent")
     assert a is not None and a.epoch == 1
-    assert await store.acquire("s", "B", ttl_ms=200) is None
-    assert (await store.write_state(a, "agent", "op1", {"n": 1}))[0] == WriteOutcome.APPLIED
-    assert (await store.write_state(a, "agent", "op1", {"n": 1}))[0] == WriteOutcome.DUPLICATE
+    assert await store.acquire("s", "B", ttl_ms=200, agent="agent") is None
+    other = await store.acquire("s", "B", ttl_ms=200, agent="other")  # another agent's lease
+    assert other is not None
+    assert (await store.write_state(a, "op1", {"n": 1}))[0] == WriteOutcome.APPLIED
+    assert (await store.write_state(a, "op1", {"n": 1}))[0] == WriteOutcome.DUPLICATE
     await asyncio.sleep(0.3)  # A's lease expires (a zombie writer)
-    b = await store.acquire("s", "B", ttl_ms=1000)
+    b = await store.acquire("s", "B", ttl_ms=1000, agent="agent")
     assert b is not None and b.epoch == 2
-    assert (await store.write_state(a, "agent", "op2", {"n": 99}))[0] == WriteOutcome.FENCED
-    assert (await store.write_state(b, "agent", "op3", {"n": 2}, expected_version=0))[0] \
+    assert (await store.write_state(a, "op2", {"n": 99}))[0] == WriteOutcome.FENCED
+    assert (await store.write_state(b, "op3", {"n": 2}, expected_version=0))[0] \
         == WriteOutcome.CONFLICT
-    assert await store.write_state(b, "agent", "op3", {"n": 2}, expected_version=1) == (
+    assert await store.write_state(b, "op3", {"n": 2}, expected_version=1) == (
         WriteOutcome.APPLIED, 2)
     assert await store.read_state("s", "agent") == ({"n": 2}, 2)
     assert not await store.release(a)
     assert await store.release(b)
+
+
+async def test_session_view_and_end(store: SessionStore) -> None:
+    await store.register_run("s2", "r1", "wf", 1.0)
+    lease = await store.acquire("s2", "inst-1", agent="Counter")
+    assert lease is not None
+    await store.write_state(lease, "op", {"c": {"n": 1}})
+    info = await store.session("s2")
+    assert info is not None
+    assert info["agents"] == [{"agent": "Counter", "version": 1, "lease": lease.token}]
+    assert await store.end_session("s2")
+    assert await store.session("s2") is None
+    assert await store.read_state("s2", "Counter") == (None, 0)
+    again = await store.acquire("s2", "inst-2", agent="Counter")
+    assert again is not None and again.epoch == 2  # epochs survive: fencing never goes back
+    assert not await store.end_session("nope")

@@ -14,6 +14,7 @@ from nalar import llm
 from nalar.context import current_run_id, current_session_id
 from nalar.future import Future
 from nalar.registry import agent, workflow
+from nalar.state import managed_dict, managed_list
 from nalar.stub import Stub, stub
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "current_run_id",
     "current_session_id",
     "llm",
+    "managed_dict",
+    "managed_list",
     "stub",
     "workflow",
 ]

@@ -11,7 +11,7 @@ import itertools
 import threading
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nalar_common.errors import NalarError
 
@@ -32,6 +32,7 @@ class CallContext:
     priority: int = 0
     attempt: int = 1
     deadline: float | None = None
+    state: Any = None  # nalar.state.CallState of an agent call that uses managed state
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -35,6 +35,7 @@ class AgentSpec:
     max_instances: int | None = None
     resources: dict[str, float] = field(default_factory=dict)
     methods: dict[str, MethodSpec] = field(default_factory=dict)
+    uses_state: bool = False  # some method reads managed state: the host loads it per call
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,20 @@ class WorkflowSpec:
     is_async: bool
     signature: inspect.Signature
     doc: str | None = None
+
+
+_STATE_NAMES = frozenset({"managed_dict", "managed_list"})
+
+
+def _uses_state(cls: type) -> bool:
+    """Whether any method's code (nested functions included) names managed state."""
+    stack = [fn.__code__ for _, fn in inspect.getmembers(cls, inspect.isfunction)]
+    while stack:
+        code = stack.pop()
+        if _STATE_NAMES & set(code.co_names):
+            return True
+        stack.extend(c for c in code.co_consts if inspect.iscode(c))
+    return False
 
 
 def _methods(cls: type) -> dict[str, MethodSpec]:
@@ -76,7 +91,7 @@ def agent(cls: Any = None, /, *, name: str | None = None, concurrency: int = 1,
         spec = AgentSpec(name=name or c.__name__, cls=c, concurrency=concurrency,
                          stateful=stateful, min_instances=min_instances,
                          max_instances=max_instances, resources=dict(resources or {}),
-                         methods=_methods(c))
+                         methods=_methods(c), uses_state=_uses_state(c))
         setattr(c, AGENT_ATTR, spec)
         return c
 

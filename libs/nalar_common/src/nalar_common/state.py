@@ -52,6 +52,8 @@ if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= ver then return {-2, ver} end
 local epoch = string.match(ARGV[1], '|(%d+)$')
 redis.call('HSET', KEYS[2], 'ver', ver + 1, 'fence', epoch, 'data', ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+redis.call('SADD', KEYS[4], ARGV[5])
 return {1, ver + 1}
 """
 
@@ -75,9 +77,12 @@ class WriteOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
+    """Ownership of one agent's state in one session: `owner|epoch`, the fencing token."""
+
     session: str
     owner: str
     epoch: int
+    agent: str = ""
 
     @property
     def token(self) -> str:
@@ -114,23 +119,48 @@ class SessionStore:
             await p.execute()
 
     async def session(self, session: str) -> dict[str, Any] | None:
-        meta = await self.r.hgetall(self.names.session_key(session, "meta"))
+        """Runs, agents with state (and their versions), and who holds each agent's lease."""
+        k = self.names.session_key
+        meta = await self.r.hgetall(k(session, "meta"))
         if not meta:
             return None
-        runs: Any = await self.r.zrange(
-            self.names.session_key(session, "runs"), 0, -1, withscores=True)
-        lease: Any = await self.r.get(self.names.session_key(session, "lease"))
+        runs: Any = await self.r.zrange(k(session, "runs"), 0, -1, withscores=True)
+        members: Any = await self.r.smembers(k(session, "agents"))
+        agents = sorted(a.decode() for a in members)
         listed = []
         for member, score in runs:
             run_id, _, workflow = member.decode().partition("|")
             listed.append({"run_id": run_id, "workflow": workflow, "created_at": score})
+        state = []
+        for agent in agents:
+            ver: Any = await self.r.hget(k(session, f"state:{agent}"), "ver")
+            holder: Any = await self.r.get(k(session, f"lease:{agent}"))
+            state.append({"agent": agent, "version": int(ver or 0),
+                          "lease": holder.decode() if holder else None})
         return {
             "session_id": session,
             "created_at": float(meta[b"created_at"]),
             "last_seen": float(meta[b"last_seen"]),
             "runs": listed,
-            "lease": lease.decode() if lease else None,
+            "agents": state,
         }
+
+    async def end_session(self, session: str) -> bool:
+        """Forget a session and free its state; epochs stay, so fencing never goes back."""
+        k = self.names.session_key
+        if not await self.r.exists(k(session, "meta")):
+            return False
+        members: Any = await self.r.smembers(k(session, "agents"))
+        agents = [a.decode() for a in members]
+        keys = [k(session, "meta"), k(session, "runs"), k(session, "agents")]
+        for agent in agents:
+            keys += [k(session, f"state:{agent}"), k(session, f"ops:{agent}"),
+                     k(session, f"lease:{agent}")]
+        async with self.r.pipeline(transaction=True) as p:
+            p.delete(*keys)
+            p.srem(self.names.redis("sessions"), session)
+            await p.execute()
+        return True
 
     # -- idempotency of run admission ----------------------------------------
     async def claim_idempotency_key(self, key: str, run: str, ttl_s: int = 86_400) -> str:
@@ -148,31 +178,37 @@ class SessionStore:
         return owner.decode() if isinstance(owner, bytes) else str(owner)
 
     # -- leases ----------------------------------------------------------------
-    async def acquire(self, session: str, owner: str, ttl_ms: int = 5000) -> Lease | None:
-        """Take (or extend, if already ours) the session lease; None while another holds it."""
-        epoch = int(await self._acquire(
-            keys=[self.names.session_key(session, "lease"),
-                  self.names.session_key(session, "epoch")],
-            args=[owner, ttl_ms]))
-        return Lease(session, owner, epoch) if epoch > 0 else None
+    # One lease per (session, agent): calls of a session on different agents never wait for
+    # each other; calls on the same agent's state are serialised and fenced.
+
+    async def acquire(self, session: str, owner: str, ttl_ms: int = 5000,
+                      agent: str = "") -> Lease | None:
+        """Take (or extend, if already ours) the lease; None while another holds it."""
+        k = self.names.session_key
+        epoch = int(await self._acquire(keys=[k(session, f"lease:{agent}"),
+                                              k(session, f"epoch:{agent}")],
+                                        args=[owner, ttl_ms]))
+        return Lease(session, owner, epoch, agent) if epoch > 0 else None
 
     async def renew(self, lease: Lease, ttl_ms: int = 5000) -> bool:
-        return bool(await self._renew(keys=[self.names.session_key(lease.session, "lease")],
-                                      args=[lease.token, ttl_ms]))
+        key = self.names.session_key(lease.session, f"lease:{lease.agent}")
+        return bool(await self._renew(keys=[key], args=[lease.token, ttl_ms]))
 
     async def release(self, lease: Lease) -> bool:
-        return bool(await self._release(keys=[self.names.session_key(lease.session, "lease")],
-                                        args=[lease.token]))
+        key = self.names.session_key(lease.session, f"lease:{lease.agent}")
+        return bool(await self._release(keys=[key], args=[lease.token]))
 
-    async def write_state(self, lease: Lease, agent: str, op_id: str, value: Any,
-                          expected_version: int | None = None) -> tuple[int, int]:
-        """Fenced, versioned, idempotent write: returns (WriteOutcome, version)."""
-        s = lease.session
+    async def write_state(self, lease: Lease, op_id: str, value: Any,
+                          expected_version: int | None = None,
+                          ops_ttl_s: int = 7 * 86_400) -> tuple[int, int]:
+        """Fenced, versioned, idempotent write of the agent's whole state: returns
+        (WriteOutcome, version). `op_id` is attempt-independent, so a retried call's write
+        is recognised as a duplicate and not applied twice."""
+        s, a, k = lease.session, lease.agent, self.names.session_key
         outcome, ver = await self._write(
-            keys=[self.names.session_key(s, "lease"), self.names.session_key(s, f"state:{agent}"),
-                  self.names.session_key(s, f"ops:{agent}")],
+            keys=[k(s, f"lease:{a}"), k(s, f"state:{a}"), k(s, f"ops:{a}"), k(s, "agents")],
             args=[lease.token, "" if expected_version is None else expected_version, op_id,
-                  pack(value)])
+                  pack(value), a, ops_ttl_s])
         return int(outcome), int(ver)
 
     async def read_state(self, session: str, agent: str) -> tuple[Any, int]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from nalar_common.process import serve
-from nalar_common.settings import LogSettings, NatsSettings, NodeSettings
+from nalar_common.settings import LogSettings, NatsSettings, NodeSettings, RedisSettings
+from nalar_common.state import SessionStore
+from nalar_common.subjects import Names
 
 from nalar_agent_host.service import AgentHost
 from nalar_agent_host.settings import AgentHostSettings
@@ -13,7 +15,8 @@ def main() -> None:
     nats, node, settings = NatsSettings(), NodeSettings(), AgentHostSettings()
 
     async def build(bus):  # type: ignore[no-untyped-def]
-        return AgentHost(bus, node.name, settings)
+        store = SessionStore.from_url(RedisSettings().url, Names(nats.prefix))
+        return AgentHost(bus, node.name, settings, store=store)
 
     serve(f"agent-host:{settings.host_id}", nats, LogSettings(), build)
 

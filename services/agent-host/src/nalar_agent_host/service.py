@@ -22,11 +22,13 @@ from nalar_common.errors import MalformedMessage, NalarError, NotFound
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
+from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
 from nats.aio.msg import Msg
 
 from nalar_agent_host.executor import as_error, context_for, invoke, lookup, resolve_args
+from nalar_agent_host.sessions import SessionStates
 from nalar_agent_host.settings import AgentHostSettings
 
 log = get_logger(__name__)
@@ -41,7 +43,7 @@ class Instance:
 
 class AgentHost:
     def __init__(self, bus: Bus, node: str, settings: AgentHostSettings,
-                 app: App | None = None) -> None:
+                 app: App | None = None, store: SessionStore | None = None) -> None:
         self.bus, self.node, self.settings = bus, node, settings
         self.names = bus.names
         self.host_id = settings.host_id
@@ -54,6 +56,9 @@ class AgentHost:
         self.driver_pool = ThreadPoolExecutor(max_workers=max(1, settings.driver_concurrency),
                                               thread_name_prefix="nalar-driver")
         self.instances: dict[str, Instance] = {}
+        self.store = store
+        self.states = SessionStates(store, lease_ttl_ms=settings.state_lease_ttl_ms,
+                                    wait_s=settings.state_wait_s) if store else None
         self._stopping = asyncio.Event()
         self.draining = False
         self._inflight: set[asyncio.Task[None]] = set()
@@ -106,6 +111,8 @@ class AgentHost:
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.driver_pool.shutdown(wait=False, cancel_futures=True)
+            if self.store is not None:
+                await self.store.close()
             log.info("agent_host.stopped", host=self.host_id)
 
     def stop(self) -> None:
@@ -195,7 +202,16 @@ class AgentHost:
                 fn = lookup(inst.target, call.method, call.agent)
             args, kwargs = resolve_args(call, body.get("deps") or {})
             attempt = int(headers.get(H.ATTEMPT) or call.attempt)
-            value = await invoke(fn, args, kwargs, context_for(self.runtime, call, attempt), pool)
+            ctx = context_for(self.runtime, call, attempt)
+            spec = None if is_driver else self.app.agents.get(call.agent)
+            if spec is not None and spec.uses_state and call.session and self.states:
+                owner = f"{inst.info.instance}/{call.run}.{call.future}.a{attempt}"
+                async with self.states.hold(call.session, call.agent, owner) as (state, lease):
+                    ctx.state = state
+                    value = await invoke(fn, args, kwargs, ctx, pool)
+                    await self.states.commit(state, lease, op_id=f"{call.run}.{call.future}")
+            else:
+                value = await invoke(fn, args, kwargs, ctx, pool)
         except Exception as exc:
             error = as_error(exc, call)
         finally:

@@ -19,3 +19,5 @@ class AgentHostSettings(BaseSettings):
     heartbeat_s: float = 1.0
     grace_s: float = 10.0
     llm_time_scale: float = 1.0
+    state_lease_ttl_ms: int = 10_000
+    state_wait_s: float = 60.0

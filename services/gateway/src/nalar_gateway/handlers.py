@@ -15,7 +15,7 @@ from nalar_common.logging import get_logger
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nalar_gateway.inputs import RunRequest, validation_error
+from nalar_gateway.inputs import SESSION_ID, RunRequest, validation_error
 from nalar_gateway.service import Gateway
 
 log = get_logger(__name__)
@@ -87,6 +87,12 @@ def parse_run_request(data: Any) -> RunRequest:
         raise validation_error(exc) from None
 
 
+def check_session_id(session_id: str) -> str:
+    if not SESSION_ID.match(session_id):
+        raise NotFound(f"session {session_id!r} does not exist")
+    return session_id
+
+
 def check_run_id(run_id: str) -> str:
     if not _RUN_ID.match(run_id):
         raise NotFound(f"run {run_id!r} does not exist")
@@ -154,6 +160,19 @@ def router(gw: Gateway) -> APIRouter:
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
+
+    @r.get("/v1/sessions/{session_id}", tags=["sessions"])
+    async def get_session(session_id: str) -> dict[str, Any]:
+        info = await gw.store.session(check_session_id(session_id))
+        if info is None:
+            raise NotFound(f"session {session_id!r} does not exist")
+        return info
+
+    @r.delete("/v1/sessions/{session_id}", tags=["sessions"])
+    async def end_session(session_id: str) -> dict[str, Any]:
+        if not await gw.store.end_session(check_session_id(session_id)):
+            raise NotFound(f"session {session_id!r} does not exist")
+        return {"session_id": session_id, "ended": True}
 
     # -- Ventis-compatible aliases ------------------------------------------------------
     @r.post("/{workflow}/run", status_code=202, tags=["ventis"])

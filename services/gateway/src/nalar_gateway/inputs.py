@@ -10,7 +10,7 @@ from nalar.registry import WorkflowSpec
 from nalar_common.errors import InvalidInput
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-_ID = re.compile(r"^[A-Za-z0-9_\-:.]{1,128}$")
+SESSION_ID = re.compile(r"^[A-Za-z0-9_\-:.]{1,128}$")
 
 
 class RunRequest(BaseModel):
@@ -24,7 +24,7 @@ class RunRequest(BaseModel):
     @field_validator("session_id")
     @classmethod
     def _session(cls, v: str | None) -> str | None:
-        if v is not None and not _ID.match(v):
+        if v is not None and not SESSION_ID.match(v):
             raise ValueError("must be 1-128 characters of [A-Za-z0-9_-:.]")
         return v
 

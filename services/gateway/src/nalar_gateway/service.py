@@ -94,6 +94,7 @@ class Gateway:
                     req.idempotency_key, owner, run_id, self.settings.idempotency_ttl_s)
                 if owner != run_id:
                     return await self._await_created(owner) or {"run_id": owner}, False
+        await self.store.register_run(session, run_id, workflow, time.time())
         await record(self.bus, run_id, Event.CREATED, {
             "workflow": workflow, "session_id": session, "input": inputs,
             "priority": req.priority, "idempotency_key": req.idempotency_key,

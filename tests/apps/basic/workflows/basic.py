@@ -103,3 +103,32 @@ def big_pair(n: int) -> int:
     """Two results that each fit a message but not together as one call's arguments."""
     e = nalar.stub(Echo)
     return e.size(e.make(n), e.make(n)).value(timeout=60)
+
+
+@nalar.workflow
+def count(by: int = 1, times: int = 1) -> dict[str, object]:
+    """Calls of one session on a stateful agent: each sees what the previous one left."""
+    from agents.stateful import Counter
+
+    c = nalar.stub(Counter)
+    for _ in range(times):
+        c.incr(by).value(timeout=30)
+    return c.read().value(timeout=30)  # type: ignore[no-any-return]
+
+
+@nalar.workflow
+def count_fail(by: int = 1) -> object:
+    from agents.stateful import Counter
+
+    return nalar.stub(Counter).incr_then_fail(by).value(timeout=30)
+
+
+@nalar.workflow
+async def count_parallel(n: int = 8) -> dict[str, object]:
+    """Concurrent calls of one session on one agent's state are serialised: none is lost."""
+    from agents.stateful import Counter
+
+    c = nalar.stub(Counter)
+    for f in [c.aincr(1) for _ in range(n)]:
+        await f
+    return await c.read()  # type: ignore[no-any-return]
