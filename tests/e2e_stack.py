@@ -1,4 +1,5 @@
-"""Starting and stopping the whole stack as real processes (`nalar up`) for tests."""
+"""Starting and stopping the whole stack as real processes for tests: `nalar up`
+(`start_stack`), or chosen services one by one (`start_services`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 from nalar_common.servers import die_with_parent, free_port
@@ -71,3 +74,88 @@ def stop_stack(handle: StackHandle) -> None:
         except subprocess.TimeoutExpired:
             handle.proc.kill()
             handle.proc.wait()
+
+
+@dataclass
+class Services:
+    """Service processes started by `start_services`; each logs to `<log_dir>/<name>.log`."""
+
+    url: str  # the gateway's, if one was started
+    nats_url: str
+    redis_url: str
+    prefix: str
+    log_dir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list, repr=False)
+
+    def logs(self, tail: int = 3000) -> str:
+        """The end of every service's log, for assertion messages."""
+        return "\n".join(f"--- {name} (rc={p.poll()}):\n"
+                         f"{(self.log_dir / f'{name}.log').read_text(errors='replace')[-tail:]}"
+                         for name, p in self.procs.items())
+
+    def check_alive(self) -> None:
+        dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+        if dead:
+            raise RuntimeError(f"services exited: {dead}\n{self.logs()}")
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float = 60,
+                   what: str = "services ready") -> None:
+        """Poll `ready` (exceptions count as not ready) until true; fail early if a service
+        exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                if ready():
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}\n{self.logs()}")
+            time.sleep(0.1)
+
+    def stop(self, grace: float = 20) -> None:
+        """SIGTERM every service at once, wait up to `grace` s in all, then SIGKILL."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in self._logs:
+            f.close()
+
+
+def start_services(app: Path, nats_url: str, redis_url: str, log_dir: Path,
+                   services: Sequence[tuple[str, str, Mapping[str, str]]], *,
+                   prefix: str | None = None,
+                   extra_env: Mapping[str, str] | None = None) -> Services:
+    """Start `python -m <module>` for each `(name, module, env)` in `services`, against the
+    given servers under a name prefix (random unless given). Every process gets the app
+    (`NALAR_AGENT_HOST_APP`, `NALAR_GATEWAY_APP`), the gateway port (free, in `Services.url`),
+    then `extra_env`, then its own `env` (e.g. `NALAR_NODE_NAME`,
+    `NALAR_AGENT_HOST_HOST_ID`). Nothing waits for readiness: see `Services.wait_until`."""
+    prefix = prefix or "s" + uuid.uuid4().hex[:8]
+    port = free_port()
+    base = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url,
+            "NALAR_NATS_PREFIX": prefix, "NALAR_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+            "NALAR_AGENT_HOST_APP": str(app), "NALAR_GATEWAY_APP": str(app),
+            "NALAR_GATEWAY_PORT": str(port), **(extra_env or {})}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handle = Services(f"http://127.0.0.1:{port}", nats_url, redis_url, prefix, log_dir)
+    try:
+        for name, module, env in services:
+            out = open(log_dir / f"{name}.log", "wb")
+            handle._logs.append(out)
+            handle.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", module], env={**base, **env}, stdout=out,
+                stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    except BaseException:
+        handle.stop(grace=5)
+        raise
+    return handle

@@ -52,3 +52,16 @@ def test_async_compare_workflow(example: StackHandle) -> None:
                         json={"input": {"tickers": ["AAPL", "MSFT", "AMZN"]}}).json()
     assert run["status"] == "succeeded", run
     assert set(run["result"]) == {"AAPL", "MSFT", "AMZN"}
+
+
+async def test_local_mode_gives_the_same_result_as_the_stack(example: StackHandle) -> None:
+    from nalar.local import run_local
+
+    input = {"ticker": "TSLA", "question": "Hold?"}
+    with example.client() as http:
+        on_stack = http.post("/v1/workflows/financial_analysis/runs", params={"wait": 60},
+                             json={"input": input}).json()
+    assert on_stack["status"] == "succeeded"
+    local = await run_local(str(ROOT / "examples" / "financial_analyst"), "financial_analysis",
+                            input, time_scale=0.05)
+    assert local == on_stack["result"]

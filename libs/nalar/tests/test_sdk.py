@@ -15,7 +15,7 @@ from nalar.app import load_app
 from nalar.context import CallContext, NoRunContext, current, enter, leave
 from nalar.future import BlockingInEventLoop, Future
 from nalar.registry import agent_spec, workflow_spec
-from nalar.runtime import _to_wire
+from nalar.runtime import to_wire
 from nalar_common.calls import encode_result
 from nalar_common.envelope import FutureRef
 from nalar_common.errors import AgentError, InvalidInput, Timeout
@@ -67,7 +67,7 @@ def _future(run: str, fid: str, loop: asyncio.AbstractEventLoop | None = None) -
 def test_dependencies_found_nested_in_lists_and_dicts() -> None:
     f1, f2 = _future("r", "1"), _future("r", "2")
     deps: dict[str, None] = {}
-    wire = _to_wire([f1, {"a": [f2, 3], "b": (f1,)}, "1"], "r", deps)
+    wire = to_wire([f1, {"a": [f2, 3], "b": (f1,)}, "1"], "r", deps)
     assert list(deps) == ["1", "2"]
     assert wire == [FutureRef("r", "1"), {"a": [FutureRef("r", "2"), 3],
                                           "b": [FutureRef("r", "1")]}, "1"]
@@ -75,7 +75,7 @@ def test_dependencies_found_nested_in_lists_and_dicts() -> None:
 
 def test_future_of_another_run_rejected() -> None:
     with pytest.raises(InvalidInput, match="belongs to run"):
-        _to_wire([_future("other", "1")], "r", {})
+        to_wire([_future("other", "1")], "r", {})
 
 
 def test_stub_outside_a_run_is_a_clear_error() -> None:

@@ -1,4 +1,5 @@
-"""The `nalar` command: `up` (embedded stack) and `futures RUN` (read a run's futures from NATS)."""
+"""The `nalar` command: `up` (embedded stack), `run` (a workflow, locally or on a stack) and
+`futures RUN` (read a run's futures from NATS)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,46 @@ def _print_futures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_body(text: str) -> tuple[dict[str, Any], str | None]:
+    """`{"input": {...}, "session_id"?: ...}`, as in the HTTP API."""
+    try:
+        body = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"nalar run: the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("input", {}), dict):
+        raise SystemExit('nalar run: the body must look like {"input": {...}, "session_id": ...}')
+    unknown = set(body) - {"input", "session_id"}
+    if unknown:
+        raise SystemExit(f"nalar run: unknown fields {sorted(unknown)} (expected input, "
+                         f"session_id)")
+    return dict(body.get("input") or {}), body.get("session_id")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nalar_common.errors import NalarError
+
+    input, session = _parse_body(args.body)
+    if not args.local:
+        import httpx
+
+        r = httpx.post(f"{args.url}/v1/workflows/{args.workflow}/runs",
+                       params={"wait": args.wait},
+                       json={"input": input, **({"session_id": session} if session else {})},
+                       timeout=args.wait + 30)
+        print(json.dumps(r.json(), default=str))
+        return 0 if r.status_code < 400 and r.json().get("status") == "succeeded" else 1
+    from nalar.local import run_local
+
+    try:
+        value = asyncio.run(run_local(args.app, args.workflow, input, session=session,
+                                      time_scale=args.llm_time_scale))
+    except NalarError as exc:
+        print(json.dumps({"status": "failed", "error": exc.to_wire()}, default=str))
+        return 1
+    print(json.dumps({"status": "succeeded", "result": value}, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nalar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +120,18 @@ def main(argv: list[str] | None = None) -> int:
                                                           "nats://127.0.0.1:4222"))
     fut.add_argument("--prefix", default=os.environ.get("NALAR_NATS_PREFIX", ""))
     fut.set_defaults(fn=_print_futures)
+
+    run = sub.add_parser("run", help="run a workflow: in this process (--local) or on a stack")
+    run.add_argument("app", help="app directory (used with --local)")
+    run.add_argument("workflow")
+    run.add_argument("body", nargs="?", default="{}",
+                     help='JSON like the HTTP API: {"input": {...}, "session_id": "..."}')
+    run.add_argument("--local", action="store_true", help="no servers: run it in-process")
+    run.add_argument("--url", default=os.environ.get("NALAR_GATEWAY_URL",
+                                                     "http://127.0.0.1:8080"))
+    run.add_argument("--wait", type=float, default=300.0)
+    run.add_argument("--llm-time-scale", type=float, default=1.0)
+    run.set_defaults(fn=_run)
 
     args = parser.parse_args(argv)
     return int(args.fn(args))

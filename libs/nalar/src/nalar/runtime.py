@@ -80,13 +80,13 @@ class Runtime:
         """Create the future for `agent.method(*args, **kwargs)` in the run of `ctx`."""
         fid = ctx.next_future_id()
         deps: dict[str, None] = {}
-        wire_args = _to_wire(list(args), ctx.run, deps)
-        wire_kwargs = _to_wire(dict(kwargs), ctx.run, deps)
+        wire_args = to_wire(list(args), ctx.run, deps)
+        wire_kwargs = to_wire(dict(kwargs), ctx.run, deps)
         spec = CallSpec(run=ctx.run, future=fid, session=ctx.session, agent=agent, method=method,
                         args=wire_args, kwargs=wire_kwargs, deps=tuple(deps), parent=ctx.future,
                         priority=ctx.priority if priority is None else priority,
                         attempt=1, deadline=ctx.deadline, created_at=time.time())
-        payload = _encode_call(spec)
+        payload = encode_call(spec)
         fut: Future[Any] = Future(ctx.run, fid, agent, method, self.loop)
         self._spawn(self._publish(fut, spec, payload, check_stored=ctx.attempt > 1))
         return fut
@@ -102,7 +102,7 @@ class Runtime:
         if node is None:
             raise NoInstance("no agent host is running: cannot start a workflow driver")
         fut: Future[Any] = Future(run, ROOT_FUTURE, DRIVER_AGENT, workflow, self.loop)
-        await self._publish(fut, spec, _encode_call(spec), check_stored=False, node=node,
+        await self._publish(fut, spec, encode_call(spec), check_stored=False, node=node,
                             raise_errors=True)
         return fut
 
@@ -168,7 +168,7 @@ def _fail(fut: Future[Any], err: NalarError) -> None:
     fut._resolve(FutureResult(fut.run, fut.future, data, {"Nalar-Status": status}))
 
 
-def _encode_call(spec: CallSpec) -> bytes:
+def encode_call(spec: CallSpec) -> bytes:
     try:
         return spec.encode()
     except TypeError as exc:
@@ -176,7 +176,7 @@ def _encode_call(spec: CallSpec) -> bytes:
                            details={"agent": spec.agent, "method": spec.method}) from exc
 
 
-def _to_wire(value: Any, run: str, deps: dict[str, None]) -> Any:
+def to_wire(value: Any, run: str, deps: dict[str, None]) -> Any:
     """Replace futures (also nested in lists, tuples and dicts) by refs; collect dependencies."""
     if isinstance(value, Future):
         if value.run != run:
@@ -184,9 +184,9 @@ def _to_wire(value: Any, run: str, deps: dict[str, None]) -> Any:
         deps[value.future] = None
         return FutureRef(value.run, value.future)
     if isinstance(value, list | tuple):
-        return [_to_wire(v, run, deps) for v in value]
+        return [to_wire(v, run, deps) for v in value]
     if isinstance(value, dict):
-        return {k: _to_wire(v, run, deps) for k, v in value.items()}
+        return {k: to_wire(v, run, deps) for k, v in value.items()}
     return value
 
 

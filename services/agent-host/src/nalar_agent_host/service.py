@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nalar.app import App, load_app
+from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
 from nalar.llm import SimulatedEngine
 from nalar.runtime import Runtime
 from nalar_common.bus import Bus
@@ -27,7 +28,6 @@ from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
 from nats.aio.msg import Msg
 
-from nalar_agent_host.executor import as_error, context_for, invoke, lookup, resolve_args
 from nalar_agent_host.sessions import SessionStates
 from nalar_agent_host.settings import AgentHostSettings
 

@@ -1,5 +1,6 @@
-"""Running one dispatched call: resolve arguments, enter the call context, run user code (sync
-code in worker threads, never on the loop), and turn the outcome into a result or a typed error.
+"""Running one call of user code, the same way on an agent host and in local mode: resolve
+arguments, enter the call context, run it (sync code in worker threads, never on the loop), and
+turn the outcome into a value or a typed error.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from nalar.context import CallContext, enter, leave
-from nalar.runtime import Runtime
 from nalar_common.calls import CallSpec
 from nalar_common.envelope import FutureRef, substitute_refs
 from nalar_common.errors import AgentError, InvalidInput, NalarError, NotFound
 from nalar_common.futures import FutureResult
+
+from nalar.context import CallContext, enter, leave
 
 
 def resolve_args(call: CallSpec, deps: dict[str, dict[str, Any]]) -> tuple[list[Any],
@@ -76,7 +77,7 @@ def lookup(target: Any, method: str, agent: str) -> Any:
     return fn
 
 
-def context_for(runtime: Runtime, call: CallSpec, attempt: int) -> CallContext:
+def context_for(runtime: Any, call: CallSpec, attempt: int) -> CallContext:
     """`attempt` > 1 marks a re-execution: its calls look for earlier results first, so
     finished work resolves from the stream instead of running again."""
     return CallContext(runtime=runtime, run=call.run, session=call.session, future=call.future,

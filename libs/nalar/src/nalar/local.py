@@ -1,0 +1,184 @@
+"""Local mode: an app's workflows run in one process with no servers.
+
+The same stubs, futures, dependency resolution (futures nested in lists and dicts), typed
+errors, managed state (kept in memory) and wire encoding (every call and result goes through
+the msgpack envelope) as on the stack, so a workflow gives the same result in both:
+
+    nalar run --local APP_DIR WORKFLOW '{"input": {...}, "session_id": "s1"}'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+from nalar_common.calls import CallSpec, encode_result
+from nalar_common.envelope import pack, unpack
+from nalar_common.errors import DependencyFailed, InvalidInput, NalarError, NotFound
+from nalar_common.futures import FutureResult
+from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
+from nalar_common.subjects import Headers as H
+
+from nalar.app import App, load_app
+from nalar.context import CallContext
+from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
+from nalar.future import Future
+from nalar.llm import SimulatedEngine
+from nalar.runtime import encode_call, to_wire
+from nalar.state import CallState
+
+
+class LocalRuntime:
+    """Plays the stack's part in one process: one instance per agent, `concurrency` calls at
+    once each, state per (session, agent) in memory. Use as `async with LocalRuntime(app)`."""
+
+    def __init__(self, app: App, *, engine: Any = None) -> None:
+        self.app = app
+        self.engine = engine if engine is not None else SimulatedEngine()
+        self._instances = {name: spec.cls() for name, spec in app.agents.items()}
+        self._slots = {name: asyncio.Semaphore(spec.concurrency)
+                       for name, spec in app.agents.items()}
+        self._futures: dict[tuple[str, str], Future[Any]] = {}
+        self._state: dict[tuple[str, str], tuple[bytes, int]] = {}
+        self._state_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.pool = ThreadPoolExecutor(max_workers=max(8, sum(
+            s.concurrency for s in app.agents.values())), thread_name_prefix="nalar-local")
+        self.driver_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="nalar-driver")
+
+    async def __aenter__(self) -> LocalRuntime:
+        self._loop = asyncio.get_running_loop()
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        """Wait for calls still running (cancel them if the block failed); the block's own
+        exception propagates as it is, never wrapped in an ExceptionGroup."""
+        assert self._tg is not None
+        try:
+            if et is not None:
+                for task in list(self._tasks):
+                    task.cancel()
+            await self._tg.__aexit__(None, None, None)
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.driver_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- the runtime protocol stubs use --------------------------------------------------
+    def submit(self, ctx: CallContext, agent: str, method: str, args: Sequence[Any],
+               kwargs: Mapping[str, Any], *, priority: int | None = None) -> Future[Any]:
+        assert self._loop is not None and self._tg is not None, "use `async with LocalRuntime`"
+        fid = ctx.next_future_id()
+        deps: dict[str, None] = {}
+        spec = CallSpec(run=ctx.run, future=fid, session=ctx.session, agent=agent, method=method,
+                        args=to_wire(list(args), ctx.run, deps),
+                        kwargs=to_wire(dict(kwargs), ctx.run, deps), deps=tuple(deps),
+                        parent=ctx.future, priority=ctx.priority if priority is None else priority,
+                        created_at=time.time())
+        payload = encode_call(spec)  # unsendable arguments fail here, as on the stack
+        fut: Future[Any] = Future(ctx.run, fid, agent, method, self._loop)
+        self._futures[(ctx.run, fid)] = fut
+        tg = self._tg
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._start(tg, fut, payload)
+        else:
+            self._loop.call_soon_threadsafe(self._start, tg, fut, payload)
+        return fut
+
+    def _start(self, tg: asyncio.TaskGroup, fut: Future[Any], payload: bytes) -> None:
+        task = tg.create_task(self._call(fut, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- execution ----------------------------------------------------------------------------
+    async def _call(self, fut: Future[Any], payload: bytes) -> None:
+        call = CallSpec.decode(payload)
+        started = time.time()
+        value: Any = None
+        error: NalarError | None = None
+        deps: dict[str, dict[str, Any]] = {}
+        try:
+            for dep in call.deps:
+                result = await self._resolved(call.run, dep)
+                if not result.ok:
+                    cause = result.error()
+                    raise DependencyFailed(
+                        f"argument future {dep} failed: {cause.message if cause else ''}",
+                        details={"dependency": dep, "cause": cause.to_wire() if cause else None})
+                deps[dep] = {"data": result.data, "headers": result.headers}
+            value = await self._run_agent(call, deps)
+        except Exception as exc:
+            error = as_error(exc, call)
+        timings = {"created": call.created_at, "started": started, "finished": time.time()}
+        status, data = encode_result(value=value, error=error, timings=timings,
+                                     executor=f"local.{call.agent}")
+        fut._resolve(FutureResult(call.run, call.future, data,
+                                  {H.STATUS: status, H.EXECUTOR: f"local.{call.agent}"}))
+
+    async def _resolved(self, run: str, future: str) -> FutureResult:
+        dep = self._futures.get((run, future))
+        if dep is None:
+            raise NotFound(f"future {future} of run {run} does not exist")
+        await dep._wait_here()
+        assert dep._result is not None
+        return dep._result
+
+    async def _run_agent(self, call: CallSpec, deps: dict[str, dict[str, Any]]) -> Any:
+        spec = self.app.agents.get(call.agent)
+        if spec is None:
+            raise NotFound(f"agent {call.agent!r} is not in the app")
+        fn = lookup(self._instances[call.agent], call.method, call.agent)
+        args, kwargs = resolve_args(call, deps)
+        ctx = context_for(self, call, 1)
+        async with self._slots[call.agent]:
+            if not (spec.uses_state and call.session):
+                return await invoke(fn, args, kwargs, ctx, self.pool)
+            key = (call.session, call.agent)
+            async with self._state_locks.setdefault(key, asyncio.Lock()):
+                blob, version = self._state.get(key, (pack({}), 0))
+                ctx.state = CallState(unpack(blob), version)
+                value = await invoke(fn, args, kwargs, ctx, self.pool)
+                if ctx.state.changed():  # committed only when the call succeeded
+                    self._state[key] = (pack(ctx.state.values), version + 1)
+                return value
+
+    async def run(self, workflow: str, input: dict[str, Any] | None = None, *,
+                  session: str | None = None) -> Any:
+        """Run a workflow to its end: its value, or its error raised as a `NalarError`."""
+        wf = self.app.workflows.get(workflow)
+        if wf is None:
+            raise NotFound(f"workflow {workflow!r} does not exist",
+                           details={"available": sorted(self.app.workflows)})
+        if not isinstance(input, dict | None):
+            raise InvalidInput("input must be a JSON object")
+        root = CallSpec(run=uuid.uuid4().hex, future=ROOT_FUTURE,
+                        session=session or uuid.uuid4().hex, agent=DRIVER_AGENT,
+                        method=workflow, kwargs=dict(input or {}), created_at=time.time())
+        call = CallSpec.decode(encode_call(root))
+        ctx = context_for(self, call, 1)
+        try:
+            value = await invoke(wf.fn, call.args, call.kwargs, ctx, self.driver_pool)
+        except Exception as exc:
+            raise as_error(exc, call) from None
+        status, data = encode_result(value=value)
+        return FutureResult(call.run, ROOT_FUTURE, data, {H.STATUS: status}).value()
+
+
+async def run_local(app_dir: str, workflow: str, input: dict[str, Any] | None = None, *,
+                    session: str | None = None, time_scale: float = 1.0) -> Any:
+    app = load_app(app_dir)
+    async with LocalRuntime(app, engine=SimulatedEngine(time_scale=time_scale)) as rt:
+        return await rt.run(workflow, input, session=session)
