@@ -58,6 +58,7 @@ def split(nats_url: str, redis_url: str,
                                          "NALAR_AGENT_HOST_AGENTS": "Beta",
                                          "NALAR_AGENT_HOST_DRIVERS": "false"}),
         ("gateway", "nalar_gateway", {"NALAR_NODE_NAME": "n1"}),
+        *([("gc", "nalar_global_controller", {})] if __import__("os").environ.get("XGC") else []),
     ])
     bucket = f"{svc.prefix}_nalar_instances"
 
@@ -162,6 +163,7 @@ def test_concurrent_cross_node_runs(split: Services) -> None:
         [("nested", {"x": i, "depth": 3, "use_async": bool(i % 2)}) for i in range(4)]
     with ThreadPoolExecutor(len(jobs)) as pool:
         results = list(pool.map(lambda j: _run(split, *j), jobs))
+    print(sorted(round(e, 2) for _, e in results))
     for (wf, inp), (body, _) in zip(jobs, results, strict=True):
         if wf != "nested":
             assert body["result"] == _expected_chain(inp["x"], inp["links"]), (wf, inp, body)

@@ -106,3 +106,39 @@ def test_driver_rerun_after_host_sigkill(services: dict[str, object]) -> None:
     survivor = "b" if host == "a" else "a"
     assert futures["0"]["executor"] == f"{survivor}._driver"
     assert futures["1"]["status"] == "succeeded"
+
+
+def test_waiting_run_resumes_on_another_host(services: dict[str, object]) -> None:
+    """A run waiting for a signal holds no host: kill the host that started it, signal it,
+    and it finishes on the other one."""
+    import msgpack
+
+    url, prefix = str(services["url"]), str(services["prefix"])
+    procs: dict[str, subprocess.Popen[bytes]] = services["procs"]  # type: ignore[assignment]
+    run = httpx.post(f"{url}/v1/workflows/approve/runs", json={"input": {"amount": 1}}
+                     ).json()["run_id"]
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/v1/runs/{run}").json()["status"] != "waiting":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    async def started_host() -> str:
+        nc = await nats.connect(str(services["nats_url"]))
+        try:
+            msg = await nc.jetstream().get_msg(f"{prefix.upper()}_NALAR_RUNS",
+                                               subject=f"{prefix}.nalar.run.{run}.started",
+                                               direct=True)
+            return str(msgpack.unpackb(msg.data)["b"]["host"])
+        finally:
+            await nc.close()
+
+    host = asyncio.run(started_host())
+    procs[f"host-{host}"].send_signal(signal.SIGKILL)
+    procs[f"host-{host}"].wait(10)
+    r = httpx.post(f"{url}/v1/runs/{run}/signals/approval", json={"value": "yes"})
+    assert r.status_code == 202
+    deadline = time.monotonic() + 30
+    while (view := httpx.get(f"{url}/v1/runs/{run}").json())["status"] != "succeeded":
+        assert view["status"] != "failed" and time.monotonic() < deadline, view
+        time.sleep(0.1)
+    assert view["result"] == {"quote": 2, "decision": "yes"}

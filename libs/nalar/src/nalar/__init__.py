@@ -14,6 +14,7 @@ from nalar import llm
 from nalar.context import current_run_id, current_session_id
 from nalar.future import Future
 from nalar.registry import agent, workflow
+from nalar.signals import signal
 from nalar.state import managed_dict, managed_list
 from nalar.stub import Stub, stub
 
@@ -33,6 +34,7 @@ __all__ = [
     "llm",
     "managed_dict",
     "managed_list",
+    "signal",
     "stub",
     "workflow",
 ]

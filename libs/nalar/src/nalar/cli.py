@@ -1,5 +1,5 @@
-"""The `nalar` command: `up` (embedded stack), `run` (a workflow, locally or on a stack) and
-`futures RUN` (read a run's futures from NATS)."""
+"""The `nalar` command: `up` (embedded stack), `run` (a workflow, locally or on a stack),
+`futures RUN` (read a run's futures from NATS), `stubs` (typed stubs) and `new` (a project)."""
 
 from __future__ import annotations
 
@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--wait", type=float, default=300.0)
     run.add_argument("--llm-time-scale", type=float, default=1.0)
     run.set_defaults(fn=_run)
+
+    from nalar import scaffold, stubgen
+
+    stubgen.register(sub)
+    scaffold.register(sub)
 
     args = parser.parse_args(argv)
     return int(args.fn(args))

@@ -9,6 +9,7 @@ published so that no result can be missed without a backstop read.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from nalar_common.errors import InvalidInput, NalarError, NoInstance, Unavailabl
 from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
-from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
+from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, signal_future
 
 from nalar.context import CallContext
 from nalar.future import Future
@@ -105,6 +106,33 @@ class Runtime:
         await self._publish(fut, spec, encode_call(spec), check_stored=False, node=node,
                             raise_errors=True)
         return fut
+
+    def signal(self, ctx: CallContext, name: str, timeout: float | None) -> Future[Any]:
+        """The future of signal `name` of this run (see `nalar.signals`)."""
+        try:
+            fid = signal_future(name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        fut: Future[Any] = Future(ctx.run, fid, "_signal", name, self.loop)
+        fut._checked = threading.Event()
+        self._spawn(self._declare_signal(fut, name, timeout))
+        return fut
+
+    async def _declare_signal(self, fut: Future[Any], name: str, timeout: float | None) -> None:
+        """Look the signal up; if it has not come, declare it in the journal (the gateway
+        accepts only declared signals; the state store enforces the timeout)."""
+        try:
+            await self.waiter.watch(fut.run, fut.future, fut._resolve, check_stored=True)
+            if not fut.available():
+                await record(self.bus, fut.run, Event.SIGNAL, {
+                    "name": name, "future": fut.future, "timeout": timeout,
+                    "deadline": time.time() + timeout if timeout else None,
+                }, acked=True, msg_id=f"{fut.run}.signal.{name}")
+        except Exception as exc:
+            log.warning("signal.declare_failed", run_id=fut.run, signal=name, error=str(exc))
+        finally:
+            assert fut._checked is not None
+            fut._checked.set()
 
     def watch(self, run: str, future: str) -> Future[Any]:
         """A `Future` for an existing future id (e.g. a run's result), from any process."""

@@ -75,17 +75,19 @@ def render_stubs(app_dir: Path) -> dict[Path, str]:
     root = Path(app_dir).resolve()
     if not root.is_dir():
         raise InvalidInput(f"app directory {root} does not exist")
+    if not (root / "agents").is_dir():
+        raise InvalidInput(f"app directory {root} has no agents/ folder")
     modules: dict[str, _Module] = {}
     with _importing_app(root):
         by_stem = _python_agents(root)
         python_names = {n for specs in by_stem.values()
                         for s in specs for n in (s.name, s.cls.__name__)}
         yaml_by_stem = _yaml_sources(root, python_names)
+        scopes: dict[str, _Scope] = {}
         for stem in sorted({*by_stem, *yaml_by_stem}):
             specs = by_stem.get(stem, [])
             yamls = yaml_by_stem.get(stem, [])
             own = frozenset({s.cls.__name__ for s in specs} | {y.cls_name for y in yamls})
-            scopes = _Scopes()
             agents = [_python_agent(s, f"agents/{stem}.py", scopes, own) for s in specs]
             agents += [y.build(own) for y in yamls]
             sources = ([f"agents/{stem}.py"] if specs else []) + sorted(
@@ -283,25 +285,20 @@ def _names(exprs: Iterable[ast.expr | None]) -> set[str]:
     return {n.id for e in exprs if e is not None for n in ast.walk(e) if isinstance(n, ast.Name)}
 
 
-def _literal(value: Any) -> str | None:
-    """`value` as source when it is an immutable literal (not an enum, not a list)."""
-    if type(value) is str:
-        return json.dumps(value)
-    if type(value) is float:
-        return repr(value) if math.isfinite(value) else None
-    if type(value) in (type(None), bool, int, complex, bytes):
-        return repr(value)
-    if type(value) is tuple:
-        items = [_literal(v) for v in value]
-        if any(i is None for i in items):
-            return None
-        return f"({', '.join(map(str, items))}{',' if len(items) == 1 else ''})"
-    return None
-
-
 def _default_source(value: Any) -> str:
-    """A default as source; one that is not a literal stays the agent's own (_DEFAULT)."""
-    return _literal(value) or _DEFAULT
+    """A default as source when it is an immutable literal; else _DEFAULT, which leaves it
+    to the agent (an enum member, a list, an object: their repr is no source, or unsafe)."""
+    kind = type(value)
+    if kind is str:
+        return json.dumps(value)
+    if kind in (type(None), bool, int, complex, bytes) or (
+            kind is float and math.isfinite(value)):
+        return repr(value)
+    if kind is tuple:
+        items = [_default_source(v) for v in value]
+        if _DEFAULT not in items:
+            return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+    return _DEFAULT
 
 
 def _hints(pairs: Iterable[tuple[str, Any]]) -> str | None:
@@ -360,8 +357,10 @@ class _Scope:
             self.imports[bound] = [_Import(module, a.name, a.asname)]
 
     @classmethod
-    def of_module(cls, module: types.ModuleType) -> _Scope:
-        scope = cls(module.__name__)
+    def of_module(cls, module: types.ModuleType | None, name: str) -> _Scope:
+        scope = cls(name)
+        if module is None:
+            return scope
         try:
             tree = ast.parse(inspect.getsource(module))
         except (OSError, TypeError, SyntaxError):
@@ -390,18 +389,6 @@ def _top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
         yield node
         if isinstance(node, ast.If | ast.Try):
             yield from _top_level(node.body)
-
-
-class _Scopes:
-    def __init__(self) -> None:
-        self._cache: dict[str, _Scope] = {}
-
-    def of(self, module_name: str) -> _Scope:
-        if module_name not in self._cache:
-            module = sys.modules.get(module_name)
-            self._cache[module_name] = (_Scope.of_module(module) if module is not None
-                                        else _Scope(module_name))
-        return self._cache[module_name]
 
 
 def _source_annotations(fn: Callable[..., Any]) -> dict[str, str]:
@@ -449,13 +436,16 @@ def _python_method(spec: AgentSpec, name: str, source: str) -> tuple[_Method, st
     return method, str(fn.__module__)
 
 
-def _python_agent(spec: AgentSpec, source: str, scopes: _Scopes, own: frozenset[str]) -> _Agent:
+def _python_agent(spec: AgentSpec, source: str, scopes: dict[str, _Scope],
+                  own: frozenset[str]) -> _Agent:
     methods: list[_Method] = []
     imports: set[_Import] = set()
     for name in sorted(spec.methods):
         method, module = _python_method(spec, name, source)
+        if module not in scopes:
+            scopes[module] = _Scope.of_module(sys.modules.get(module), module)
         names = _names([p.annotation for p in method.params] + [method.returns])
-        imports |= scopes.of(module).resolve(names, own)
+        imports |= scopes[module].resolve(names, own)
         methods.append(method)
     return _Agent(spec.cls.__name__, spec.name, source, inspect.getdoc(spec.cls),
                   _hints((k, getattr(spec, k)) for k in _HINTS if hasattr(spec, k)),
@@ -546,8 +536,11 @@ def _yaml_agent(doc: Any, rel: str) -> _YamlAgent:
             nodes = ast.parse(str(line)).body
         except SyntaxError:
             nodes = []
-        for n in nodes or [None]:
-            if not isinstance(n, ast.Import | ast.ImportFrom) or n.level:
+        if not nodes:
+            raise InvalidInput(f"{where}: imports: {line!r} is not an import statement")
+        for n in nodes:
+            if not isinstance(n, ast.Import | ast.ImportFrom) or (
+                    isinstance(n, ast.ImportFrom) and n.level):
                 raise InvalidInput(f"{where}: imports: {line!r} is not an absolute import")
             scope.add_imports(n, None)
     methods: dict[str, _Method] = {}
@@ -629,11 +622,28 @@ def _is_any(t: ast.expr) -> bool:
     return ast.unparse(t) in ("Any", "typing.Any")
 
 
+def _union(members: list[ast.expr]) -> ast.expr:
+    out = members[0]
+    for m in members[1:]:
+        out = ast.BinOp(left=out, op=ast.BitOr(), right=m)
+    return out
+
+
+def _members(t: ast.expr) -> list[ast.expr]:
+    if isinstance(t, ast.BinOp) and isinstance(t.op, ast.BitOr):
+        return [*_members(t.left), *_members(t.right)]
+    return [t]
+
+
 def _param_type(t: ast.expr | None) -> ast.expr:
-    """`T | nalar.Future[T]`: a stub accepts the value or a future of it (a dependency)."""
+    """`T | nalar.Future[T]`: a stub accepts the value or a future of it (a dependency); a
+    `None` member of `T` stays last."""
     if t is None or _is_any(t):
         return ast.Name("Any")
-    return ast.BinOp(left=t, op=ast.BitOr(), right=_future(t))
+    members = _members(t)
+    nones = [m for m in members if isinstance(m, ast.Constant) and m.value is None]
+    rest = [m for m in members if m not in nones]
+    return _union([*rest, _future(t), *nones[:1]])
 
 
 def _docstring(text: str, indent: str) -> list[str]:
@@ -662,8 +672,8 @@ def _signature(m: _Method) -> list[str]:
         if p.kind is inspect.Parameter.KEYWORD_ONLY and inspect.Parameter.VAR_POSITIONAL \
                 not in kinds and (i == 0 or kinds[i - 1] is not p.kind):
             items.append("*")
-        star = {inspect.Parameter.VAR_POSITIONAL: "*",
-                inspect.Parameter.VAR_KEYWORD: "**"}.get(p.kind, "")
+        star = ("*" if p.kind is inspect.Parameter.VAR_POSITIONAL
+                else "**" if p.kind is inspect.Parameter.VAR_KEYWORD else "")
         item = f"{star}{p.name}: {ast.unparse(_param_type(p.annotation))}"
         items.append(item if p.default is None else f"{item} = {p.default}")
         if p.kind is inspect.Parameter.POSITIONAL_ONLY and (
@@ -713,6 +723,8 @@ def _class(agent: _Agent) -> list[str]:
     if agent.doc:
         parts.append(agent.doc)
     lines = [f"class {agent.cls_name}(nalar.Stub):", *_docstring("\n\n".join(parts), "    "),
+             "", "    if TYPE_CHECKING:  # no dynamic attributes: a misspelt method is an error",
+             "        __getattr__: None  # type: ignore[assignment, misc]",
              "", "    def __init__(self) -> None:",
              f"        super().__init__({json.dumps(agent.agent_name)})"]
     for m in agent.methods:
@@ -730,9 +742,9 @@ def _import_lines(imports: Iterable[_Import], local: set[str], indent: str) -> l
         top = i.module.split(".")[0]
         return 0 if top in sys.stdlib_module_names else 2 if top in local else 1
 
-    def order(name: str) -> tuple[int, str]:
+    def order(name: str) -> tuple[int, str, str]:
         kind = 0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2
-        return kind, name.lower()
+        return kind, name.lower(), name
 
     out: list[str] = []
     for s in range(3):
@@ -743,17 +755,22 @@ def _import_lines(imports: Iterable[_Import], local: set[str], indent: str) -> l
             out.append("")
         out += sorted(f"{indent}import {i.module}" + (f" as {i.alias}" if i.alias else "")
                       for i in group if i.name is None)
-        froms: dict[str, set[str]] = {}
+        froms: dict[str, set[_Import]] = {}
         for i in group:
             if i.name is not None:
-                froms.setdefault(i.module, set()).add(
-                    i.name + (f" as {i.alias}" if i.alias else ""))
+                froms.setdefault(i.module, set()).add(i)
         for module in sorted(froms):
-            names = sorted(froms[module], key=order)
-            one = f"{indent}from {module} import {', '.join(names)}"
-            out += [one] if len(one) <= _LINE else [
-                f"{indent}from {module} import (", *(f"{indent}    {n}," for n in names),
-                f"{indent})"]
+            # one statement for the plain names, one per `as` (ruff's default), each placed
+            # by its first name
+            plain = sorted((i.name for i in froms[module] if i.name and not i.alias), key=order)
+            statements = [(plain[0], plain)] if plain else []
+            statements += [(i.name, [f"{i.name} as {i.alias}"]) for i in froms[module]
+                           if i.name and i.alias]
+            for _, names in sorted(statements, key=lambda st: order(st[0])):
+                one = f"{indent}from {module} import {', '.join(names)}"
+                out += [one] if len(one) <= _LINE else [
+                    f"{indent}from {module} import (", *(f"{indent}    {n}," for n in names),
+                    f"{indent})"]
     return out
 
 
@@ -769,15 +786,12 @@ class _Module:
                                                       for p in m.params)))
         helper = any(p.default == _DEFAULT for m in methods for p in m.params)
         typed: set[_Import] = set().union(*(a.imports for a in self.agents))
-        names = (["TYPE_CHECKING"] if typed else []) + (
-            ["Any"] if "Any" in used or helper else [])
+        names = ["TYPE_CHECKING"] + (["Any"] if "Any" in used or helper else [])
         sources = " and ".join(self.sources)
         lines = [f"{HEADER} from {sources} — do not edit.",
                  f'"""Typed stubs of the agents in {sources}."""', "",
                  "from __future__ import annotations", ""]
-        if names:
-            lines += [f"from typing import {', '.join(names)}", ""]
-        lines.append("import nalar")
+        lines += [f"from typing import {', '.join(names)}", "", "import nalar"]
         if typed:
             lines += ["", "if TYPE_CHECKING:", *_import_lines(typed, local, "    ")]
         if helper:

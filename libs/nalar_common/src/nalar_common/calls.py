@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -12,6 +13,7 @@ from nalar_common.bus import Bus
 from nalar_common.envelope import Envelope
 from nalar_common.errors import AgentError, MalformedMessage, NalarError
 from nalar_common.logging import get_logger
+from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
 
 log = get_logger(__name__)
@@ -129,3 +131,26 @@ async def publish_result(bus: Bus, call_headers: dict[str, str], *, value: Any =
             return False
         raise
     return True
+
+
+async def resume_driver(bus: Bus, run: str, node: str) -> bool:
+    """Run a run's driver again (after a signal, or its timeout): the same call as the first,
+    rebuilt from the journal's `created` event, as a new attempt with a new message id, so it
+    replays its finished calls from the stream. False when the run does not exist."""
+    from nalar_common.journal import Event, decode
+
+    created = await bus.direct_get_last(bus.names.runs_stream,
+                                        bus.names.run_event(run, Event.CREATED))
+    if created is None:
+        return False
+    ev = decode(created)
+    spec = CallSpec(run=run, future=ROOT_FUTURE, session=str(ev.get("session_id") or ""),
+                    agent=DRIVER_AGENT, method=str(ev.get("workflow")),
+                    kwargs=dict(ev.get("input") or {}), priority=int(ev.get("priority") or 0),
+                    attempt=2, hop=time.time_ns() // 1000 % 1_000_000_000,
+                    created_at=time.time())
+    await bus.js.publish(bus.names.call(node, DRIVER_AGENT), spec.encode(),
+                         headers=spec.headers())
+    log.info("run.resumed", run_id=run, node=node)
+    return True
+

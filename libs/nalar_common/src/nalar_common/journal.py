@@ -15,6 +15,9 @@ class Event:
     FUTURE_CREATED = "future_created"
     FUTURE_RESOLVED = "future_resolved"
     FINISHED = "finished"
+    SIGNAL = "signal"  # a driver declared a signal it awaits: {name, future, deadline}
+    WAITING = "waiting"  # a driver left its slot to wait for a signal
+    SIGNALLED = "signalled"  # a signal's value arrived
 
 
 async def record(bus: Bus, run: str, event: str, body: dict[str, Any], *,
@@ -32,3 +35,12 @@ async def record(bus: Bus, run: str, event: str, body: dict[str, Any], *,
 
 def decode(msg: StoredMsg) -> dict[str, Any]:
     return Envelope.decode(msg.data, expect="event").body
+
+
+async def is_waiting(bus: Bus, run: str) -> bool:
+    """Whether the run's driver left to wait for a signal and has not started again since."""
+    last = await bus.multi_last(bus.names.runs_stream, [
+        bus.names.run_event(run, Event.WAITING), bus.names.run_event(run, Event.STARTED)])
+    waiting = last.get(bus.names.run_event(run, Event.WAITING))
+    started = last.get(bus.names.run_event(run, Event.STARTED))
+    return waiting is not None and (started is None or waiting.seq > started.seq)

@@ -18,6 +18,12 @@ ROOT_FUTURE = "0"
 """Future id of a run's driver; its result is the run's result."""
 
 
+def signal_future(name: str) -> str:
+    """Future id of the signal `name` of a run: fixed by the name, so the gateway that
+    receives the signal and a re-executed driver agree on it without asking anyone."""
+    return "sig-" + check_token(name, "signal name")
+
+
 class Headers:
     """Header names on call and future messages (DESIGN §3)."""
 

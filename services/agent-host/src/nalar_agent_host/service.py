@@ -15,8 +15,9 @@ from nalar.app import App, load_app
 from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
 from nalar.llm import SimulatedEngine
 from nalar.runtime import Runtime
+from nalar.signals import Suspend
 from nalar_common.bus import Bus
-from nalar_common.calls import CallSpec, publish_result
+from nalar_common.calls import CallSpec, publish_result, resume_driver
 from nalar_common.cluster import InstanceInfo
 from nalar_common.envelope import Envelope
 from nalar_common.errors import MalformedMessage, NalarError, NotFound
@@ -212,6 +213,9 @@ class AgentHost:
                     await self.states.commit(state, lease, op_id=f"{call.run}.{call.future}")
             else:
                 value = await invoke(fn, args, kwargs, ctx, pool)
+        except Suspend as suspend:
+            await self._suspend(call, headers, token, msg, suspend)
+            return
         except Exception as exc:
             error = as_error(exc, call)
         finally:
@@ -237,6 +241,20 @@ class AgentHost:
         if msg.reply:
             await self._done(msg.reply, headers, token, executor,
                              "ok" if error is None else "error")
+
+    async def _suspend(self, call: CallSpec, headers: dict[str, str], token: str, msg: Msg,
+                       suspend: Suspend) -> None:
+        """The driver waits for a signal: record `waiting`, free the slot, publish no result.
+        If the signal came meanwhile (its sender saw the run still running), resume now."""
+        fut = suspend.future
+        await record(self.bus, call.run, Event.WAITING, {
+            "signal": fut.method, "future": fut.future, "host": self.host_id}, acked=True)
+        log.info("run.waiting", run_id=call.run, signal=fut.method)
+        if await self.runtime.waiter.get(call.run, fut.future) is not None:
+            node = self.runtime.view.choose_node(DRIVER_AGENT, call.session) or self.node
+            await resume_driver(self.bus, call.run, node)
+        if msg.reply:
+            await self._done(msg.reply, headers, token, self.host_id, "waiting")
 
     async def _publish_result(self, headers: dict[str, str], value: Any,
                               error: NalarError | None, executor: str,

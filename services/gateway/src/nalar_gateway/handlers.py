@@ -161,6 +161,20 @@ def router(gw: Gateway) -> APIRouter:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
+    @r.post("/v1/runs/{run_id}/signals/{name}", status_code=202, tags=["runs"],
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"type": "object", "required": ["value"],
+                                                "properties": {"value": {}}}}}}})
+    async def send_signal(run_id: str, name: str, request: Request) -> JSONResponse:
+        check_run_id(run_id)
+        if not _RUN_ID.match(name):
+            raise NotFound(f"run {run_id} has no signal named {name!r}")
+        body = await read_json(request, gw.settings.max_body_bytes)
+        if not isinstance(body, dict) or "value" not in body or set(body) - {"value"}:
+            raise InvalidInput('body must be {"value": ...}',
+                               details={"errors": [{"field": "value", "message": "required"}]})
+        return JSONResponse(await gw.signal(run_id, name, body["value"]), status_code=202)
+
     @r.get("/v1/sessions/{session_id}", tags=["sessions"])
     async def get_session(session_id: str) -> dict[str, Any]:
         info = await gw.store.session(check_session_id(session_id))

@@ -24,6 +24,7 @@ class RunReader:
         n = self.names
         last = await self.bus.multi_last(n.runs_stream, [n.run_events_last(run)])
         events = {s.rsplit(".", 1)[1]: decode(m) for s, m in last.items()}
+        seqs = {s.rsplit(".", 1)[1]: m.seq for s, m in last.items()}
         created = events.get(Event.CREATED)
         if created is None:
             return None
@@ -35,6 +36,9 @@ class RunReader:
         if Event.STARTED in events:
             out["status"] = "running"
             out["started_at"] = events[Event.STARTED].get("ts")
+        if seqs.get(Event.WAITING, 0) > seqs.get(Event.STARTED, 0):
+            out["status"] = "waiting"
+            out["waiting_for"] = {"signal": events[Event.WAITING].get("signal")}
         root = await self.bus.direct_get_last(n.futures_stream, n.future(run, ROOT_FUTURE))
         if root is not None:
             result = FutureResult(run, ROOT_FUTURE, root.data, root.headers)
@@ -50,6 +54,12 @@ class RunReader:
                 out["error"] = {"code": err.error_code, "message": err.message,
                                 "details": err.details}
         return out
+
+    async def signals(self, run: str) -> set[str]:
+        """Names of the signals the run's driver has asked for."""
+        n = self.names
+        msgs = await self.bus.read_all(n.runs_stream, n.run_event(run, Event.SIGNAL))
+        return {str(decode(m).get("name")) for m in msgs}
 
     async def futures(self, run: str) -> list[dict[str, Any]]:
         n = self.names

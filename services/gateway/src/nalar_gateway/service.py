@@ -12,12 +12,19 @@ from nalar.app import App, load_app
 from nalar.future import Future
 from nalar.runtime import Runtime
 from nalar_common.bus import Bus
-from nalar_common.calls import publish_result
-from nalar_common.errors import NalarError, NoInstance, NotFound, Timeout, Unavailable
-from nalar_common.journal import Event, record
+from nalar_common.calls import publish_result, resume_driver
+from nalar_common.errors import (
+    Conflict,
+    NalarError,
+    NoInstance,
+    NotFound,
+    Timeout,
+    Unavailable,
+)
+from nalar_common.journal import Event, is_waiting, record
 from nalar_common.logging import get_logger
 from nalar_common.state import SessionStore
-from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
+from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, signal_future
 from nalar_common.subjects import Headers as H
 from pydantic import BaseModel
 
@@ -126,6 +133,33 @@ class Gateway:
             if view is not None or time.monotonic() > deadline:
                 return view
             await asyncio.sleep(0.05)
+
+    async def signal(self, run_id: str, name: str, value: Any) -> dict[str, Any]:
+        """Resolve the run's signal `name` (once) and wake the driver if it left to wait."""
+        view = await self.reader.get(run_id)
+        if view is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        if view["status"] in ("succeeded", "failed", "cancelled"):
+            raise Conflict(f"run {run_id} has finished ({view['status']})")
+        if name not in await self.reader.signals(run_id):
+            raise NotFound(f"run {run_id} is not waiting for a signal named {name!r}",
+                           details={"signal": name})
+        fid = signal_future(name)
+        stored = await publish_result(self.bus, {
+            H.RUN: run_id, H.FUTURE: fid, H.SESSION: str(view.get("session_id") or ""),
+            H.AGENT: "_signal", H.METHOD: name}, value=value, executor="gateway")
+        if not stored:
+            raise Conflict(f"signal {name!r} of run {run_id} was already given",
+                           details={"signal": name})
+        await record(self.bus, run_id, Event.SIGNALLED, {"signal": name, "future": fid},
+                     acked=True)
+        # read the status only now: a driver that starts waiting after this sees the signal
+        # itself when it records `waiting` (and resumes on its own)
+        if await is_waiting(self.bus, run_id):
+            node = self.runtime.view.choose_node(DRIVER_AGENT, str(view.get("session_id")))
+            if node is not None:
+                await resume_driver(self.bus, run_id, node)
+        return {"run_id": run_id, "signal": name, "status": "delivered"}
 
     async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any] | None:
         fut: Future[Any] = self.runtime.watch(run_id, ROOT_FUTURE)

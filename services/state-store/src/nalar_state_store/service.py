@@ -1,6 +1,6 @@
 """StateStore: records every run in its session's registry (from the run journal's `created`
-events, with a durable consumer so none is missed across restarts) and answers session queries
-on `nalar.state.session` (request/reply)."""
+events, with a durable consumer so none is missed across restarts), answers session queries on
+`nalar.state.session` (request/reply), and keeps the signal timeouts (`timers.py`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import json
 
 from nalar_common.bus import Bus
+from nalar_common.cluster import ClusterView
 from nalar_common.envelope import Envelope
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
@@ -16,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nalar_state_store.settings import StateStoreSettings
+from nalar_state_store.timers import SignalTimers
 
 log = get_logger(__name__)
 
@@ -26,12 +28,17 @@ class StateStore:
         self.names = bus.names
         self._stopping = asyncio.Event()
         self.registered = 0
+        self.view = ClusterView(bus)
+        self.timers = SignalTimers(bus, self.view)
 
     async def run(self) -> None:
         await self.bus.ensure_topology()
         await self.store.r.ping()
         try:
-            async with asyncio.TaskGroup():
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.view.run())
+                tg.create_task(self.timers.run())
+                timers_sub = await self.timers.subscribe()
                 consumer = ConsumerConfig(
                     durable_name=self.names.STATE_STORE_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
                     deliver_policy=DeliverPolicy.ALL, ack_wait=self.settings.ack_wait_s,
@@ -46,6 +53,7 @@ class StateStore:
                 await self._stopping.wait()
                 await req.unsubscribe()
                 await reg.unsubscribe()
+                await timers_sub.unsubscribe()
                 raise Shutdown
         except* Shutdown:
             pass

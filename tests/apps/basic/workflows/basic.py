@@ -132,3 +132,24 @@ async def count_parallel(n: int = 8) -> dict[str, object]:
     for f in [c.aincr(1) for _ in range(n)]:
         await f
     return await c.read()  # type: ignore[no-any-return]
+
+
+@nalar.workflow
+def approve(amount: int) -> dict[str, object]:
+    """Human in the loop: a call, then the driver waits (without a worker) for a signal."""
+    e = nalar.stub(Echo)
+    quote = e.add(amount, 1).value(timeout=30)
+    decision = nalar.signal("approval").value()
+    note = e.echo(decision).value(timeout=30)
+    return {"quote": quote, "decision": note}
+
+
+@nalar.workflow
+async def approve_async(amount: int, timeout: float = 0) -> dict[str, object]:
+    e = nalar.stub(Echo)
+    quote = await e.add(amount, 1)
+    try:
+        decision = await nalar.signal("approval", timeout=timeout or None)
+    except nalar.Timeout:
+        decision = "timed out"
+    return {"quote": quote, "decision": decision}

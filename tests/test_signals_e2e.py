@@ -1,0 +1,64 @@
+"""Human in the loop on the whole stack: a run waits for a signal without holding a worker,
+and resumes when `POST /v1/runs/{id}/signals/{name}` gives it."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def _until(http: httpx.Client, run: str, status: str, timeout: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        view = http.get(f"/v1/runs/{run}").json()
+        if view["status"] == status:
+            return view  # type: ignore[no-any-return]
+        assert view["status"] not in ("succeeded", "failed") or status in (
+            "succeeded", "failed"), view
+        assert time.monotonic() < deadline, view
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workflow", ["approve", "approve_async"])
+def test_signal_resumes_waiting_run(http: httpx.Client, workflow: str) -> None:
+    run = http.post(f"/v1/workflows/{workflow}/runs", json={"input": {"amount": 41}}
+                    ).json()["run_id"]
+    view = _until(http, run, "waiting")
+    assert view["waiting_for"] == {"signal": "approval"}
+    r = http.post(f"/v1/runs/{run}/signals/approval", json={"value": {"ok": True, "by": "ann"}})
+    assert r.status_code == 202, r.text
+    assert r.json() == {"run_id": run, "signal": "approval", "status": "delivered"}
+    done = _until(http, run, "succeeded")
+    assert done["result"] == {"quote": 42, "decision": {"ok": True, "by": "ann"}}
+    # the finished call before the wait ran once: the resumed driver replayed it
+    futures = http.get(f"/v1/runs/{run}/futures").json()["futures"]
+    assert [f["future"] for f in futures if f["agent"] == "Echo"][:1] == ["1"]
+    again = http.post(f"/v1/runs/{run}/signals/approval", json={"value": 1})
+    assert again.status_code == 409
+
+
+def test_signal_errors(http: httpx.Client) -> None:
+    run = http.post("/v1/workflows/approve/runs", json={"input": {"amount": 1}}).json()["run_id"]
+    _until(http, run, "waiting")
+    assert http.post("/v1/runs/0123456789abcdef0123456789abcdef/signals/approval",
+                     json={"value": 1}).status_code == 404
+    assert http.post(f"/v1/runs/{run}/signals/other", json={"value": 1}).status_code == 404
+    assert http.post(f"/v1/runs/{run}/signals/approval", json={"nope": 1}).status_code == 422
+    assert http.post(f"/v1/runs/{run}/signals/approval", json={"value": False}).status_code \
+        == 202
+    assert _until(http, run, "succeeded")["result"] == {"quote": 2, "decision": False}
+    done = http.post("/v1/workflows/typed/runs", params={"wait": 30},
+                     json={"input": {"count": 1, "label": "x"}}).json()["run_id"]
+    assert http.post(f"/v1/runs/{done}/signals/approval", json={"value": 1}).status_code == 409
+
+
+def test_signal_timeout_resolves_to_timeout_and_wakes_the_run(http: httpx.Client) -> None:
+    run = http.post("/v1/workflows/approve_async/runs",
+                    json={"input": {"amount": 9, "timeout": 0.5}}).json()["run_id"]
+    done = _until(http, run, "succeeded", timeout=30)
+    assert done["result"] == {"quote": 10, "decision": "timed out"}
+    assert http.post(f"/v1/runs/{run}/signals/approval", json={"value": 1}).status_code == 409
