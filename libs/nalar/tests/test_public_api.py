@@ -7,7 +7,8 @@ import nalar_common
 def test_sdk_all() -> None:
     assert sorted(nalar.__all__) == [
         "AgentError", "DependencyFailed", "Future", "NalarError", "NoInstance", "RetryableError",
-        "Stub", "TerminalError", "Timeout", "agent", "current_run_id", "current_session_id",
+        "Stub", "TerminalError", "Timeout", "agent", "cancelled", "current_run_id",
+        "current_session_id",
         "llm", "managed_dict", "managed_list", "signal", "stub", "workflow"]
     for name in nalar.__all__:
         assert hasattr(nalar, name)

@@ -11,7 +11,7 @@ from nalar_common.errors import (
 )
 
 from nalar import llm
-from nalar.context import current_run_id, current_session_id
+from nalar.context import cancelled, current_run_id, current_session_id
 from nalar.future import Future
 from nalar.registry import agent, workflow
 from nalar.signals import signal
@@ -29,6 +29,7 @@ __all__ = [
     "TerminalError",
     "Timeout",
     "agent",
+    "cancelled",
     "current_run_id",
     "current_session_id",
     "llm",

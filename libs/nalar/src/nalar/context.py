@@ -33,6 +33,7 @@ class CallContext:
     attempt: int = 1
     deadline: float | None = None
     state: Any = None  # nalar.state.CallState of an agent call that uses managed state
+    cancelled: threading.Event | None = None  # set when the run is cancelled
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -60,6 +61,13 @@ def current_or_none() -> CallContext | None:
 def current_run_id() -> str | None:
     ctx = _current.get()
     return ctx.run if ctx else None
+
+
+def cancelled() -> bool:
+    """Whether the current run was cancelled: sync code that runs long checks this and stops
+    (async code is cancelled outright)."""
+    ctx = _current.get()
+    return bool(ctx and ctx.cancelled is not None and ctx.cancelled.is_set())
 
 
 def current_session_id() -> str | None:

@@ -145,6 +145,14 @@ class Names:
         """Core subject on which agent hosts tell their local controller a call finished."""
         return f"{self.root}.done.{node}"
 
+    def cancel(self, run: str) -> str:
+        """Core subject announcing that a run was cancelled (controllers and hosts listen)."""
+        return f"{self.root}.cancel.{run}"
+
+    @property
+    def all_cancels(self) -> str:
+        return f"{self.root}.cancel.*"
+
     def telemetry(self, node: str) -> str:
         return f"{self.root}.tel.{node}"
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 from nalar.app import App, load_app
+from nalar.context import CallContext
 from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
 from nalar.llm import SimulatedEngine
 from nalar.runtime import Runtime
@@ -20,7 +22,7 @@ from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, publish_result, resume_driver
 from nalar_common.cluster import InstanceInfo
 from nalar_common.envelope import Envelope
-from nalar_common.errors import MalformedMessage, NalarError, NotFound
+from nalar_common.errors import Cancelled, MalformedMessage, NalarError, NotFound
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
@@ -62,6 +64,8 @@ class AgentHost:
                                     wait_s=settings.state_wait_s) if store else None
         self._stopping = asyncio.Event()
         self.draining = False
+        self._running: dict[str, dict[str, tuple[asyncio.Future[Any], threading.Event]]] = {}
+        self._cancelled: dict[str, float] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
         self.stats = {"executed": 0, "failed": 0, "duplicates": 0}
@@ -99,6 +103,7 @@ class AgentHost:
                 tg.create_task(self.runtime.run())
                 await self.runtime.wait_ready()
                 sub = await self.bus.nc.subscribe(self.names.exec(self.host_id), cb=self._on_exec)
+                await self.bus.nc.subscribe(self.names.all_cancels, cb=self._on_cancel)
                 kv = await self.bus.kv(self.names.instances_bucket)
                 await self._heartbeat(kv)
                 tg.create_task(self._heartbeat_loop(kv))
@@ -209,10 +214,11 @@ class AgentHost:
                 owner = f"{inst.info.instance}/{call.run}.{call.future}.a{attempt}"
                 async with self.states.hold(call.session, call.agent, owner) as (state, lease):
                     ctx.state = state
-                    value = await invoke(fn, args, kwargs, ctx, pool)
+                    value = await self._cancellable(call, ctx,
+                                                    invoke(fn, args, kwargs, ctx, pool))
                     await self.states.commit(state, lease, op_id=f"{call.run}.{call.future}")
             else:
-                value = await invoke(fn, args, kwargs, ctx, pool)
+                value = await self._cancellable(call, ctx, invoke(fn, args, kwargs, ctx, pool))
         except Suspend as suspend:
             await self._suspend(call, headers, token, msg, suspend)
             return
@@ -241,6 +247,40 @@ class AgentHost:
         if msg.reply:
             await self._done(msg.reply, headers, token, executor,
                              "ok" if error is None else "error")
+
+    async def _cancellable(self, call: CallSpec, ctx: CallContext, coro: Any) -> Any:
+        """Run user code so that cancelling its run stops it: an async method is cancelled,
+        a sync one sees `nalar.cancelled()`; either way its future resolves `Cancelled`."""
+        if call.run in self._cancelled:
+            coro.close()
+            raise Cancelled(f"run {call.run} was cancelled")
+        ctx.cancelled = threading.Event()
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro)  # awaited right here
+        running = self._running.setdefault(call.run, {})
+        running[call.future] = (task, ctx.cancelled)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task.cancelled() and call.run in self._cancelled:
+                raise Cancelled(f"run {call.run} was cancelled") from None
+            raise
+        finally:
+            if not task.done():
+                task.cancel()
+            running.pop(call.future, None)
+            if not running:
+                self._running.pop(call.run, None)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        run = msg.subject.rsplit(".", 1)[1]
+        now = time.monotonic()
+        self._cancelled[run] = now
+        for old in [r for r, at in self._cancelled.items() if now - at > 3600]:
+            del self._cancelled[old]
+        for task, flag in list(self._running.get(run, {}).values()):
+            flag.set()
+            task.cancel()
+        log.info("run.cancelled_here", run_id=run)
 
     async def _suspend(self, call: CallSpec, headers: dict[str, str], token: str, msg: Msg,
                        suspend: Suspend) -> None:

@@ -161,6 +161,10 @@ def router(gw: Gateway) -> APIRouter:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
+    @r.post("/v1/runs/{run_id}/cancel", status_code=202, tags=["runs"])
+    async def cancel_run(run_id: str) -> JSONResponse:
+        return JSONResponse(await gw.cancel(check_run_id(run_id)), status_code=202)
+
     @r.post("/v1/runs/{run_id}/signals/{name}", status_code=202, tags=["runs"],
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/json": {"schema": {"type": "object", "required": ["value"],

@@ -14,6 +14,7 @@ from nalar.runtime import Runtime
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result, resume_driver
 from nalar_common.errors import (
+    Cancelled,
     Conflict,
     NalarError,
     NoInstance,
@@ -160,6 +161,28 @@ class Gateway:
             if node is not None:
                 await resume_driver(self.bus, run_id, node)
         return {"run_id": run_id, "signal": name, "status": "delivered"}
+
+    async def cancel(self, run_id: str) -> dict[str, Any]:
+        """End a run as `cancelled`: its result is stored first (write-once, so a run that
+        finishes meanwhile keeps its own outcome), then every controller and host hears it."""
+        view = await self.reader.get(run_id)
+        if view is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        err = Cancelled(f"run {run_id} was cancelled")
+        stored = await publish_result(self.bus, {
+            H.RUN: run_id, H.FUTURE: ROOT_FUTURE, H.SESSION: str(view.get("session_id") or ""),
+            H.AGENT: DRIVER_AGENT, H.METHOD: str(view.get("workflow"))},
+            error=err, executor="gateway")
+        if not stored:
+            raise Conflict(f"run {run_id} has already finished",
+                           details={"status": (await self.reader.get(run_id) or {}).get("status")})
+        await record(self.bus, run_id, Event.FINISHED,
+                     {"status": "cancelled", "error": err.to_wire()}, acked=True,
+                     msg_id=f"{run_id}.finished")
+        await self.bus.nc.publish(self.bus.names.cancel(run_id), b"")
+        await self.bus.nc.flush()
+        log.info("run.cancelled", run_id=run_id)
+        return {"run_id": run_id, "status": "cancelled"}
 
     async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any] | None:
         fut: Future[Any] = self.runtime.watch(run_id, ROOT_FUTURE)

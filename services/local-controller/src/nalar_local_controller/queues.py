@@ -81,6 +81,14 @@ class InstanceQueue:
     def pop(self) -> Held | None:
         return heapq.heappop(self._heap)[2] if self._heap else None
 
+    def remove_run(self, run: str) -> list[Held]:
+        """Take the queued (not running) calls of a run out of the queue."""
+        gone = [h for _, _, h in self._heap if h.run == run]
+        if gone:
+            self._heap = [e for e in self._heap if e[2].run != run]
+            heapq.heapify(self._heap)
+        return gone
+
     def drain(self) -> tuple[list[Held], list[Held]]:
         """Empty the queue: (queued, in flight)."""
         queued, inflight = [h for _, _, h in self._heap], list(self.inflight.values())

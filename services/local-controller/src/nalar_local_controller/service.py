@@ -17,6 +17,7 @@ from nalar_common.calls import publish_result
 from nalar_common.cluster import ClusterView
 from nalar_common.envelope import Envelope
 from nalar_common.errors import (
+    Cancelled,
     DependencyFailed,
     InvalidInput,
     MalformedMessage,
@@ -53,6 +54,7 @@ class LocalController:
         self._stopping = asyncio.Event()
         self._outbox: list[tuple[str, bytes, Held]] = []
         self._dispatch_seq = 0
+        self._cancelled: dict[str, float] = {}
         self._outbox_ready = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.stats = {"admitted": 0, "dispatched": 0, "completed": 0, "failed": 0,
@@ -74,6 +76,7 @@ class LocalController:
             await self.view.wait_ready()
             self._sync_instances()
             done_sub = await self.bus.nc.subscribe(self.names.done(self.node), cb=self._on_done)
+            await self.bus.nc.subscribe(self.names.all_cancels, cb=self._on_cancel)
             consumer = ConsumerConfig(
                 durable_name=self.names.node_consumer(self.node),
                 ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
@@ -117,6 +120,10 @@ class LocalController:
                                          else f"call of {len(msg.data)} bytes is too large")
             return
         key = f"{headers[H.RUN]}.{headers[H.FUTURE]}"
+        if headers[H.RUN] in self._cancelled:
+            await self._fail_headers(headers, Cancelled(f"run {headers[H.RUN]} was cancelled"))
+            await msg.ack()
+            return
         existing = self.held.get(key)
         if existing is not None:
             existing.msgs.append(msg)  # the same call again: acked together when it is done
@@ -146,6 +153,23 @@ class LocalController:
         on_resolved = functools.partial(self._dep_resolved, held)
         for dep in deps:
             await self.waiter.watch(held.run, dep, on_resolved)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        """A run was cancelled: its calls that have not started fail with `Cancelled` now
+        (running ones are stopped by their host), and later ones are refused."""
+        run = msg.subject.rsplit(".", 1)[1]
+        now = time.monotonic()
+        self._cancelled[run] = now
+        for old in [r for r, at in self._cancelled.items() if now - at > 3600]:
+            del self._cancelled[old]
+        error = Cancelled(f"run {run} was cancelled")
+        for queue in self.queues.values():
+            for held in queue.remove_run(run):
+                await self._fail(held, error)
+        for agent, waiting in list(self.unplaced.items()):
+            self.unplaced[agent] = [h for h in waiting if h.run != run]
+        for held in [h for h in self.held.values() if h.run == run and not h.token]:
+            await self._fail(held, error)  # waiting for dependencies or for an instance
 
     async def _already_resolved(self, run: str, future: str) -> bool:
         try:

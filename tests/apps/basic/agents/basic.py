@@ -32,6 +32,19 @@ class Echo:
     def size(self, a: str, b: str) -> int:
         return len(a) + len(b)
 
+    async def sleep(self, seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    def spin(self, seconds: float) -> str:
+        """Sync work that stops early when its run is cancelled."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if nalar.cancelled():
+                return "stopped"
+            time.sleep(0.01)
+        return "finished"
+
     def slow(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds

@@ -153,3 +153,13 @@ async def approve_async(amount: int, timeout: float = 0) -> dict[str, object]:
     except nalar.Timeout:
         decision = "timed out"
     return {"quote": quote, "decision": decision}
+
+
+@nalar.workflow
+async def long_job(seconds: float = 30) -> list[object]:
+    """Running (async and sync) and queued calls, for cancellation."""
+    e = nalar.stub(Echo)
+    sleeper = e.sleep(seconds)
+    spinner = e.spin(seconds)
+    after = e.echo(sleeper)  # waits for its dependency
+    return [await sleeper, await spinner, await after]
