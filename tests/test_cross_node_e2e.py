@@ -5,6 +5,10 @@ and the workflow drivers, n2 a local controller and a host with only `Beta`. Eve
 chain that alternates Alpha and Beta (nothing awaited in between), a call whose arguments hold
 futures of both nodes, and agent methods that call the other node's agent and wait, all cross
 nodes. Each run must finish with the right value well within its `?wait`.
+
+The local controllers' periodic re-check of pending dependencies (a backstop every 5 s by
+default) is turned off, so a dependency result a controller fails to notice shows as a stall
+instead of a 5 s hiccup.
 """
 
 from __future__ import annotations
@@ -58,8 +62,7 @@ def split(nats_url: str, redis_url: str,
                                          "NALAR_AGENT_HOST_AGENTS": "Beta",
                                          "NALAR_AGENT_HOST_DRIVERS": "false"}),
         ("gateway", "nalar_gateway", {"NALAR_NODE_NAME": "n1"}),
-        *([("gc", "nalar_global_controller", {})] if __import__("os").environ.get("XGC") else []),
-    ])
+    ], extra_env={"NALAR_LC_RECHECK_INTERVAL_S": "3600"})
     bucket = f"{svc.prefix}_nalar_instances"
 
     def ready() -> bool:
@@ -163,7 +166,6 @@ def test_concurrent_cross_node_runs(split: Services) -> None:
         [("nested", {"x": i, "depth": 3, "use_async": bool(i % 2)}) for i in range(4)]
     with ThreadPoolExecutor(len(jobs)) as pool:
         results = list(pool.map(lambda j: _run(split, *j), jobs))
-    print(sorted(round(e, 2) for _, e in results))
     for (wf, inp), (body, _) in zip(jobs, results, strict=True):
         if wf != "nested":
             assert body["result"] == _expected_chain(inp["x"], inp["links"]), (wf, inp, body)

@@ -255,3 +255,13 @@ def test_unknown_workflow_404_even_with_bad_body_and_unknown_route_json(
     assert _error(r, 404)["code"] == "not_found"
     assert _error(http.get("/v1/nothing/here"), 404)["code"] == "not_found"
     assert _error(http.delete("/v1/workflows"), 405)["code"] == "method_not_allowed"
+
+
+def test_per_method_timeouts(http: httpx.Client) -> None:
+    import time as _time
+
+    started = _time.monotonic()
+    body = run(http, "timeouts", {}).json()
+    assert body["status"] == "succeeded", body
+    assert body["result"] == {"quick": "ok", "hang": "timeout", "hang_sync": "timeout"}
+    assert _time.monotonic() - started < 10

@@ -74,3 +74,19 @@ def test_nalar_run_local_command() -> None:
          '{"input": {"message": "boom"}}'], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert json.loads(bad.stdout)["error"]["code"] == "agent_error"
+
+
+async def test_per_method_timeouts_locally() -> None:
+    assert await run_local(str(BASIC), "timeouts", {}) == {
+        "quick": "ok", "hang": "timeout", "hang_sync": "timeout"}
+
+
+def test_bad_hints_are_clear_errors() -> None:
+    import nalar
+
+    with pytest.raises(ValueError, match="timeout"):
+        nalar.method(timeout=0)
+    with pytest.raises(ValueError, match="min_instances"):
+        nalar.agent(min_instances=3, max_instances=2)
+    with pytest.raises(ValueError, match="resources"):
+        nalar.agent(resources={"gpu": -1})

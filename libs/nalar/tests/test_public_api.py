@@ -9,7 +9,7 @@ def test_sdk_all() -> None:
         "AgentError", "DependencyFailed", "Future", "NalarError", "NoInstance", "RetryableError",
         "Stub", "TerminalError", "Timeout", "agent", "cancelled", "current_run_id",
         "current_session_id",
-        "llm", "managed_dict", "managed_list", "signal", "stub", "workflow"]
+        "llm", "managed_dict", "managed_list", "method", "signal", "stub", "workflow"]
     for name in nalar.__all__:
         assert hasattr(nalar, name)
 

@@ -13,7 +13,7 @@ from nalar_common.errors import (
 from nalar import llm
 from nalar.context import cancelled, current_run_id, current_session_id
 from nalar.future import Future
-from nalar.registry import agent, workflow
+from nalar.registry import agent, method, workflow
 from nalar.signals import signal
 from nalar.state import managed_dict, managed_list
 from nalar.stub import Stub, stub
@@ -35,6 +35,7 @@ __all__ = [
     "llm",
     "managed_dict",
     "managed_list",
+    "method",
     "signal",
     "stub",
     "workflow",

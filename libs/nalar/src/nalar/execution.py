@@ -15,7 +15,7 @@ from typing import Any
 
 from nalar_common.calls import CallSpec
 from nalar_common.envelope import FutureRef, substitute_refs
-from nalar_common.errors import AgentError, InvalidInput, NalarError, NotFound
+from nalar_common.errors import AgentError, InvalidInput, NalarError, NotFound, Timeout
 from nalar_common.futures import FutureResult
 
 from nalar.context import CallContext, enter, leave
@@ -34,8 +34,23 @@ def resolve_args(call: CallSpec, deps: dict[str, dict[str, Any]]) -> tuple[list[
 
 
 async def invoke(fn: Any, args: list[Any], kwargs: dict[str, Any], ctx: CallContext,
-                 pool: ThreadPoolExecutor) -> Any:
-    """Call `fn` inside `ctx`: coroutines on the loop, plain functions in the thread pool."""
+                 pool: ThreadPoolExecutor, timeout: float | None = None) -> Any:
+    """Call `fn` inside `ctx`: coroutines on the loop, plain functions in the thread pool;
+    past `timeout` the call ends with `Timeout` (sync code is told via `nalar.cancelled()`)."""
+    if timeout is None:
+        return await _invoke(fn, args, kwargs, ctx, pool)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _invoke(fn, args, kwargs, ctx, pool)
+    except TimeoutError:
+        if ctx.cancelled is not None:
+            ctx.cancelled.set()
+        raise Timeout(f"{getattr(fn, '__qualname__', fn)} ran longer than its timeout of "
+                      f"{timeout:g}s", details={"timeout": timeout}) from None
+
+
+async def _invoke(fn: Any, args: list[Any], kwargs: dict[str, Any], ctx: CallContext,
+                  pool: ThreadPoolExecutor) -> Any:
     try:
         _signature(getattr(fn, "__func__", fn)).bind(None, *args, **kwargs) \
             if inspect.ismethod(fn) else _signature(fn).bind(*args, **kwargs)

@@ -10,6 +10,7 @@ the msgpack envelope) as on the stack, so a workflow gives the same result in bo
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -143,14 +144,17 @@ class LocalRuntime:
         fn = lookup(self._instances[call.agent], call.method, call.agent)
         args, kwargs = resolve_args(call, deps)
         ctx = context_for(self, call, 1)
+        ctx.cancelled = threading.Event()
+        mspec = spec.methods.get(call.method)
+        limit = mspec.timeout if mspec is not None else None
         async with self._slots[call.agent]:
             if not (spec.uses_state and call.session):
-                return await invoke(fn, args, kwargs, ctx, self.pool)
+                return await invoke(fn, args, kwargs, ctx, self.pool, limit)
             key = (call.session, call.agent)
             async with self._state_locks.setdefault(key, asyncio.Lock()):
                 blob, version = self._state.get(key, (pack({}), 0))
                 ctx.state = CallState(unpack(blob), version)
-                value = await invoke(fn, args, kwargs, ctx, self.pool)
+                value = await invoke(fn, args, kwargs, ctx, self.pool, limit)
                 if ctx.state.changed():  # committed only when the call succeeded
                     self._state[key] = (pack(ctx.state.values), version + 1)
                 return value

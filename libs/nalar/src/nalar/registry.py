@@ -23,6 +23,7 @@ class MethodSpec:
     is_async: bool
     signature: inspect.Signature
     doc: str | None = None
+    timeout: float | None = None  # seconds a call may run; then it fails with `Timeout`
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,33 @@ def _uses_state(cls: type) -> bool:
     return False
 
 
-def _methods(cls: type) -> dict[str, MethodSpec]:
+TIMEOUT_ATTR = "__nalar_timeout__"
+
+
+def method(*, timeout: float | None = None) -> Callable[[F], F]:
+    """Hints for one agent method: `timeout` (seconds; an async call is cancelled, a sync one
+    sees `nalar.cancelled()`, and the future resolves to a `Timeout` error)."""
+    _positive("timeout", timeout)
+
+    def wrap(fn: F) -> F:
+        setattr(fn, TIMEOUT_ATTR, timeout)
+        return fn
+
+    return wrap
+
+
+def _positive(what: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{what} must be positive, not {value!r}")
+
+
+def _methods(cls: type, default_timeout: float | None = None) -> dict[str, MethodSpec]:
     out: dict[str, MethodSpec] = {}
     for name, fn in inspect.getmembers(cls, inspect.isfunction):
         if name.startswith("_"):
             continue
         out[name] = MethodSpec(name, inspect.iscoroutinefunction(fn), inspect.signature(fn),
-                               inspect.getdoc(fn))
+                               inspect.getdoc(fn), getattr(fn, TIMEOUT_ATTR, default_timeout))
     return out
 
 
@@ -76,22 +97,29 @@ def agent(cls: C, /) -> C: ...
 @overload
 def agent(*, name: str | None = None, concurrency: int = 1, stateful: bool = False,
           min_instances: int = 1, max_instances: int | None = None,
-          resources: dict[str, float] | None = None) -> Callable[[C], C]: ...
+          resources: dict[str, float] | None = None,
+          timeout: float | None = None) -> Callable[[C], C]: ...
 
 
 def agent(cls: Any = None, /, *, name: str | None = None, concurrency: int = 1,
           stateful: bool = False, min_instances: int = 1, max_instances: int | None = None,
-          resources: dict[str, float] | None = None) -> Any:
+          resources: dict[str, float] | None = None, timeout: float | None = None) -> Any:
     """Mark a class as an agent. `concurrency` is calls in flight per instance (default 1, so
-    mutable attributes are safe unless the author opts in)."""
+    mutable attributes are safe unless the author opts in); `timeout` is the default of every
+    method (`@nalar.method(timeout=...)` overrides it)."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    if min_instances < 0 or (max_instances is not None and max_instances < max(1, min_instances)):
+        raise ValueError("need 0 <= min_instances <= max_instances and max_instances >= 1")
+    if any(not isinstance(v, int | float) or v < 0 for v in (resources or {}).values()):
+        raise ValueError("resources must map names to non-negative numbers")
+    _positive("timeout", timeout)
 
     def wrap(c: C) -> C:
         spec = AgentSpec(name=name or c.__name__, cls=c, concurrency=concurrency,
                          stateful=stateful, min_instances=min_instances,
                          max_instances=max_instances, resources=dict(resources or {}),
-                         methods=_methods(c), uses_state=_uses_state(c))
+                         methods=_methods(c, timeout), uses_state=_uses_state(c))
         setattr(c, AGENT_ATTR, spec)
         return c
 

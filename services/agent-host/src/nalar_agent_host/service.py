@@ -210,15 +210,18 @@ class AgentHost:
             attempt = int(headers.get(H.ATTEMPT) or call.attempt)
             ctx = context_for(self.runtime, call, attempt)
             spec = None if is_driver else self.app.agents.get(call.agent)
+            mspec = spec.methods.get(call.method) if spec is not None else None
+            limit = mspec.timeout if mspec is not None else None
             if spec is not None and spec.uses_state and call.session and self.states:
                 owner = f"{inst.info.instance}/{call.run}.{call.future}.a{attempt}"
                 async with self.states.hold(call.session, call.agent, owner) as (state, lease):
                     ctx.state = state
                     value = await self._cancellable(call, ctx,
-                                                    invoke(fn, args, kwargs, ctx, pool))
+                                                    invoke(fn, args, kwargs, ctx, pool, limit))
                     await self.states.commit(state, lease, op_id=f"{call.run}.{call.future}")
             else:
-                value = await self._cancellable(call, ctx, invoke(fn, args, kwargs, ctx, pool))
+                value = await self._cancellable(call, ctx,
+                                                invoke(fn, args, kwargs, ctx, pool, limit))
         except Suspend as suspend:
             await self._suspend(call, headers, token, msg, suspend)
             return

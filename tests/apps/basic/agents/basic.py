@@ -50,6 +50,23 @@ class Echo:
         return seconds
 
 
+@nalar.agent(concurrency=4, timeout=30)
+class Limited:
+    @nalar.method(timeout=0.3)
+    async def hang(self) -> None:
+        await asyncio.sleep(60)
+
+    @nalar.method(timeout=0.3)
+    def hang_sync(self) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not nalar.cancelled():
+            time.sleep(0.01)
+        return "stopped"
+
+    def quick(self) -> str:
+        return "ok"
+
+
 @nalar.agent
 class Failing:
     def boom(self, message: str) -> None:

@@ -163,3 +163,18 @@ async def long_job(seconds: float = 30) -> list[object]:
     spinner = e.spin(seconds)
     after = e.echo(sleeper)  # waits for its dependency
     return [await sleeper, await spinner, await after]
+
+
+@nalar.workflow
+async def timeouts() -> dict[str, object]:
+    """Per-method timeouts: each call ends with a `Timeout` error, the driver goes on."""
+    from agents.basic import Limited
+
+    lim = nalar.stub(Limited)
+    out: dict[str, object] = {"quick": await lim.quick()}
+    for name in ("hang", "hang_sync"):
+        try:
+            await getattr(lim, name)()
+        except nalar.Timeout as exc:
+            out[name] = exc.error_code
+    return out
