@@ -60,3 +60,13 @@ def test_unknown_session_404(http: httpx.Client) -> None:
     r = http.get("/v1/sessions/no-such-session")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert http.get("/v1/sessions/bad id!").status_code == 404
+
+
+def test_stateful_agent_keeps_a_session_on_one_instance_in_order(http: httpx.Client) -> None:
+    s = "conv-" + uuid.uuid4().hex[:8]
+    first = _run(http, "converse", s, n=6)["result"]
+    assert len({t["pid"] for t in first}) == 1  # type: ignore[index]  # one instance
+    assert [t["turns"] for t in first] == [list(range(i + 1)) for i in range(6)]  # type: ignore[index]
+    again = _run(http, "converse", s, n=2)["result"]
+    assert {t["pid"] for t in again} == {first[0]["pid"]}  # type: ignore[index]
+    assert again[-1]["turns"] == [*range(6), 0, 1]  # type: ignore[index]

@@ -87,3 +87,22 @@ async def test_stale_done_is_ignored_and_current_done_frees_the_slot() -> None:
     assert held.key in lc.held and q.free_slots == 0 and handle.acked == 0
     await lc._on_done(_Msg({**base, "Nalar-Dispatch": "n1:2"}))  # current
     assert held.key not in lc.held and q.free_slots == 1 and handle.acked == 1
+
+
+def test_stateful_queue_runs_one_call_per_session_at_a_time() -> None:
+    q = InstanceQueue(InstanceInfo(instance="i1", host="h", node="n1", agent="A",
+                                   concurrency=8, stateful=True))
+    for fut, session in [("1", "s"), ("2", "s"), ("3", "t"), ("4", "s")]:
+        q.push(_held(fut, session=session))
+    first = q.pop()
+    assert first is not None and first.future == "1"
+    q.inflight[first.key] = first
+    nxt = q.pop()
+    assert nxt is not None and nxt.future == "3"  # s is busy: t goes first, s waits in order
+    q.inflight[nxt.key] = nxt
+    assert q.pop() is None
+    del q.inflight[first.key]
+    second = q.pop()
+    assert second is not None and second.future == "2"
+    q.inflight[second.key] = second
+    assert q.pop() is None  # "4" waits for "2"

@@ -98,6 +98,7 @@ class Bus:
             max_age=s.runs_max_age_s, max_consumers=MAX_CONSUMERS))
         await self.kv(n.policy_bucket, history=10)
         await self.kv(n.instances_bucket, history=1, ttl=s.instance_ttl_s)
+        await self.kv(n.pins_bucket, history=1)
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
         """Create the stream; if it exists, only fix what correctness depends on and keep the

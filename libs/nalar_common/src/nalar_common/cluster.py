@@ -5,6 +5,7 @@ current policy snapshot (KV `nalar_policy`), each kept current by one KV watcher
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import time
@@ -33,6 +34,7 @@ class InstanceInfo:
     ts: float = 0.0
     inflight: int = 0
     draining: bool = False  # shutting down: finishes what it runs, takes nothing new
+    stateful: bool = False  # a session's calls stay on one instance, in order
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -163,6 +165,12 @@ class ClusterView:
         """Node for a new call: session pin, then policy weights, then any node with capacity."""
         live = self.live_instances(agent)
         nodes_with = {i.node for i in live}
+        if session and any(i.stateful for i in live):
+            # a stateful agent's session always enters at the same node, so its calls reach
+            # their pinned instance in the order they were made (rendezvous hashing: a
+            # session moves only if its node leaves)
+            return max(nodes_with, key=lambda n: hashlib.sha256(
+                f"{agent}|{session}|{n}".encode()).digest())
         snap = self.snapshot
         if snap is not None:
             pinned = snap.sessions.get(session, {}).get(agent) if session else None

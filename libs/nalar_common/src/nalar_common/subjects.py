@@ -97,6 +97,15 @@ class Names:
     def instances_bucket(self) -> str:
         return self._bucket("nalar_instances")
 
+    @property
+    def pins_bucket(self) -> str:
+        """Which instance serves a session of a stateful agent (key from `pin_key`)."""
+        return self._bucket("nalar_pins")
+
+    @staticmethod
+    def pin_key(agent: str, session: str) -> str:
+        return f"{agent}.{session.encode().hex()}"
+
     POLICY_KEY = "snapshot"
     LEADER_KEY = "leader"
 

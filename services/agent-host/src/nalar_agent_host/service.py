@@ -84,7 +84,8 @@ class AgentHost:
                 continue
             info = InstanceInfo(instance=f"{self.host_id}.{name}", host=self.host_id,
                                 node=self.node, agent=name, concurrency=spec.concurrency,
-                                pid=os.getpid(), started_at=now, ts=now)
+                                pid=os.getpid(), started_at=now, ts=now,
+                                stateful=spec.stateful)
             self.instances[info.instance] = Instance(info, spec.cls())
         if self.settings.drivers and self.app.workflows:
             info = InstanceInfo(instance=f"{self.host_id}.{DRIVER_AGENT}", host=self.host_id,

@@ -34,6 +34,7 @@ class Held:
     instance: str | None = None
     dispatched_at: float = 0.0
     token: str = ""  # names the current dispatch; a `done` for another one is stale
+    pinned: str | None = None  # the instance a stateful agent's session is pinned to
     seq: int = field(default_factory=lambda: next(_seq))
 
     @property
@@ -79,7 +80,23 @@ class InstanceQueue:
         heapq.heappush(self._heap, (-held.priority, held.seq, held))
 
     def pop(self) -> Held | None:
-        return heapq.heappop(self._heap)[2] if self._heap else None
+        """The next call to run; on a stateful agent, never a second one of a session that
+        has a call running here (its calls run one at a time, in order)."""
+        if not self.info.stateful:
+            return heapq.heappop(self._heap)[2] if self._heap else None
+        busy = {h.session for h in self.inflight.values()}
+        skipped = []
+        found = None
+        while self._heap:
+            entry = heapq.heappop(self._heap)
+            if entry[2].session in busy:
+                skipped.append(entry)
+                continue
+            found = entry[2]
+            break
+        for entry in skipped:
+            heapq.heappush(self._heap, entry)
+        return found
 
     def remove_run(self, run: str) -> list[Held]:
         """Take the queued (not running) calls of a run out of the queue."""

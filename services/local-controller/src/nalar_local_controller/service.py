@@ -32,6 +32,7 @@ from nalar_common.subjects import ROOT_FUTURE
 from nalar_common.subjects import Headers as H
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from nalar_local_controller.queues import Held, InstanceQueue
 from nalar_local_controller.settings import LocalControllerSettings
@@ -75,6 +76,7 @@ class LocalController:
             tg.create_task(self._outbox_loop())
             await self.view.wait_ready()
             self._sync_instances()
+            self._pins = await self.bus.kv(self.names.pins_bucket)
             done_sub = await self.bus.nc.subscribe(self.names.done(self.node), cb=self._on_done)
             await self.bus.nc.subscribe(self.names.all_cancels, cb=self._on_cancel)
             consumer = ConsumerConfig(
@@ -145,6 +147,13 @@ class LocalController:
                     session=headers.get(H.SESSION, ""), priority=priority, deps=deps)
         self.held[key] = held
         self.stats["admitted"] += 1
+        if held.session and self._is_stateful(held.agent):
+            pinned = await self._pin(held)
+            node = self._node_of(pinned) if pinned else None
+            if node is not None and node != self.node:
+                await self._forward(held, node)  # the session lives on another node
+                return
+            held.pinned = pinned
         if not deps:
             self._place(held)
             await self._flush_outbox()  # dispatch now, without waiting for the outbox task
@@ -170,6 +179,38 @@ class LocalController:
             self.unplaced[agent] = [h for h in waiting if h.run != run]
         for held in [h for h in self.held.values() if h.run == run and not h.token]:
             await self._fail(held, error)  # waiting for dependencies or for an instance
+
+    def _is_stateful(self, agent: str) -> bool:
+        return any(i.stateful for i in self.view.live_instances(agent))
+
+    def _node_of(self, instance: str) -> str | None:
+        info = next((i for i in self.view.live() if i.instance == instance), None)
+        return info.node if info is not None and not info.draining else None
+
+    async def _pin(self, held: Held) -> str | None:
+        """The instance that serves this session of a stateful agent: the one already pinned
+        while it lives, else the least-loaded one here, recorded with compare-and-set (a
+        concurrent controller's pin wins). A session moves only when its instance is gone."""
+        key = self.names.pin_key(held.agent, held.session)
+        try:
+            entry = await self._pins.get(key)
+        except KeyNotFoundError:
+            entry = None
+        current = entry.value.decode() if entry is not None and entry.value else None
+        if current and self._node_of(current) is not None:
+            return current
+        queue = self._choose(held)
+        if queue is None:
+            return None
+        try:
+            if entry is None:
+                await self._pins.create(key, queue.info.instance.encode())
+            else:
+                await self._pins.update(key, queue.info.instance.encode(), last=entry.revision)
+        except KeyWrongLastSequenceError:
+            won = await self._pins.get(key)
+            return won.value.decode() if won.value else None
+        return queue.info.instance
 
     async def _already_resolved(self, run: str, future: str) -> bool:
         try:
@@ -216,6 +257,10 @@ class LocalController:
                       if q.info.agent == held.agent and not q.info.draining]
         if not candidates:
             return None
+        if held.pinned:
+            for q in candidates:
+                if q.info.instance == held.pinned:
+                    return q
         snap = self.view.snapshot
         if snap is not None:
             pinned = snap.sessions.get(held.session, {}).get(held.agent)

@@ -25,3 +25,21 @@ class Counter:
     def read(self) -> dict[str, object]:
         return {"n": nalar.managed_dict("counts").get("n", 0),
                 "history": list(nalar.managed_list("history"))}
+
+
+@nalar.agent(stateful=True, concurrency=8)
+class Conversation:
+    """Stateful: a session's calls reach one instance, one at a time, in order; so this
+    in-memory history (not managed state) stays right for the session."""
+
+    def __init__(self) -> None:
+        self.turns: dict[str, list[int]] = {}
+
+    def say(self, i: int) -> dict[str, object]:
+        import os
+        import time
+
+        time.sleep(0.01)  # long enough to overlap if two turns ran at once
+        turns = self.turns.setdefault(nalar.current_session_id() or "", [])
+        turns.append(i)
+        return {"pid": os.getpid(), "turns": list(turns)}

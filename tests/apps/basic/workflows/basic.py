@@ -178,3 +178,13 @@ async def timeouts() -> dict[str, object]:
         except nalar.Timeout as exc:
             out[name] = exc.error_code
     return out
+
+
+@nalar.workflow
+async def converse(n: int = 6) -> list[object]:
+    """n turns sent at once, without waiting: a stateful agent takes them in order."""
+    from agents.stateful import Conversation
+
+    c = nalar.stub(Conversation)
+    futures = [c.say(i) for i in range(n)]
+    return [await f for f in futures]
