@@ -49,6 +49,7 @@ def test_session_listed_and_ended(http: httpx.Client) -> None:
     assert info["session_id"] == s
     assert [r["run_id"] for r in info["runs"]] == runs
     assert info["agents"] == [{"agent": "Counter", "version": 2, "lease": None}]
+    assert info["placement"] == {}  # no call running, no stateful agent used
     assert http.delete(f"/v1/sessions/{s}").json() == {"session_id": s, "ended": True}
     assert http.get(f"/v1/sessions/{s}").status_code == 404
     assert http.delete(f"/v1/sessions/{s}").status_code == 404
@@ -67,6 +68,8 @@ def test_stateful_agent_keeps_a_session_on_one_instance_in_order(http: httpx.Cli
     first = _run(http, "converse", s, n=6)["result"]
     assert len({t["pid"] for t in first}) == 1  # type: ignore[index]  # one instance
     assert [t["turns"] for t in first] == [list(range(i + 1)) for i in range(6)]  # type: ignore[index]
+    placement = http.get(f"/v1/sessions/{s}").json()["placement"]
+    assert placement["Conversation"].endswith(".Conversation")
     again = _run(http, "converse", s, n=2)["result"]
     assert {t["pid"] for t in again} == {first[0]["pid"]}  # type: ignore[index]
     assert again[-1]["turns"] == [*range(6), 0, 1]  # type: ignore[index]

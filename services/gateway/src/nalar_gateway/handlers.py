@@ -184,6 +184,7 @@ def router(gw: Gateway) -> APIRouter:
         info = await gw.store.session(check_session_id(session_id))
         if info is None:
             raise NotFound(f"session {session_id!r} does not exist")
+        info["placement"] = await gw.placement(session_id, info)
         return info
 
     @r.delete("/v1/sessions/{session_id}", tags=["sessions"])

@@ -27,6 +27,7 @@ from nalar_common.logging import get_logger
 from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, signal_future
 from nalar_common.subjects import Headers as H
+from nats.js.errors import KeyNotFoundError
 from pydantic import BaseModel
 
 from nalar_gateway.inputs import RunRequest, input_model, validate_input
@@ -161,6 +162,24 @@ class Gateway:
             if node is not None:
                 await resume_driver(self.bus, run_id, node)
         return {"run_id": run_id, "signal": name, "status": "delivered"}
+
+    async def placement(self, session: str, info: dict[str, Any]) -> dict[str, str]:
+        """Where the session lives now: the instance pinned for each stateful agent, and the
+        instance holding each agent's state lease (while one of its calls runs)."""
+        out: dict[str, str] = {}
+        for row in info.get("agents", []):
+            if row.get("lease"):
+                out[row["agent"]] = str(row["lease"]).split("/", 1)[0]
+        pins = await self.bus.kv(self.bus.names.pins_bucket)
+        for name, spec in self.app.agents.items():
+            if spec.stateful:
+                try:
+                    entry = await pins.get(self.bus.names.pin_key(name, session))
+                except KeyNotFoundError:
+                    continue
+                if entry.value:
+                    out[name] = entry.value.decode()
+        return out
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         """End a run as `cancelled`: its result is stored first (write-once, so a run that
