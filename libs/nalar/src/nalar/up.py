@@ -178,7 +178,7 @@ class Stack:
             self.exit_reason = "signal"
         self._stop.set()
 
-    async def shutdown(self, grace: float = 15.0) -> None:
+    async def shutdown(self, grace: float = 20.0) -> None:
         """Stop in order: intake (gateway), then the hosts (they finish what runs and still
         need their controllers and NATS for that), then the controllers and the state store,
         then the servers. Idempotent."""

@@ -43,25 +43,25 @@ async def connect_with_retry(settings: NatsSettings, names: Names, name: str,
 
 
 async def run_service(name: str, nats: NatsSettings, build: Callable[[Bus], Awaitable[Service]],
-                      grace_s: float = 5.0) -> None:
+                      grace_s: float = 15.0) -> None:
+    """Run until the service ends; on SIGTERM/SIGINT ask it to stop, and cancel it if it has
+    not finished within `grace_s` (a stop that hangs on the bus never keeps the process)."""
     bus = await connect_with_retry(nats, Names(nats.prefix), name)
     try:
         service = await build(bus)
         task = asyncio.create_task(service.run())
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            service.stop()
+            loop.call_later(grace_s, task.cancel)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, service.stop)
+            loop.add_signal_handler(sig, on_signal)
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=None)
+            await task
         except asyncio.CancelledError:
-            pass
-        if not task.done():
-            try:
-                await asyncio.wait_for(task, grace_s)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+            log.warning("service.stop_timed_out", service=name, grace_s=grace_s)
     finally:
         await bus.close()
         log.info("service.stopped", service=name)
