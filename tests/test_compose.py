@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from nalar.engines import LLMSettings
 from nalar_agent_host.settings import AgentHostSettings
 from nalar_common.settings import LogSettings, NatsSettings, NodeSettings, RedisSettings
 from nalar_gateway.settings import GatewaySettings
@@ -29,6 +30,7 @@ IMAGE_ROOT = Path("/app")  # where deploy/Dockerfile puts the repository
 SETTINGS: tuple[type[BaseSettings], ...] = (
     NatsSettings, RedisSettings, LogSettings, NodeSettings, GatewaySettings,
     GlobalControllerSettings, LocalControllerSettings, AgentHostSettings, StateStoreSettings,
+    LLMSettings,
 )
 
 

@@ -265,3 +265,19 @@ def test_per_method_timeouts(http: httpx.Client) -> None:
     assert body["status"] == "succeeded", body
     assert body["result"] == {"quick": "ok", "hang": "timeout", "hang_sync": "timeout"}
     assert _time.monotonic() - started < 10
+
+
+def test_llm_usage_on_the_future_and_tokens_as_events(http: httpx.Client) -> None:
+    body = run(http, "write", {"topic": "futures"}, session_id="llm-sess").json()
+    assert body["status"] == "succeeded", body
+    assert body["result"]["same"] is True
+    futures = {f["future"]: f for f in http.get(f"/v1/runs/{body['run_id']}/futures")
+               .json()["futures"]}
+    usage = futures["1"]["usage"]
+    assert usage["llm_calls"] == 2 and usage["completion_tokens"] >= 2
+    assert usage["prompt_tokens"] > 0 and usage["cached_tokens"] > 0  # same session, same prompt
+    assert {"queue_s", "ttft_s", "total_s"} <= set(usage["llm"][0])
+    with http.stream("GET", f"/v1/runs/{body['run_id']}/events") as resp:
+        lines = [line for line in resp.iter_lines() if line.startswith("data: ")]
+    tokens = [json.loads(line[6:]) for line in lines if '"event": "token"' in line]
+    assert "".join(t["text"] for t in tokens[: len(tokens) // 2]) == body["result"]["text"]

@@ -34,6 +34,8 @@ class CallContext:
     deadline: float | None = None
     state: Any = None  # nalar.state.CallState of an agent call that uses managed state
     cancelled: threading.Event | None = None  # set when the run is cancelled
+    usage: dict[str, Any] = field(default_factory=dict)  # LLM usage of this call, summed
+    on_token: Any = None  # where streamed LLM text goes (the host: the run's events)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -1,108 +1,160 @@
-"""`nalar.llm`: the LLM interface agents call, on the engine of the agent host they run in.
+"""`nalar.llm`: the LLM interface agents call, on the engine of the host they run on.
 
-For now the engine is a deterministic simulated one (same prompt → same text and timings),
-so examples and tests are reproducible; real engines (vLLM) plug in behind `Engine`.
+`chat(messages)` / `generate(prompt)` (blocking, for sync methods), `achat` / `agenerate`
+(async), and `stream_chat` / `astream_chat` (text pieces as they come). The session id goes
+along on its own (KV-cache affinity); every call's usage and timings are added to the future
+that made it, and streamed pieces become `token` events of the run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
-from nalar.context import current_or_none
+from nalar.context import CallContext, current_or_none
+from nalar.engines import SimulatedEngine
+from nalar.engines.base import Completion, Engine, LLMRequest, OnToken
+from nalar.future import BlockingInEventLoop
 
-_WORDS = ("market", "growth", "risk", "yield", "earnings", "outlook", "demand", "rates",
-          "inflation", "margin", "revenue", "guidance", "volatility", "sector", "credit",
-          "liquidity", "momentum", "valuation", "dividend", "spread", "stable", "strong",
-          "weak", "rising", "falling", "moderate", "the", "and", "with", "for", "is", "of")
+__all__ = ["Completion", "SimulatedEngine", "achat", "agenerate", "astream_chat", "chat",
+           "engine", "generate", "stream_chat"]
 
+Messages = list[dict[str, str]]
 
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-class Engine(Protocol):
-    async def agenerate(self, prompt: str, *, max_tokens: int = 64,
-                        session: str | None = None) -> Completion: ...
-
-    def generate(self, prompt: str, *, max_tokens: int = 64,
-                 session: str | None = None) -> Completion: ...
-
-
-@dataclass
-class SimulatedEngine:
-    """Deterministic stand-in: prefill time per prompt token, fixed time per output token,
-    output length drawn from the prompt's hash; `time_scale` shrinks every delay."""
-
-    prefill_s_per_token: float = 0.0002
-    time_per_output_token_s: float = 0.02
-    time_scale: float = 1.0
-    min_output_tokens: int = 8
-
-    def _plan(self, prompt: str, max_tokens: int) -> tuple[Completion, float]:
-        digest = hashlib.sha256(prompt.encode()).digest()
-        prompt_tokens = max(1, len(prompt.split()))
-        span = max(1, max_tokens - self.min_output_tokens + 1)
-        n = min(max_tokens, self.min_output_tokens + int.from_bytes(digest[:2], "big") % span)
-        words = [_WORDS[digest[i % len(digest)] % len(_WORDS)] for i in range(n)]
-        prefill = prompt_tokens * self.prefill_s_per_token
-        decode = n * self.time_per_output_token_s
-        total = (prefill + decode) * self.time_scale
-        timings = {"queue_s": 0.0, "ttft_s": (prefill + self.time_per_output_token_s)
-                   * self.time_scale, "total_s": total}
-        return Completion(" ".join(words), prompt_tokens, n, 0, timings), total
-
-    async def agenerate(self, prompt: str, *, max_tokens: int = 64,
-                        session: str | None = None) -> Completion:
-        completion, delay = self._plan(prompt, max_tokens)
-        await asyncio.sleep(delay)
-        return completion
-
-    def generate(self, prompt: str, *, max_tokens: int = 64,
-                 session: str | None = None) -> Completion:
-        completion, delay = self._plan(prompt, max_tokens)
-        time.sleep(delay)
-        return completion
-
-
-_default = SimulatedEngine()
+_fallback: Engine | None = None
 
 
 def engine() -> Engine:
+    """The engine of the current run's host (a simulated one outside any run)."""
+    global _fallback
     ctx = current_or_none()
     eng: Any = getattr(ctx.runtime, "engine", None) if ctx else None
-    return eng if eng is not None else _default
+    if eng is not None:
+        return eng  # type: ignore[no-any-return]
+    if _fallback is None:
+        _fallback = SimulatedEngine()
+    return _fallback
 
 
-def _session() -> str | None:
+def _request(messages: Messages | None, prompt: str | None, max_tokens: int,
+             temperature: float) -> LLMRequest:
     ctx = current_or_none()
-    return ctx.session if ctx else None
+    return LLMRequest(messages=messages, prompt=prompt, max_tokens=max_tokens,
+                      temperature=temperature, session=ctx.session if ctx else None)
 
 
-def _render(messages: list[dict[str, str]]) -> str:
-    return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages)
+def _record(ctx: CallContext | None, completion: Completion) -> None:
+    """Add the call's usage and timings to the future being computed."""
+    if ctx is None:
+        return
+    with ctx._lock:
+        u = ctx.usage
+        u["llm_calls"] = u.get("llm_calls", 0) + 1
+        for k, v in completion.usage().items():
+            u[k] = u.get(k, 0) + v
+        u.setdefault("llm", []).append({**completion.usage(), **completion.timings,
+                                        "engine": completion.engine})
 
 
-def generate(prompt: str, *, max_tokens: int = 64) -> Completion:
-    """Blocking completion (for sync agent methods, which run in worker threads)."""
-    return engine().generate(prompt, max_tokens=max_tokens, session=_session())
+async def _complete(request: LLMRequest, on_token: OnToken | None = None) -> Completion:
+    ctx = current_or_none()
+    sink = ctx.on_token if ctx is not None else None
+
+    def tee(piece: str) -> None:
+        if on_token is not None:
+            on_token(piece)
+        if sink is not None:
+            sink(piece)
+
+    completion = await engine().complete(request, tee if (on_token or sink) else None)
+    _record(ctx, completion)
+    return completion
 
 
-async def agenerate(prompt: str, *, max_tokens: int = 64) -> Completion:
-    return await engine().agenerate(prompt, max_tokens=max_tokens, session=_session())
+def _blocking(coro: Any) -> Any:
+    """Run an engine call from sync code: on the runtime's loop from a worker thread."""
+    ctx = current_or_none()
+    loop = getattr(ctx.runtime, "_loop", None) if ctx else None
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not None:
+        coro.close()
+        raise BlockingInEventLoop("blocking LLM call on the event loop; use achat/agenerate")
+    if loop is None:
+        return asyncio.run(coro)
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 
-def chat(messages: list[dict[str, str]], *, max_tokens: int = 64) -> Completion:
-    return generate(_render(messages), max_tokens=max_tokens)
+async def achat(messages: Messages, *, max_tokens: int = 64,
+                temperature: float = 0.0) -> Completion:
+    return await _complete(_request(messages, None, max_tokens, temperature))
 
 
-async def achat(messages: list[dict[str, str]], *, max_tokens: int = 64) -> Completion:
-    return await agenerate(_render(messages), max_tokens=max_tokens)
+async def agenerate(prompt: str, *, max_tokens: int = 64, temperature: float = 0.0) -> Completion:
+    return await _complete(_request(None, prompt, max_tokens, temperature))
+
+
+def chat(messages: Messages, *, max_tokens: int = 64, temperature: float = 0.0) -> Completion:
+    """Blocking chat completion (sync agent methods run in worker threads)."""
+    return _blocking(achat(messages, max_tokens=max_tokens,  # type: ignore[no-any-return]
+                           temperature=temperature))
+
+
+def generate(prompt: str, *, max_tokens: int = 64, temperature: float = 0.0) -> Completion:
+    """Blocking completion of a raw prompt."""
+    return _blocking(agenerate(prompt, max_tokens=max_tokens,  # type: ignore[no-any-return]
+                               temperature=temperature))
+
+
+async def astream_chat(messages: Messages, *, max_tokens: int = 64,
+                       temperature: float = 0.0) -> AsyncIterator[str]:
+    """Text pieces as the engine produces them; the usage is recorded when it ends."""
+    pieces: asyncio.Queue[str | None] = asyncio.Queue()
+    request = _request(messages, None, max_tokens, temperature)
+
+    async def run() -> Completion:
+        try:
+            return await _complete(request, pieces.put_nowait)
+        finally:
+            pieces.put_nowait(None)
+
+    task = asyncio.ensure_future(run())  # awaited below
+    try:
+        while (piece := await pieces.get()) is not None:
+            yield piece
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def stream_chat(messages: Messages, *, max_tokens: int = 64,
+                temperature: float = 0.0) -> Iterator[str]:
+    """Blocking version of `astream_chat`, for sync methods."""
+    pieces: queue.Queue[str | None] = queue.Queue()
+    done: list[BaseException] = []
+    request = _request(messages, None, max_tokens, temperature)
+    ctx = current_or_none()
+
+    async def run() -> None:
+        try:
+            await _complete(request, pieces.put)
+        except BaseException as exc:
+            done.append(exc)
+        finally:
+            pieces.put(None)
+
+    loop = getattr(ctx.runtime, "_loop", None) if ctx is not None else None
+    if loop is not None:
+        asyncio.run_coroutine_threadsafe(run(), loop)
+    else:
+        threading.Thread(target=lambda: asyncio.run(run()), daemon=True).start()
+    while (piece := pieces.get()) is not None:
+        yield piece
+    if done:
+        raise done[0]

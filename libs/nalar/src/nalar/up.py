@@ -96,7 +96,7 @@ class Stack:
                 kids.append(Child(f"host-{node}-{h}", "nalar_agent_host", {
                     **base, "NALAR_NODE_NAME": node, "NALAR_AGENT_HOST_APP": app,
                     "NALAR_AGENT_HOST_HOST_ID": f"{node}-h{h}",
-                    "NALAR_AGENT_HOST_LLM_TIME_SCALE": str(o.llm_time_scale)}))
+                    "NALAR_LLM_TIME_SCALE": str(o.llm_time_scale)}))
         kids.append(Child("gateway", "nalar_gateway", {
             **base, "NALAR_GATEWAY_APP": app, "NALAR_GATEWAY_HOST": o.host,
             "NALAR_GATEWAY_PORT": str(o.port)}))

@@ -98,9 +98,13 @@ def result_headers(call_headers: dict[str, str], *, status: str, executor: str) 
 
 
 def encode_result(*, value: Any = None, error: NalarError | None = None,
-                  timings: dict[str, float] | None = None, executor: str = "") -> tuple[str, bytes]:
-    """(status, payload); a value that cannot be serialised becomes an error result."""
+                  timings: dict[str, float] | None = None, executor: str = "",
+                  usage: dict[str, Any] | None = None) -> tuple[str, bytes]:
+    """(status, payload); a value that cannot be serialised becomes an error result.
+    `usage`: what the call spent (LLM calls and tokens), recorded on the future."""
     body: dict[str, Any] = {"executor": executor, "timings": timings or {}}
+    if usage:
+        body["usage"] = usage
     if error is None:
         try:
             return "ok", Envelope("result", {**body, "status": "ok", "value": value}).encode()
@@ -113,9 +117,11 @@ def encode_result(*, value: Any = None, error: NalarError | None = None,
 
 async def publish_result(bus: Bus, call_headers: dict[str, str], *, value: Any = None,
                          error: NalarError | None = None, executor: str,
-                         timings: dict[str, float] | None = None) -> bool:
+                         timings: dict[str, float] | None = None,
+                         usage: dict[str, Any] | None = None) -> bool:
     """Resolve a future once; False when it was already resolved (a superseded attempt)."""
-    status, payload = encode_result(value=value, error=error, timings=timings, executor=executor)
+    status, payload = encode_result(value=value, error=error, timings=timings, executor=executor,
+                                    usage=usage)
     if len(payload) > bus.nc.max_payload - 4096:
         status, payload = encode_result(
             error=AgentError(f"result of {len(payload)} bytes exceeds the message limit",

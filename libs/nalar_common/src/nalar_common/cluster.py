@@ -20,7 +20,7 @@ from nalar_common.logging import get_logger
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class InstanceInfo:
     """One agent instance, refreshed by its host's heartbeat (key = `instance`)."""
 
@@ -35,6 +35,7 @@ class InstanceInfo:
     inflight: int = 0
     draining: bool = False  # shutting down: finishes what it runs, takes nothing new
     stateful: bool = False  # a session's calls stay on one instance, in order
+    engine: dict[str, Any] = field(default_factory=dict)  # the host's LLM engine load
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()

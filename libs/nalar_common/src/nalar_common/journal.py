@@ -18,6 +18,7 @@ class Event:
     SIGNAL = "signal"  # a driver declared a signal it awaits: {name, future, deadline}
     WAITING = "waiting"  # a driver left its slot to wait for a signal
     SIGNALLED = "signalled"  # a signal's value arrived
+    TOKEN = "token"  # a piece of text an agent streamed from its LLM
 
 
 async def record(bus: Bus, run: str, event: str, body: dict[str, Any], *,

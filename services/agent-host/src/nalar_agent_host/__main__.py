@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nalar.engines import LLMSettings, build_engine
 from nalar_common.process import serve
 from nalar_common.settings import LogSettings, NatsSettings, NodeSettings, RedisSettings
 from nalar_common.state import SessionStore
@@ -16,7 +17,8 @@ def main() -> None:
 
     async def build(bus):  # type: ignore[no-untyped-def]
         store = SessionStore.from_url(RedisSettings().url, Names(nats.prefix))
-        return AgentHost(bus, node.name, settings, store=store)
+        return AgentHost(bus, node.name, settings, store=store,
+                         engine=build_engine(LLMSettings()))
 
     serve(f"agent-host:{settings.host_id}", nats, LogSettings(), build)
 

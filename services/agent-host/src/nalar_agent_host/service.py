@@ -14,8 +14,8 @@ from typing import Any
 
 from nalar.app import App, load_app
 from nalar.context import CallContext
+from nalar.engines import Engine, SimulatedEngine
 from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
-from nalar.llm import SimulatedEngine
 from nalar.runtime import Runtime
 from nalar.signals import Suspend
 from nalar_common.bus import Bus
@@ -46,12 +46,14 @@ class Instance:
 
 class AgentHost:
     def __init__(self, bus: Bus, node: str, settings: AgentHostSettings,
-                 app: App | None = None, store: SessionStore | None = None) -> None:
+                 app: App | None = None, store: SessionStore | None = None,
+                 engine: Engine | None = None) -> None:
         self.bus, self.node, self.settings = bus, node, settings
         self.names = bus.names
         self.host_id = settings.host_id
         self.app = app or load_app(settings.app)
-        self.runtime = Runtime(bus, engine=SimulatedEngine(time_scale=settings.llm_time_scale))
+        self.engine = engine if engine is not None else SimulatedEngine()
+        self.runtime = Runtime(bus, engine=self.engine)
         # sync agent methods and sync drivers get separate pools, each as large as what may
         # run at once: a driver blocked on `value()` must never hold the thread its call needs
         self.pool = ThreadPoolExecutor(max_workers=max(settings.threads, self._max_agent_calls()),
@@ -144,9 +146,13 @@ class AgentHost:
 
     async def _heartbeat(self, kv: Any) -> None:
         now = time.time()
+        scrape = getattr(self.engine, "scrape", None)
+        if scrape is not None and getattr(self.engine, "scrape_metrics", False):
+            await scrape()
+        engine_stats = self.engine.stats()
         for key, inst in self.instances.items():
             inst.info = replace(inst.info, ts=now, inflight=inst.inflight,
-                                draining=self.draining)
+                                draining=self.draining, engine=engine_stats)
             await kv.put(key, inst.info.encode())
 
     async def _heartbeat_loop(self, kv: Any) -> None:
@@ -190,6 +196,7 @@ class AgentHost:
         inst = self.instances.get(body.get("instance", ""))
         value: Any = None
         error: NalarError | None = None
+        ctx: CallContext | None = None
         is_driver = call.agent == DRIVER_AGENT
         if inst is not None:
             inst.inflight += 1
@@ -210,6 +217,7 @@ class AgentHost:
             args, kwargs = resolve_args(call, body.get("deps") or {})
             attempt = int(headers.get(H.ATTEMPT) or call.attempt)
             ctx = context_for(self.runtime, call, attempt)
+            ctx.on_token = self._token_sink(call)
             spec = None if is_driver else self.app.agents.get(call.agent)
             mspec = spec.methods.get(call.method) if spec is not None else None
             limit = mspec.timeout if mspec is not None else None
@@ -234,7 +242,8 @@ class AgentHost:
         timings = {"created": call.created_at, "dispatched": body.get("dispatched_at", 0.0),
                    "started": started, "finished": time.time()}
         executor = inst.info.instance if inst else self.host_id
-        published = await self._publish_result(headers, value, error, executor, timings)
+        published = await self._publish_result(headers, value, error, executor, timings,
+                                               ctx.usage if ctx is not None else None)
         self.stats["executed"] += 1
         if error is not None:
             self.stats["failed"] += 1
@@ -300,16 +309,34 @@ class AgentHost:
         if msg.reply:
             await self._done(msg.reply, headers, token, self.host_id, "waiting")
 
+    def _token_sink(self, call: CallSpec) -> Any:
+        """Streamed LLM text becomes `token` events of the run (SSE shows them live)."""
+        assert self._tg is not None
+        tg = self._tg
+
+        async def publish(piece: str) -> None:
+            try:
+                await record(self.bus, call.run, Event.TOKEN,
+                             {"future": call.future, "agent": call.agent, "text": piece})
+            except Exception as exc:
+                log.warning("token.publish_failed", run_id=call.run, error=str(exc))
+
+        def sink(piece: str) -> None:
+            tg.create_task(publish(piece))
+
+        return sink
+
     async def _publish_result(self, headers: dict[str, str], value: Any,
                               error: NalarError | None, executor: str,
-                              timings: dict[str, float]) -> bool:
+                              timings: dict[str, float],
+                              usage: dict[str, Any] | None = None) -> bool:
         """Resolve the future, retrying while the bus is unavailable: the write is idempotent
         (message id plus write-once subject), and a call must not finish without its result."""
         delay = 0.1
         while True:
             try:
                 return await publish_result(self.bus, headers, value=value, error=error,
-                                            executor=executor, timings=timings)
+                                            executor=executor, timings=timings, usage=usage)
             except Exception as exc:
                 log.warning("result.publish_retry", run_id=headers.get(H.RUN),
                             future_id=headers.get(H.FUTURE), error=str(exc), delay=delay)

@@ -18,6 +18,5 @@ class AgentHostSettings(BaseSettings):
     threads: int = 64
     heartbeat_s: float = 1.0
     grace_s: float = 10.0
-    llm_time_scale: float = 1.0
     state_lease_ttl_ms: int = 10_000
     state_wait_s: float = 60.0

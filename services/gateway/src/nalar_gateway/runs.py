@@ -88,6 +88,8 @@ class RunReader:
             row["status"] = "succeeded" if body.get("status") == "ok" else "failed"
             row["executor"] = stored.headers.get(H.EXECUTOR)
             row["timings"] = body.get("timings") or {}
+            if body.get("usage"):
+                row["usage"] = body["usage"]
             if body.get("status") != "ok":
                 row["error"] = body.get("error")
         return sorted(rows.values(), key=lambda r: _order(r["future"]))

@@ -80,3 +80,13 @@ class Failing:
 class Noop:
     async def noop(self) -> None:
         return None
+
+
+@nalar.agent(concurrency=4)
+class Writer:
+    def write(self, topic: str) -> dict[str, object]:
+        """Streams its answer (each piece becomes a `token` event of the run)."""
+        text = "".join(nalar.llm.stream_chat([{"role": "user", "content": topic}],
+                                             max_tokens=12))
+        again = nalar.llm.chat([{"role": "user", "content": topic}], max_tokens=12)
+        return {"text": text, "same": text == again.text}

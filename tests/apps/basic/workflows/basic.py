@@ -188,3 +188,10 @@ async def converse(n: int = 6) -> list[object]:
     c = nalar.stub(Conversation)
     futures = [c.say(i) for i in range(n)]
     return [await f for f in futures]
+
+
+@nalar.workflow
+def write(topic: str) -> dict[str, object]:
+    from agents.basic import Writer
+
+    return nalar.stub(Writer).write(topic).value(timeout=60)  # type: ignore[no-any-return]

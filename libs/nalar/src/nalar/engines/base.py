@@ -1,0 +1,74 @@
+"""What every engine takes and returns, and the errors it raises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nalar_common.errors import RetryableError, TerminalError
+
+
+class EngineUnavailable(RetryableError):
+    """The engine is down, timed out or answered 5xx: retrying may work."""
+
+    code = "engine_unavailable"
+
+
+class EngineOverloaded(RetryableError):
+    """The engine has no KV-cache room for the request right now."""
+
+    code = "engine_overloaded"
+
+
+class PromptTooLong(TerminalError):
+    """The prompt does not fit the model's context; `details.limit` names the limit."""
+
+    code = "prompt_too_long"
+    http_status = 400
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_tokens: int = 64
+    temperature: float = 0.0
+    session: str | None = None
+
+    def text(self) -> str:
+        """The prompt as one text (chat messages rendered role: content, one per line)."""
+        if self.messages is not None:
+            return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}"
+                             for m in self.messages)
+        return self.prompt or ""
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # queue_s, ttft_s, total_s
+    model: str = ""
+    engine: str = ""
+
+    def usage(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cached_tokens": self.cached_tokens}
+
+
+OnToken = Callable[[str], None]
+
+
+class Engine(Protocol):
+    name: str
+
+    async def complete(self, request: LLMRequest, on_token: OnToken | None = None) -> Completion:
+        """Run one request; `on_token` gets each piece of text as it is produced."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Load figures for telemetry (running, waiting, KV use, prefix-cache hits)."""
+        ...
