@@ -31,13 +31,13 @@ class SimulatedParams:
     """Defaults approximate an 8B model (fp16) on one A100-80GB with vLLM: see
     docs/engines.md for where each figure comes from."""
 
-    max_batch: int = 64  # sequences decoded together (slots)
-    kv_budget_tokens: int = 180_000  # KV cache capacity in tokens
+    max_batch: int = 256  # sequences decoded together (vLLM's default max_num_seqs)
+    kv_budget_tokens: int = 400_000  # KV cache capacity in tokens
     max_model_len: int = 8192  # context: a longer prompt is refused
     prefill_tokens_per_s: float = 8_000.0
     tpot_s: float = 0.012  # time per output token at batch 1
     tpot_per_seq_s: float = 0.00025  # added per sequence in the batch
-    cache_capacity_tokens: int = 120_000  # prefix cache kept for sessions (LRU)
+    cache_capacity_tokens: int = 200_000  # prefix cache kept for sessions (LRU)
     cache_transfer_tokens_per_s: float | None = None  # None: a moved session recomputes
     output_median_tokens: int = 120
     output_sigma: float = 0.9  # log-normal spread: a heavy tail of long answers
