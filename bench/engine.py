@@ -60,7 +60,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def vllm_curve(batches: list[int], tokens: int,  # noqa: ASYNC210,ASYNC220,ASYNC230
+async def vllm_curve(batches: list[int], tokens: int,
                      reps: int) -> list[dict[str, Any]] | str:
     """A benchmark driver, not a service: blocking start-up calls are fine here."""
     if not (ROOT / ".venv-vllm" / "bin" / "python").exists():
