@@ -10,8 +10,13 @@ VENV := .venv
 APP ?= examples/financial_analyst
 NODES ?= 2
 PORT ?= 8080
+# LLM=vllm: `make run` serves the app on a real vLLM (CPU) engine (docs/vllm.md)
+LLM ?=
+VLLM_VENV := .venv-vllm
+VLLM_MODEL := .nalar/models/smollm2-135m
+VLLM_PORT ?= 8100
 
-.PHONY: setup run test test-unit test-e2e lint typecheck bench-overhead clean
+.PHONY: setup run test test-unit test-e2e lint typecheck bench-overhead bench-engine clean vllm test-vllm
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -23,8 +28,14 @@ $(VENV)/.synced: pyproject.toml uv.lock libs/*/pyproject.toml services/*/pyproje
 
 setup: $(VENV)/.synced
 
+ifeq ($(LLM),vllm)
+run: setup vllm
+	VLLM_VENV=$(CURDIR)/$(VLLM_VENV) VLLM_MODEL_DIR=$(CURDIR)/$(VLLM_MODEL) VLLM_PORT=$(VLLM_PORT) \
+	  deploy/vllm/run_with_vllm.sh $(VENV)/bin/nalar up --app $(APP) --nodes $(NODES) --port $(PORT)
+else
 run: setup
 	$(VENV)/bin/nalar up --app $(APP) --nodes $(NODES) --port $(PORT)
+endif
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
@@ -43,6 +54,25 @@ typecheck: setup
 
 bench-overhead: setup
 	$(VENV)/bin/python bench/overhead.py
+
+bench-engine: setup
+	$(VENV)/bin/python bench/engine.py
+
+# vLLM (CPU) in its own environment plus SmolLM2-135M converted for it (docs/vllm.md); the
+# stamps make a second `make vllm` a no-op
+$(VLLM_VENV)/.built: deploy/vllm/setup_env.sh
+	deploy/vllm/setup_env.sh $(VLLM_VENV)
+	touch $@
+
+$(VLLM_MODEL)/.converted: $(VLLM_VENV)/.built deploy/vllm/convert_smollm2.py
+	$(VLLM_VENV)/bin/python deploy/vllm/convert_smollm2.py --out $(VLLM_MODEL)
+	touch $@
+
+vllm: $(VLLM_MODEL)/.converted
+
+test-vllm: setup vllm
+	NALAR_TEST_VLLM=1 VLLM_VENV=$(CURDIR)/$(VLLM_VENV) VLLM_MODEL_DIR=$(CURDIR)/$(VLLM_MODEL) \
+	  $(VENV)/bin/python -m pytest -q -rs -m vllm tests/test_vllm_e2e.py
 
 clean:
 	rm -rf $(VENV) .tools .nalar .pytest_cache .mypy_cache .ruff_cache
