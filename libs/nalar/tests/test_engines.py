@@ -128,3 +128,14 @@ async def test_openai_client_errors_are_typed() -> None:
     with pytest.raises(EngineUnavailable):
         await OpenAIEngine(["http://e/v1"], client=httpx.AsyncClient(
             transport=httpx.MockTransport(down))).complete(LLMRequest(prompt="x"))
+
+
+async def test_moved_session_pays_a_transfer_instead_of_a_prefill() -> None:
+    prompt = "token " * 2000
+    recompute = SimulatedEngine(time_scale=0.05, prefill_tokens_per_s=2000)
+    transfer = SimulatedEngine(time_scale=0.05, prefill_tokens_per_s=2000,
+                               cache_transfer_tokens_per_s=40_000)
+    slow = await recompute.complete(_req(prompt, session="moved", max_tokens=2))
+    fast = await transfer.complete(_req(prompt, session="moved", max_tokens=2))
+    assert fast.cached_tokens > 1900 and slow.cached_tokens == 0
+    assert fast.timings["ttft_s"] < slow.timings["ttft_s"] / 4

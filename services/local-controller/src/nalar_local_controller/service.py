@@ -441,6 +441,7 @@ class LocalController:
                 "p50_s": p50, "p99_s": p99, "sessions": q.sessions(),
                 "oldest_age_s": now - oldest.arrived if oldest else 0.0,
                 "oldest_session": oldest.session if oldest else None,
+                "engine": q.info.engine,
             }
         return {"node": self.node, "ts": now, "instances": instances,
                 "held": len(self.held), "unplaced": sum(len(v) for v in self.unplaced.values()),

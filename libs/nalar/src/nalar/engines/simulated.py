@@ -172,8 +172,14 @@ class SimulatedEngine:
                 self._kv_used + self._waiting[0].kv <= self.p.kv_budget_tokens:
             seq = self._waiting.pop(0)
             seq.cached = self.cache.lookup(seq.request.session, seq.prompt_tokens)
+            transfer = 0.0
+            if seq.cached == 0 and seq.request.session and self.p.cache_transfer_tokens_per_s:
+                # a session that moved here brings its KV cache along instead of recomputing
+                # it: the prompt's prefix arrives at the transfer bandwidth
+                seq.cached = max(0, seq.prompt_tokens - 1)
+                transfer = seq.cached / self.p.cache_transfer_tokens_per_s
             uncached = seq.prompt_tokens - seq.cached
-            prefill = uncached / self.p.prefill_tokens_per_s
+            prefill = transfer + uncached / self.p.prefill_tokens_per_s
             seq.started = now
             seq.ready_at = now + prefill * scale
             self._kv_used += seq.kv
