@@ -210,3 +210,16 @@ def test_session_reuses_the_engine_prefix_cache(llm_stack: StackHandle) -> None:
     assert first["prompt_tokens"] > 256 and second["prompt_tokens"] == first["prompt_tokens"]
     assert 0 < second["cached_tokens"] <= second["prompt_tokens"], run["result"]
     assert all(0 < r["completion_tokens"] <= 4 for r in run["result"])
+
+
+def test_prompt_over_the_context_is_a_terminal_error_naming_the_limit(
+        llm_stack: StackHandle) -> None:
+    """vLLM refuses a prompt longer than --max-model-len (2048): the run fails with
+    `prompt_too_long` (not retryable) and the limit in its details, at once."""
+    with llm_stack.client() as http:
+        body = http.post("/v1/workflows/ask/runs", params={"wait": 120},
+                         json={"input": {"question": "word " * 3000, "max_tokens": 8}},
+                         timeout=150).json()
+    assert body["status"] == "failed", body
+    assert body["error"]["code"] == "prompt_too_long", body["error"]
+    assert body["error"]["details"]["limit"] == 2048
