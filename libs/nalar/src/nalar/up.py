@@ -178,10 +178,11 @@ class Stack:
             self.exit_reason = "signal"
         self._stop.set()
 
-    async def shutdown(self, grace: float = 20.0) -> None:
+    async def shutdown(self, grace: float = 30.0) -> None:
         """Stop in order: intake (gateway), then the hosts (they finish what runs and still
         need their controllers and NATS for that), then the controllers and the state store,
-        then the servers. Idempotent."""
+        then the servers. Idempotent. `grace` outlasts a service's own limit (its stop is
+        cancelled after 15 s, then its connection drains for up to 5 s) before a kill."""
         self._stop.set()
         for stage in _SHUTDOWN_ORDER:
             group = [c.proc for c in self.children
