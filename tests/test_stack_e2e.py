@@ -162,5 +162,7 @@ def test_nalar_up_stops_cleanly_on_sigint(tmp_path: Path, nats_url: str,
     assert proc.wait(60) == 0
     _wait_for(lambda: not any(_alive(k) for k in kids), timeout=20)
     text = log.read_text()
-    assert text.count("service.stopped") >= 4  # state store, gc, lc, host
+    stopped = [line.split(" |", 1)[0].strip() for line in text.splitlines()
+               if "service.stopped" in line]
+    assert len(stopped) >= 4, f"clean stops: {stopped}\n{text[-6000:]}"  # ss, gc, lc, host
     assert "Traceback" not in text
