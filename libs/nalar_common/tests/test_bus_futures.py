@@ -92,3 +92,23 @@ async def test_run_subscription_lingers_then_is_dropped(bus: Bus, monkeypatch) -
     await asyncio.wait_for(done.wait(), 5)
     await waiter._release_idle("r7")  # the sweep that follows every delivery
     assert "r6" not in waiter._runs and "r7" not in waiter._runs
+
+
+async def test_result_missed_by_subscription_and_backstop_is_found_again(bus: Bus,
+                                                                           monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The race: the result was published before our SUB reached the server and the stream
+    had not stored it yet when the direct get ran. A second look finds it."""
+    await publish_result(bus, _headers("r8", "1"), value="late", executor="x")
+    real = bus.direct_get_last
+
+    async def not_yet_stored(stream: str, subject: str, timeout: float = 2.0):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(bus, "direct_get_last", real)
+        return None
+
+    monkeypatch.setattr(bus, "direct_get_last", not_yet_stored)
+    waiter = FutureWaiter(bus)
+    done = asyncio.Event()
+    got: list[object] = []
+    await waiter.watch("r8", "1", lambda r: (got.append(r.value()), done.set()))
+    await asyncio.wait_for(done.wait(), 5)
+    assert got == ["late"]

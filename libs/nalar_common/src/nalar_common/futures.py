@@ -8,6 +8,7 @@ published while disconnected.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ IDLE_LINGER_S = 2.0
 """A run's subscription outlives its last pending future this long: a driver that waits on one
 call after another keeps one SUB instead of a SUB and an UNSUB per call."""
 MAX_IDLE_RUNS = 256
+LOOK_AGAIN_S = (0.1, 0.9)
 
 
 class FutureWaiter:
@@ -93,6 +95,8 @@ class FutureWaiter:
         self._runs: dict[str, _RunSub] = {}
         self._idle: dict[str, _RunSub] = {}  # runs with a subscription and nothing pending
         self._last_sweep = 0.0
+        self._young: list[tuple[float, tuple[str, str]]] = []
+        self._young_task: asyncio.Task[None] | None = None
         bus.on_reconnect(self.recheck)
 
     @property
@@ -130,10 +134,46 @@ class FutureWaiter:
             except Exception as exc:  # the subscription (and later rechecks) still cover it
                 log.warning("future.backstop_failed", run_id=run, future_id=future,
                             error=str(exc))
-                return
+                stored = None
             if stored is not None:
                 self._deliver(key, stored.data, stored.headers)
                 await self._release_idle(run)
+            else:
+                self._look_again(key)
+
+    def _look_again(self, key: tuple[str, str]) -> None:
+        """A result published just before our SUB reached the server, and not yet stored by
+        the stream when the direct get ran, would be seen by neither: look again shortly
+        (JetStream stores asynchronously, within milliseconds)."""
+        self._young.append((time.monotonic(), key))
+        if self._young_task is None or self._young_task.done():
+            self._young_task = asyncio.get_running_loop().create_task(self._recheck_young())
+
+    async def _recheck_young(self) -> None:
+        """Batch direct gets for recent watches still pending, at ~0.1 s and ~1 s of age."""
+        for delay in LOOK_AGAIN_S:
+            await asyncio.sleep(delay)
+            keys = [k for _, k in self._young if k in self._pending]
+            if keys:
+                await self._lookup(keys)
+        cutoff = time.monotonic() - sum(LOOK_AGAIN_S)
+        self._young = [(t, k) for t, k in self._young if t > cutoff and k in self._pending]
+        if self._young:
+            self._young_task = asyncio.get_running_loop().create_task(self._recheck_young())
+
+    async def _lookup(self, keys: list[tuple[str, str]]) -> int:
+        names = self._bus.names
+        subjects = {names.future(r, f): (r, f) for r, f in keys}
+        try:
+            found = await self._bus.multi_last(names.futures_stream, subjects)
+        except Exception as exc:
+            log.warning("future.recheck_failed", pending=len(subjects), error=str(exc))
+            return 0
+        for subject, stored in found.items():
+            self._deliver(subjects[subject], stored.data, stored.headers)
+        for run in {r for r, _ in subjects.values()}:
+            await self._release_idle(run)
+        return len(found)
 
     async def get(self, run: str, future: str) -> FutureResult | None:
         """The stored result, if the future has resolved."""
@@ -187,18 +227,9 @@ class FutureWaiter:
         """Look every pending future up in one batch (after a reconnect)."""
         if not self._pending:
             return
-        names = self._bus.names
-        subjects = {names.future(r, f): (r, f) for r, f in self._pending}
-        try:
-            found = await self._bus.multi_last(names.futures_stream, subjects)
-        except Exception as exc:
-            log.warning("future.recheck_failed", pending=len(subjects), error=str(exc))
-            return
-        for subject, stored in found.items():
-            self._deliver(subjects[subject], stored.data, stored.headers)
-        for run in {r for r, _ in subjects.values()}:
-            await self._release_idle(run)
-        log.info("future.rechecked", pending=len(subjects), found=len(found))
+        pending = list(self._pending)
+        found = await self._lookup(pending)
+        log.info("future.rechecked", pending=len(pending), found=found)
 
 
 def _result(run: str, future: str, stored: StoredMsg) -> FutureResult:
