@@ -106,3 +106,63 @@ def test_stateful_queue_runs_one_call_per_session_at_a_time() -> None:
     assert second is not None and second.future == "2"
     q.inflight[second.key] = second
     assert q.pop() is None  # "4" waits for "2"
+
+
+def test_new_priorities_reorder_a_queue() -> None:
+    q = _queue("i1")
+    for fut, session in [("1", "a"), ("2", "b"), ("3", "c")]:
+        q.push(_held(fut, session=session))
+    assert q.reprioritize(lambda h: 10 if h.session == "c" else 0)
+    assert [q.pop().future for _ in range(3)] == ["3", "1", "2"]  # type: ignore[union-attr]
+
+
+def test_take_moves_a_sessions_queued_calls_in_order() -> None:
+    q = _queue("i1")
+    for fut, session in [("1", "s"), ("2", "t"), ("3", "s")]:
+        q.push(_held(fut, session=session))
+    moved = q.take(lambda h: h.session != "s")
+    assert [h.future for h in moved] == ["1", "3"]
+    assert q.queued == 1 and q.queued_sessions() == ["t"]
+
+
+async def test_snapshot_moves_a_sessions_queued_calls_and_raises_its_priority() -> None:
+    """Applying a snapshot: the routed session's queued calls move to the target instance
+    (journalled as `migrated`), its priority goes up, calls already running stay."""
+    from nalar_common.cluster import PolicySnapshot
+    from nalar_common.subjects import Names
+
+    published: list[str] = []
+
+    class _NC:
+        async def publish(self, subject: str, payload: bytes, **_: Any) -> None:
+            published.append(subject)
+
+    class _Bus:
+        names = Names()
+        nc = _NC()
+
+    lc = LocalController.__new__(LocalController)
+    lc.bus, lc.names, lc.node = _Bus(), Names(), "n1"  # type: ignore[assignment]
+    lc.stats = {"migrated": 0, "dispatched": 0}
+    lc._outbox, lc._applied_rev, lc._dispatch_seq = [], 7, 0
+    lc.view = _View()  # type: ignore[assignment]
+    busy = _queue("busy")
+    idle = _queue("idle")
+    running = _held("0", session="vip")
+    busy.inflight[running.key] = running
+    for fut, session in [("1", "x"), ("2", "vip"), ("3", "vip")]:
+        busy.push(_held(fut, session=session))
+    lc.queues = {"busy": busy, "idle": idle}
+
+    async def no_flush() -> None:
+        return None
+
+    lc._flush_outbox = no_flush  # type: ignore[method-assign]
+    lc._dispatch = lambda queue: None  # type: ignore[method-assign]
+    snap = PolicySnapshot(sessions={"vip": {"A": "idle"}}, priorities={"vip": 5})
+    await lc._apply_snapshot(snap)
+    assert busy.queued == 1 and busy.pop().future == "1"  # type: ignore[union-attr]
+    assert [idle.pop().future, idle.pop().future] == ["2", "3"]  # type: ignore[union-attr]
+    assert running.key in busy.inflight  # a running call finishes where it is
+    assert lc.stats["migrated"] == 2
+    assert published == ["nalar.run.r.migrated"] * 2

@@ -19,6 +19,7 @@ class Event:
     WAITING = "waiting"  # a driver left its slot to wait for a signal
     SIGNALLED = "signalled"  # a signal's value arrived
     TOKEN = "token"  # a piece of text an agent streamed from its LLM
+    MIGRATED = "migrated"  # a queued call moved to another instance by policy
 
 
 async def record(bus: Bus, run: str, event: str, body: dict[str, Any], *,

@@ -98,6 +98,36 @@ class InstanceQueue:
             heapq.heappush(self._heap, entry)
         return found
 
+    def take(self, keep: Any) -> list[Held]:
+        """Take the queued calls for which `keep` is false out of the queue (in order)."""
+        taken = [e for e in sorted(self._heap) if not keep(e[2])]
+        if taken:
+            self._heap = [e for e in self._heap if keep(e[2])]
+            heapq.heapify(self._heap)
+        return [e[2] for e in taken]
+
+    def reprioritize(self, priority_of: Any) -> bool:
+        """Apply new priorities to queued calls; True when the order may have changed."""
+        changed = False
+        for i, (_, seq, held) in enumerate(self._heap):
+            p = priority_of(held)
+            if p != held.priority:
+                held.priority = p
+                self._heap[i] = (-p, seq, held)
+                changed = True
+        if changed:
+            heapq.heapify(self._heap)
+        return changed
+
+    def queued_sessions(self, limit: int = 32) -> list[str]:
+        out: list[str] = []
+        for _, _, h in sorted(self._heap):
+            if h.session and h.session not in out:
+                out.append(h.session)
+                if len(out) >= limit:
+                    break
+        return out
+
     def remove_run(self, run: str) -> list[Held]:
         """Take the queued (not running) calls of a run out of the queue."""
         gone = [h for _, _, h in self._heap if h.run == run]

@@ -14,7 +14,7 @@ from typing import Any
 
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
-from nalar_common.cluster import ClusterView
+from nalar_common.cluster import ClusterView, PolicySnapshot
 from nalar_common.envelope import Envelope
 from nalar_common.errors import (
     Cancelled,
@@ -42,6 +42,13 @@ log = get_logger(__name__)
 _REQUIRED = (H.RUN, H.FUTURE, H.AGENT, H.METHOD)
 
 
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default
+
+
 class LocalController:
     def __init__(self, bus: Bus, node: str, settings: LocalControllerSettings) -> None:
         self.bus, self.node, self.settings = bus, node, settings
@@ -55,11 +62,12 @@ class LocalController:
         self._stopping = asyncio.Event()
         self._outbox: list[tuple[str, bytes, Held]] = []
         self._dispatch_seq = 0
+        self._applied_rev = -1
         self._cancelled: dict[str, float] = {}
         self._outbox_ready = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.stats = {"admitted": 0, "dispatched": 0, "completed": 0, "failed": 0,
-                      "forwarded": 0, "requeued": 0, "malformed": 0}
+                      "forwarded": 0, "requeued": 0, "malformed": 0, "migrated": 0}
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
@@ -145,6 +153,7 @@ class LocalController:
         held = Held(msgs=[msg], data=msg.data, headers=headers, run=headers[H.RUN],
                     future=headers[H.FUTURE], agent=headers[H.AGENT],
                     session=headers.get(H.SESSION, ""), priority=priority, deps=deps)
+        held.priority = self._priority(held, self.view.snapshot)
         self.held[key] = held
         self.stats["admitted"] += 1
         if held.session and self._is_stateful(held.agent):
@@ -353,6 +362,55 @@ class LocalController:
         while True:
             await self.view.wait_changed()
             self._sync_instances()
+            snap = self.view.snapshot
+            if snap is not None and snap.revision != self._applied_rev:
+                self._applied_rev = snap.revision
+                await self._apply_snapshot(snap)
+
+    async def _apply_snapshot(self, snap: PolicySnapshot) -> None:
+        """A new policy acts at once on what waits here: session priorities reorder the
+        queues, and a session routed to another instance has its queued calls moved there
+        (same node: between queues; other node: republished) — never those of a stateful
+        agent, and never a call already running."""
+        for queue in self.queues.values():
+            if queue.reprioritize(lambda h: self._priority(h, snap)):
+                self._dispatch(queue)
+        for session, routes in snap.sessions.items():
+            for agent, target in routes.items():
+                await self._migrate(session, agent, target)
+        await self._flush_outbox()
+
+    def _priority(self, held: Held, snap: PolicySnapshot | None) -> int:
+        base = _int(held.headers.get(H.PRIORITY), 0)
+        boost = snap.priorities.get(held.session) if snap is not None and held.session else None
+        return max(base, int(boost)) if boost is not None else base
+
+    async def _migrate(self, session: str, agent: str, target: str) -> None:
+        dest = self.queues.get(target)
+        node = None if dest is not None else self._node_of(target)
+        if dest is None and node is None:
+            return  # the target is gone: nothing to do
+        moved: list[Held] = []
+        for queue in self.queues.values():
+            if queue is dest or queue.info.agent != agent or queue.info.stateful:
+                continue
+            moved += queue.take(lambda h: h.session != session)
+        for held in moved:
+            held.pinned = target
+            self.stats["migrated"] += 1
+            if dest is not None:
+                dest.push(held)
+            else:
+                assert node is not None
+                await self._forward(held, node)
+            await record(self.bus, held.run, Event.MIGRATED, {
+                "future": held.future, "session": session, "agent": agent, "to": target,
+                "node": node or self.node, "policy_rev": self._applied_rev})
+        if dest is not None and moved:
+            self._dispatch(dest)
+        if moved:
+            log.info("session.migrated", session_id=session, agent=agent, to=target,
+                     calls=len(moved))
 
     def _sync_instances(self) -> None:
         live = {i.instance: i for i in self.view.live() if i.node == self.node}
@@ -441,6 +499,7 @@ class LocalController:
                 "p50_s": p50, "p99_s": p99, "sessions": q.sessions(),
                 "oldest_age_s": now - oldest.arrived if oldest else 0.0,
                 "oldest_session": oldest.session if oldest else None,
+                "queued_sessions": q.queued_sessions(),
                 "engine": q.info.engine,
             }
         return {"node": self.node, "ts": now, "instances": instances,
