@@ -13,7 +13,9 @@ from e2e_stack import BASIC_APP, StackHandle, start_stack, stop_stack
 def stack(nats_url: str, redis_url: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
     log = tmp_path_factory.mktemp("stack") / "nalar-up.log"
-    handle = start_stack(BASIC_APP, nats_url, redis_url, log)
+    # examples/policies on the path: a user policy can be switched on at run time
+    handle = start_stack(BASIC_APP, nats_url, redis_url, log, extra_env={
+        "PYTHONPATH": str(BASIC_APP.parents[2] / "examples" / "policies")})
     yield handle
     stop_stack(handle)
 

@@ -133,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--llm-time-scale", type=float, default=1.0)
     run.set_defaults(fn=_run)
 
-    from nalar import scaffold, stubgen
+    from nalar import ops, scaffold, stubgen
 
     stubgen.register(sub)
     scaffold.register(sub)
+    ops.register(sub)
 
     args = parser.parse_args(argv)
     return int(args.fn(args))

@@ -108,6 +108,7 @@ class Names:
 
     POLICY_KEY = "snapshot"
     LEADER_KEY = "leader"
+    CONFIG_KEY = "config"  # {"policies": ["module:Class", ...]}: set with PUT /v1/policy
 
     # -- subjects ------------------------------------------------------------
     def call(self, node: str, agent: str) -> str:

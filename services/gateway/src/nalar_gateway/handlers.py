@@ -179,6 +179,28 @@ def router(gw: Gateway) -> APIRouter:
                                details={"errors": [{"field": "value", "message": "required"}]})
         return JSONResponse(await gw.signal(run_id, name, body["value"]), status_code=202)
 
+    @r.get("/v1/cluster", tags=["ops"])
+    async def cluster() -> dict[str, Any]:
+        return gw.cluster()
+
+    @r.get("/v1/policy", tags=["ops"])
+    async def get_policy(history: bool = False) -> dict[str, Any]:
+        out = await gw.policy()
+        if history:
+            out["history"] = await gw.policy_history()
+        return out
+
+    @r.put("/v1/policy", tags=["ops"], openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["policies"],
+            "properties": {"policies": {"type": "array", "items": {"type": "string"}}}}}}}})
+    async def put_policy(request: Request) -> dict[str, Any]:
+        body = await read_json(request, gw.settings.max_body_bytes)
+        if not isinstance(body, dict) or set(body) != {"policies"}:
+            raise InvalidInput('body must be {"policies": ["module:Class", ...]}',
+                               details={"errors": [{"field": "policies", "message": "required"}]})
+        return await gw.set_policy(body["policies"])
+
     @r.get("/v1/sessions/{session_id}", tags=["sessions"])
     async def get_session(session_id: str) -> dict[str, Any]:
         info = await gw.store.session(check_session_id(session_id))

@@ -4,6 +4,8 @@ the loaded app; the FastAPI routes (`handlers.py`) call into it."""
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 import time
 import uuid
 from typing import Any
@@ -16,6 +18,7 @@ from nalar_common.calls import publish_result, resume_driver
 from nalar_common.errors import (
     Cancelled,
     Conflict,
+    InvalidInput,
     NalarError,
     NoInstance,
     NotFound,
@@ -162,6 +165,74 @@ class Gateway:
             if node is not None:
                 await resume_driver(self.bus, run_id, node)
         return {"run_id": run_id, "signal": name, "status": "delivered"}
+
+    # -- operator surface ------------------------------------------------------------------
+    async def policy(self) -> dict[str, Any]:
+        kv = await self.bus.kv(self.bus.names.policy_bucket, history=10)
+        out: dict[str, Any] = {"snapshot": None, "revision": None, "config": None,
+                               "leader": None}
+        for key, field_ in ((self.bus.names.POLICY_KEY, "snapshot"),
+                            (self.bus.names.CONFIG_KEY, "config"),
+                            (self.bus.names.LEADER_KEY, "leader")):
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:
+                continue
+            if entry.value:
+                out[field_] = json.loads(entry.value)
+                if field_ == "snapshot":
+                    out["revision"] = entry.revision
+        return out
+
+    async def policy_history(self) -> list[dict[str, Any]]:
+        kv = await self.bus.kv(self.bus.names.policy_bucket, history=10)
+        try:
+            entries = await kv.history(self.bus.names.POLICY_KEY)
+        except Exception:
+            return []
+        return [{"revision": e.revision, "snapshot": json.loads(e.value)}
+                for e in entries if e.value]
+
+    async def set_policy(self, specs: Any) -> dict[str, Any]:
+        """Validate `module:Class` policies here (import, instantiate, `decide`), then store
+        them; the active global controller switches at its next tick. A bad one is a 422
+        and nothing changes."""
+        if not isinstance(specs, list) or not specs or \
+                not all(isinstance(s, str) for s in specs):
+            raise InvalidInput('body must be {"policies": ["module:Class", ...]}',
+                               details={"errors": [{"field": "policies",
+                                                    "message": "a non-empty list of strings"}]})
+        for spec in specs:
+            module, _, name = spec.partition(":")
+            try:
+                if not name:
+                    raise ValueError("must be written module:Class")
+                policy = getattr(importlib.import_module(module), name)()
+                if not callable(getattr(policy, "decide", None)):
+                    raise ValueError("has no decide(state, out) method")
+            except Exception as exc:
+                raise InvalidInput(f"policy {spec!r} cannot be used: {exc}", details={
+                    "errors": [{"field": "policies", "message": str(exc)}]}) from None
+        kv = await self.bus.kv(self.bus.names.policy_bucket, history=10)
+        revision = await kv.put(self.bus.names.CONFIG_KEY,
+                                json.dumps({"policies": specs}).encode())
+        return {"config": {"policies": specs}, "revision": revision}
+
+    def cluster(self) -> dict[str, Any]:
+        view = self.runtime.view
+        instances = [dict(vars(i)) for i in sorted(view.live(), key=lambda i: i.instance)]
+        nodes: dict[str, dict[str, Any]] = {}
+        for i in instances:
+            n = nodes.setdefault(i["node"], {"instances": 0, "inflight": 0, "agents": set()})
+            n["instances"] += 1
+            n["inflight"] += i["inflight"]
+            n["agents"].add(i["agent"])
+        snap = view.snapshot
+        return {"nodes": {k: {**v, "agents": sorted(v["agents"])} for k, v in nodes.items()},
+                "instances": instances,
+                "policy": {"revision": snap.revision, "policies": snap.policies,
+                           "routes": snap.routes, "sessions": snap.sessions,
+                           "priorities": snap.priorities} if snap else None}
 
     async def placement(self, session: str, info: dict[str, Any]) -> dict[str, str]:
         """Where the session lives now: the instance pinned for each stateful agent, and the

@@ -36,6 +36,7 @@ class GlobalController:
         self.is_leader = False
         self.last: PolicySnapshot | None = None
         self._last_write = 0.0
+        self._config_rev = 0
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -136,9 +137,29 @@ class GlobalController:
         snap.policies = [type(p).__name__ for p in self.policies]
         return snap
 
+    async def _reload(self, kv: KeyValue) -> None:
+        """Policies set at run time (`PUT /v1/policy`) replace the configured ones; a config
+        that does not load is logged and the running policies stay."""
+        try:
+            entry = await kv.get(self.names.CONFIG_KEY)
+        except KeyNotFoundError:
+            return
+        if entry.revision == self._config_rev or not entry.value:
+            return
+        self._config_rev = entry.revision or 0
+        try:
+            specs = json.loads(entry.value)["policies"]
+            self.policies = load_policies(",".join(specs))
+            self._last_write = 0.0  # write a snapshot from the new policies now
+            log.info("policy.reloaded", policies=specs, revision=entry.revision)
+        except Exception as exc:
+            log.error("policy.reload_failed", revision=entry.revision, error=str(exc))
+
     async def tick(self, kv: KeyValue) -> None:
+        await self._reload(kv)
         snap = self.compute()
-        if snap.same_decisions(self.last) and \
+        if snap.same_decisions(self.last) and snap.policies == (self.last.policies
+                                                                 if self.last else None) and \
                 time.time() - self._last_write < self.settings.refresh_s:
             return
         try:
