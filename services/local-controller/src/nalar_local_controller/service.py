@@ -138,11 +138,8 @@ class LocalController:
         if existing is not None:
             existing.msgs.append(msg)  # the same call again: acked together when it is done
             return
-        try:
-            priority = int(headers.get(H.PRIORITY) or 0)
-            attempt = int(headers.get(H.ATTEMPT) or 1)
-        except ValueError:
-            priority, attempt = 0, 1
+        priority = _int(headers.get(H.PRIORITY), 0)
+        attempt = _int(headers.get(H.ATTEMPT), 1)
         redeliveries = msg.metadata.num_delivered - 1 if msg.metadata else 0
         if redeliveries > 0:  # a controller died holding it: it may have run already
             if await self._already_resolved(headers[H.RUN], headers[H.FUTURE]):
