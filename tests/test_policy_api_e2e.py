@@ -10,7 +10,8 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-DEFAULT = ["nalar_global_controller.policies:LeastLoadedRouting"]
+BUILTIN = ["LeastLoadedRouting", "SessionAffinity", "HeadOfLineMigration", "SessionPriority"]
+DEFAULT = [f"nalar_global_controller.policies:{name}" for name in BUILTIN]
 
 
 def test_cluster_view(http: httpx.Client) -> None:
@@ -18,7 +19,7 @@ def test_cluster_view(http: httpx.Client) -> None:
     assert set(c["nodes"]) == {"n1", "n2"}
     assert {"Echo", "_driver"} <= set(c["nodes"]["n1"]["agents"])
     assert any(i["instance"] == "n2-h1.Echo" for i in c["instances"])
-    assert c["policy"]["policies"] == ["LeastLoadedRouting"]
+    assert c["policy"]["policies"] == BUILTIN
 
 
 def test_switch_policies_at_run_time(http: httpx.Client) -> None:
@@ -30,18 +31,29 @@ def test_switch_policies_at_run_time(http: httpx.Client) -> None:
                     ).status_code == 422
     assert http.put("/v1/policy", json={"policies": []}).status_code == 422
     assert http.put("/v1/policy", json=["x"]).status_code == 422
+    bad_params = http.put("/v1/policy", json={"policies": [
+        {"class": "nalar_global_controller.policies:SessionAffinity",
+         "params": {"spill_queue": -1}}]})
+    assert bad_params.status_code == 422, bad_params.text
+    assert bad_params.json()["error"]["details"]["errors"][0]["field"] == "policies[0]"
+    unknown_param = http.put("/v1/policy", json={"policies": [
+        {"class": "nalar_global_controller.policies:SessionPriority", "params": {"nope": 1}}]})
+    assert unknown_param.status_code == 422 and "nope" in unknown_param.text
     assert http.get("/v1/policy").json()["config"] == before["config"]  # unchanged
-    good = http.put("/v1/policy", json={"policies": [*DEFAULT, "protect_session:ProtectSession"]})
+    good = http.put("/v1/policy", json={"policies": [
+        DEFAULT[0], "protect_session:ProtectSession",
+        {"class": "nalar_global_controller.policies:SessionPriority",
+         "params": {"sessions": {"gold": 7}}}]})
     assert good.status_code == 200, good.text
     try:
         deadline = time.monotonic() + 15
         while True:
             snap = http.get("/v1/policy").json()["snapshot"]
-            if snap["policies"] == ["LeastLoadedRouting", "ProtectSession"]:
+            if snap["policies"] == ["LeastLoadedRouting", "ProtectSession", "SessionPriority"]:
                 break
             assert time.monotonic() < deadline, snap
             time.sleep(0.1)
-        assert snap["priorities"] == {"vip": 10}
+        assert snap["priorities"] == {"vip": 10, "gold": 7}
         history = http.get("/v1/policy", params={"history": True}).json()["history"]
         assert len(history) >= 2
     finally:

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from nalar_common.cluster import InstanceInfo
+from nalar_common.cluster import InstanceInfo, PolicySnapshot
 from nalar_local_controller.queues import Held, InstanceQueue
 from nalar_local_controller.service import LocalController
+from nalar_local_controller.settings import LocalControllerSettings
 
 
 def _held(fut: str, priority: int = 0, session: str = "s") -> Held:
     return Held(msgs=[], data=b"", headers={}, run="r", future=fut, agent="A",
-                session=session, priority=priority, deps=[])
+                session=session, priority=priority, deps=[], base_priority=priority)
+
+
+def _bare_lc() -> LocalController:
+    lc = LocalController.__new__(LocalController)
+    lc.view = _View()  # type: ignore[assignment]
+    lc.settings = LocalControllerSettings()
+    lc.store = None
+    lc._routes, lc._done_actions = {}, {}
+    return lc
 
 
 def _queue(iid: str, concurrency: int = 1) -> InstanceQueue:
@@ -39,19 +49,60 @@ class _View:
 
 
 def test_choose_least_loaded_then_session_pin() -> None:
-    lc = LocalController.__new__(LocalController)
-    lc.view = _View()  # type: ignore[assignment]
+    lc = _bare_lc()
     busy, idle = _queue("busy"), _queue("idle")
-    busy.push(_held("1"))
+    busy.push(_held("1", session="x"))
     lc.queues = {"busy": busy, "idle": idle}
     assert lc._choose(_held("9")) is idle
-
-    class Snap:
-        sessions = {"s": {"A": "busy"}}
-
-    lc.view.snapshot = Snap()
+    lc.view.snapshot = PolicySnapshot(sessions={"s": {"A": "busy"}})
     assert lc._choose(_held("9", session="s")) is busy
     assert lc._choose(_held("9", session="other")) is idle
+
+
+def test_a_session_stays_where_its_cache_is_until_the_queue_is_too_long() -> None:
+    """Affinity with spill-over, decided locally: the instance that served the session last
+    keeps it while its queue is at most `spill_queue` calls per slot."""
+    lc = _bare_lc()
+    home, other = _queue("home"), _queue("other")
+    lc.queues = {"home": home, "other": other}
+    home.finished(_held("0", session="s"), 0.1, 300, 250)
+    assert home.holds("s") and home.context["s"] == 250
+    for i in range(2):
+        home.push(_held(f"q{i}", session="x"))
+    assert lc._choose(_held("9", session="s")) is home  # 2 queued: still worth waiting
+    home.push(_held("q2", session="x"))
+    assert lc._choose(_held("9", session="s")) is other  # 3 > 2 per slot: spill over
+    # the policy's affinity stands in for a session this controller never served
+    lc.view.snapshot = PolicySnapshot(affinity={"t": {"A": "home"}})
+    home.take(lambda h: False)
+    home.push(_held("q3", session="x"))
+    assert lc._choose(_held("9", session="t")) is home
+
+
+def test_a_zero_weight_leaves_an_instance_out() -> None:
+    lc = _bare_lc()
+    a, b = _queue("a"), _queue("b")
+    b.push(_held("1", session="x"))
+    lc.queues = {"a": a, "b": b}
+    lc.view.snapshot = PolicySnapshot(instance_weights={"A": {"a": 0.0, "b": 1.0}})
+    assert lc._choose(_held("9", session="y")) is b
+
+
+def test_waiting_estimates_the_wait_of_each_queued_session() -> None:
+    q = _queue("i1")
+    q.service_s = 1.0
+    running = _held("0", session="long")
+    running.dispatched_at = 100.0
+    q.inflight[running.key] = running
+    q.context["vip"] = 800
+    for fut, session, prio in [("1", "x", 0), ("2", "vip", 3), ("3", "vip", 0)]:
+        q.push(_held(fut, session=session, priority=prio))
+    rows = {w["session"]: w for w in q.waiting(now=104.0)}
+    # running 4 s of a 1 s mean: expect 2 s more (half what it ran); vip is behind it
+    assert rows["vip"]["wait_s"] == 2.0 and rows["vip"]["calls"] == 2
+    assert rows["vip"]["priority"] == 3 and rows["vip"]["context_tokens"] == 800
+    assert rows["x"]["wait_s"] == 3.0 and not rows["x"]["running_here"]
+    assert q.work_s(104.0) == 5.0
 
 
 class _Msg:
@@ -128,7 +179,6 @@ def test_take_moves_a_sessions_queued_calls_in_order() -> None:
 async def test_snapshot_moves_a_sessions_queued_calls_and_raises_its_priority() -> None:
     """Applying a snapshot: the routed session's queued calls move to the target instance
     (journalled as `migrated`), its priority goes up, calls already running stay."""
-    from nalar_common.cluster import PolicySnapshot
     from nalar_common.subjects import Names
 
     published: list[str] = []
@@ -141,11 +191,10 @@ async def test_snapshot_moves_a_sessions_queued_calls_and_raises_its_priority() 
         names = Names()
         nc = _NC()
 
-    lc = LocalController.__new__(LocalController)
+    lc = _bare_lc()
     lc.bus, lc.names, lc.node = _Bus(), Names(), "n1"  # type: ignore[assignment]
     lc.stats = {"migrated": 0, "dispatched": 0}
     lc._outbox, lc._applied_rev, lc._dispatch_seq = [], 7, 0
-    lc.view = _View()  # type: ignore[assignment]
     busy = _queue("busy")
     idle = _queue("idle")
     running = _held("0", session="vip")

@@ -36,6 +36,10 @@ class InstanceInfo:
     draining: bool = False  # shutting down: finishes what it runs, takes nothing new
     stateful: bool = False  # a session's calls stay on one instance, in order
     engine: dict[str, Any] = field(default_factory=dict)  # the host's LLM engine load
+    min_instances: int = 1  # the agent's bounds, for rebalancing (`@nalar.agent(...)`)
+    max_instances: int | None = None
+    startup_s: float = 0.0  # what a new instance of this agent takes to start (its engine)
+    slots_free: int | None = None  # more instances its host may start (None: no limit)
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -51,8 +55,14 @@ class PolicySnapshot:
     """What the global controller decided; local controllers and stubs apply it at once.
 
     `routes[agent][node]` are routing weights between nodes; `instance_weights[agent][instance]`
-    between instances; `sessions[session][agent]` pins a session's calls to an instance;
-    `priorities[session]` raises a session's queue priority.
+    between instances (an instance left out, or weighted 0, takes no new calls);
+    `sessions[session][agent]` routes a session's calls to an instance, and its queued calls
+    move there at once (`route_session`); `affinity[session][agent]` is the instance holding
+    the session's state and KV cache, preferred until its queue is too long (spill-over);
+    `priorities[session]` and `agent_priorities[session][agent]` raise a session's queue
+    priority. One-shot actions carry an `id` that receivers apply once: `migrations`
+    ({id, session, agent, src, dst}: move the queued calls and the state lease),
+    `provisions` ({id, agent, node}: start an instance) and `releases` ({id, instance}).
     """
 
     generated_at: float = 0.0
@@ -62,6 +72,11 @@ class PolicySnapshot:
     instance_weights: dict[str, dict[str, float]] = field(default_factory=dict)
     sessions: dict[str, dict[str, str]] = field(default_factory=dict)
     priorities: dict[str, int] = field(default_factory=dict)
+    agent_priorities: dict[str, dict[str, int]] = field(default_factory=dict)
+    affinity: dict[str, dict[str, str]] = field(default_factory=dict)
+    migrations: list[dict[str, str]] = field(default_factory=list)
+    provisions: list[dict[str, str]] = field(default_factory=list)
+    releases: list[dict[str, str]] = field(default_factory=list)
     revision: int = 0
 
     def encode(self) -> bytes:
@@ -77,9 +92,19 @@ class PolicySnapshot:
         return snap
 
     def same_decisions(self, other: PolicySnapshot | None) -> bool:
-        return other is not None and (self.routes, self.instance_weights, self.sessions,
-                                      self.priorities) == (other.routes, other.instance_weights,
-                                                           other.sessions, other.priorities)
+        return other is not None and self._decisions() == other._decisions()
+
+    def _decisions(self) -> tuple[Any, ...]:
+        return (self.routes, self.instance_weights, self.sessions, self.priorities,
+                self.agent_priorities, self.affinity, self.migrations, self.provisions,
+                self.releases)
+
+    def priority(self, session: str, agent: str) -> int | None:
+        """The priority the policy gives this session's calls of `agent`, if any."""
+        per_agent = self.agent_priorities.get(session)
+        if per_agent and agent in per_agent:
+            return per_agent[agent]
+        return self.priorities.get(session)
 
 
 class ClusterView:
@@ -174,7 +199,8 @@ class ClusterView:
                 f"{agent}|{session}|{n}".encode()).digest())
         snap = self.snapshot
         if snap is not None:
-            pinned = snap.sessions.get(session, {}).get(agent) if session else None
+            pinned = (snap.sessions.get(session, {}).get(agent)
+                      or snap.affinity.get(session, {}).get(agent)) if session else None
             if pinned:
                 pinned_node = next((i.node for i in live if i.instance == pinned), None)
                 if pinned_node:

@@ -23,10 +23,21 @@ if cur then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return tonumber(string.match(cur, '|(%d+)$'))
   end
+  if ARGV[3] ~= '' and owner == 'reserved:' .. ARGV[3] then
+    local epoch = string.match(cur, '|(%d+)$')
+    redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
+    return tonumber(epoch)
+  end
   return -redis.call('PTTL', KEYS[1])
 end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
+return epoch
+"""
+
+_TRANSFER = """
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], 'reserved:' .. ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
 return epoch
 """
 
@@ -100,6 +111,7 @@ class SessionStore:
         self._release = client.register_script(_RELEASE)
         self._write = client.register_script(_WRITE)
         self._swap = client.register_script(_SWAP)
+        self._transfer = client.register_script(_TRANSFER)
 
     @classmethod
     def from_url(cls, url: str, names: Names) -> SessionStore:
@@ -182,13 +194,24 @@ class SessionStore:
     # each other; calls on the same agent's state are serialised and fenced.
 
     async def acquire(self, session: str, owner: str, ttl_ms: int = 5000,
-                      agent: str = "") -> Lease | None:
-        """Take (or extend, if already ours) the lease; None while another holds it."""
+                      agent: str = "", instance: str = "") -> Lease | None:
+        """Take (or extend, if already ours) the lease; None while another holds it. A lease
+        reserved for `instance` by a migration (`transfer`) is taken over."""
         k = self.names.session_key
         epoch = int(await self._acquire(keys=[k(session, f"lease:{agent}"),
                                               k(session, f"epoch:{agent}")],
-                                        args=[owner, ttl_ms]))
+                                        args=[owner, ttl_ms, instance]))
         return Lease(session, owner, epoch, agent) if epoch > 0 else None
+
+    async def transfer(self, session: str, agent: str, instance: str,
+                       ttl_ms: int = 10_000) -> int:
+        """Migration: move the (session, agent) lease to `instance` whoever holds it now. The
+        epoch goes up, so a late write from the old owner is fenced; the next call of the
+        session on `instance` takes the reservation over (others wait until it expires)."""
+        k = self.names.session_key
+        return int(await self._transfer(keys=[k(session, f"lease:{agent}"),
+                                              k(session, f"epoch:{agent}")],
+                                        args=[instance, ttl_ms]))
 
     async def renew(self, lease: Lease, ttl_ms: int = 5000) -> bool:
         key = self.names.session_key(lease.session, f"lease:{lease.agent}")

@@ -43,6 +43,8 @@ class Headers:
     INSTANCE = "Nalar-Instance"
     HOP = "Nalar-Hop"
     DISPATCH = "Nalar-Dispatch"
+    TOKENS = "Nalar-Tokens"  # on `done`: LLM tokens the call used (prompt + output)
+    CONTEXT_TOKENS = "Nalar-Context-Tokens"  # on `done`: the KV context its last LLM use left
     MSG_ID = "Nats-Msg-Id"
     EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
@@ -154,6 +156,11 @@ class Names:
     def done(self, node: str) -> str:
         """Core subject on which agent hosts tell their local controller a call finished."""
         return f"{self.root}.done.{node}"
+
+    def control(self, host: str) -> str:
+        """Core subject on which a local controller tells one of its agent hosts to start or
+        stop an agent instance (provisioning)."""
+        return f"{self.root}.ctl.{host}"
 
     def cancel(self, run: str) -> str:
         """Core subject announcing that a run was cancelled (controllers and hosts listen)."""

@@ -42,6 +42,7 @@ class Instance:
     info: InstanceInfo
     target: Any  # the agent object, or None for the driver pseudo-agent
     inflight: int = 0
+    releasing: bool = False  # provisioning stops it: it finishes its calls, takes no new ones
 
 
 class AgentHost:
@@ -61,6 +62,9 @@ class AgentHost:
         self.driver_pool = ThreadPoolExecutor(max_workers=max(1, settings.driver_concurrency),
                                               thread_name_prefix="nalar-driver")
         self.instances: dict[str, Instance] = {}
+        self.retired: dict[str, Instance] = {}  # released; still runs a late dispatch
+        self._changing: set[str] = set()  # agents whose new instance is starting
+        self._kv: Any = None
         self.store = store
         self.states = SessionStates(store, lease_ttl_ms=settings.state_lease_ttl_ms,
                                     wait_s=settings.state_wait_s) if store else None
@@ -80,21 +84,30 @@ class AgentHost:
         unknown = wanted - set(self.app.agents)
         if unknown:
             raise NotFound(f"agents {sorted(unknown)} are not in the app at {self.app.path}")
-        now = time.time()
-        for name, spec in self.app.agents.items():
-            if wanted and name not in wanted:
-                continue
-            info = InstanceInfo(instance=f"{self.host_id}.{name}", host=self.host_id,
-                                node=self.node, agent=name, concurrency=spec.concurrency,
-                                pid=os.getpid(), started_at=now, ts=now,
-                                stateful=spec.stateful)
-            self.instances[info.instance] = Instance(info, spec.cls())
+        for name in self.app.agents:
+            if not wanted or name in wanted:
+                self._add_instance(name)
         if self.settings.drivers and self.app.workflows:
+            now = time.time()
             info = InstanceInfo(instance=f"{self.host_id}.{DRIVER_AGENT}", host=self.host_id,
                                 node=self.node, agent=DRIVER_AGENT,
                                 concurrency=self.settings.driver_concurrency, pid=os.getpid(),
                                 started_at=now, ts=now)
             self.instances[info.instance] = Instance(info, None)
+
+    def _add_instance(self, agent: str) -> Instance:
+        spec, now = self.app.agents[agent], time.time()
+        info = InstanceInfo(instance=f"{self.host_id}.{agent}", host=self.host_id,
+                            node=self.node, agent=agent, concurrency=spec.concurrency,
+                            pid=os.getpid(), started_at=now, ts=now, stateful=spec.stateful,
+                            min_instances=spec.min_instances, max_instances=spec.max_instances,
+                            startup_s=self.settings.engine_startup_s)
+        inst = self.instances[info.instance] = Instance(info, spec.cls())
+        self.retired.pop(info.instance, None)
+        return inst
+
+    def agent_instances(self) -> list[Instance]:
+        return [i for i in self.instances.values() if i.info.agent != DRIVER_AGENT]
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -107,7 +120,9 @@ class AgentHost:
                 await self.runtime.wait_ready()
                 sub = await self.bus.nc.subscribe(self.names.exec(self.host_id), cb=self._on_exec)
                 await self.bus.nc.subscribe(self.names.all_cancels, cb=self._on_cancel)
-                kv = await self.bus.kv(self.names.instances_bucket)
+                await self.bus.nc.subscribe(self.names.control(self.host_id),
+                                            cb=self._on_control)
+                kv = self._kv = await self.bus.kv(self.names.instances_bucket)
                 await self._heartbeat(kv)
                 tg.create_task(self._heartbeat_loop(kv))
                 log.info("agent_host.started", host=self.host_id, node=self.node,
@@ -150,9 +165,11 @@ class AgentHost:
         if scrape is not None and getattr(self.engine, "scrape_metrics", False):
             await scrape()
         engine_stats = self.engine.stats()
+        slots = self.free_slots()
         for key, inst in self.instances.items():
             inst.info = replace(inst.info, ts=now, inflight=inst.inflight,
-                                draining=self.draining, engine=engine_stats)
+                                draining=self.draining or inst.releasing, engine=engine_stats,
+                                slots_free=slots)
             await kv.put(key, inst.info.encode())
 
     async def _heartbeat_loop(self, kv: Any) -> None:
@@ -193,7 +210,8 @@ class AgentHost:
         except MalformedMessage as exc:
             await self._reject(msg, headers, token, exc)
             return
-        inst = self.instances.get(body.get("instance", ""))
+        inst = self.instances.get(body.get("instance", "")) or \
+            self.retired.get(body.get("instance", ""))
         value: Any = None
         error: NalarError | None = None
         ctx: CallContext | None = None
@@ -223,7 +241,8 @@ class AgentHost:
             limit = mspec.timeout if mspec is not None else None
             if spec is not None and spec.uses_state and call.session and self.states:
                 owner = f"{inst.info.instance}/{call.run}.{call.future}.a{attempt}"
-                async with self.states.hold(call.session, call.agent, owner) as (state, lease):
+                async with self.states.hold(call.session, call.agent, owner,
+                                            inst.info.instance) as (state, lease):
                     ctx.state = state
                     value = await self._cancellable(call, ctx,
                                                     invoke(fn, args, kwargs, ctx, pool, limit))
@@ -259,7 +278,8 @@ class AgentHost:
             await self._record_finished(call.run, error if published else None, published)
         if msg.reply:
             await self._done(msg.reply, headers, token, executor,
-                             "ok" if error is None else "error")
+                             "ok" if error is None else "error",
+                             ctx.usage if ctx is not None else None)
 
     async def _cancellable(self, call: CallSpec, ctx: CallContext, coro: Any) -> Any:
         """Run user code so that cancelling its run stops it: an async method is cancelled,
@@ -360,11 +380,101 @@ class AgentHost:
                      msg_id=f"{run}.finished")
 
     async def _done(self, reply: str, headers: dict[str, str], token: str, executor: str,
-                    status: str) -> None:
-        """Tell the local controller the call is over, so it acks it and frees the slot."""
-        await self.bus.nc.publish(reply, b"", headers={
-            H.RUN: headers.get(H.RUN, ""), H.FUTURE: headers.get(H.FUTURE, ""),
-            H.INSTANCE: executor, H.STATUS: status, H.DISPATCH: token})
+                    status: str, usage: dict[str, Any] | None = None) -> None:
+        """Tell the local controller the call is over, so it acks it and frees the slot; the
+        tokens it used feed the controller's work estimates and migration costs."""
+        out = {H.RUN: headers.get(H.RUN, ""), H.FUTURE: headers.get(H.FUTURE, ""),
+               H.INSTANCE: executor, H.STATUS: status, H.DISPATCH: token}
+        if usage and usage.get("llm"):
+            last = usage["llm"][-1]
+            out[H.TOKENS] = str(int(usage.get("prompt_tokens", 0))
+                                + int(usage.get("completion_tokens", 0)))
+            out[H.CONTEXT_TOKENS] = str(int(last.get("prompt_tokens", 0))
+                                        + int(last.get("completion_tokens", 0)))
+        await self.bus.nc.publish(reply, b"", headers=out)
+
+    # -- provisioning ----------------------------------------------------------------------
+    async def _on_control(self, msg: Msg) -> None:
+        """`{"op": "assign", "agent": A}` starts an instance of A here (after the engine's
+        start-up time); `{"op": "release", "instance": I}` stops one: it finishes what it
+        runs, takes nothing new, then leaves the instance table. Replies with what it did."""
+        try:
+            body = Envelope.decode(msg.data, expect="control").body
+            op = body.get("op")
+            if op == "assign":
+                result = self._assign(str(body.get("agent", "")))
+            elif op == "release":
+                result = self._release(str(body.get("instance", "")))
+            else:
+                result = {"ok": False, "error": f"unknown op {op!r}"}
+        except Exception as exc:
+            result = {"ok": False, "error": str(exc)}
+        log.info("agent_host.control", host=self.host_id, **{k: str(v) for k, v in
+                                                               result.items()})
+        if msg.reply:
+            await self.bus.nc.publish(msg.reply, Envelope("control_reply", result).encode())
+
+    def free_slots(self) -> int | None:
+        if self.settings.slots <= 0:
+            return None
+        busy = [i for i in self.agent_instances() if not i.releasing]
+        return self.settings.slots - len(busy) - len(self._changing)
+
+    def _assign(self, agent: str) -> dict[str, Any]:
+        assert self._tg is not None
+        if agent not in self.app.agents:
+            return {"ok": False, "error": f"agent {agent!r} is not in the app"}
+        current = self.instances.get(f"{self.host_id}.{agent}")
+        if (current is not None and not current.releasing) or agent in self._changing:
+            return {"ok": True, "agent": agent, "status": "already here"}
+        slots = self.free_slots()
+        if slots is not None and slots <= 0:
+            return {"ok": False, "error": f"host {self.host_id} has no free slot"}
+        self._changing.add(agent)
+        self._tg.create_task(self._start_instance(agent))
+        return {"ok": True, "agent": agent, "status": "starting",
+                "startup_s": self.settings.engine_startup_s}
+
+    async def _start_instance(self, agent: str) -> None:
+        try:
+            await asyncio.sleep(self.settings.engine_startup_s)  # the engine loads its model
+            current = self.instances.get(f"{self.host_id}.{agent}")
+            if current is not None:
+                current.releasing = False  # released meanwhile: it serves again
+            else:
+                self._add_instance(agent)
+            await self._heartbeat(self._kv)
+            log.info("agent_host.instance_started", host=self.host_id, agent=agent)
+        finally:
+            self._changing.discard(agent)
+
+    def _release(self, instance: str) -> dict[str, Any]:
+        assert self._tg is not None
+        inst = self.instances.get(instance)
+        if inst is None or inst.info.agent == DRIVER_AGENT:
+            return {"ok": False, "error": f"no agent instance {instance!r} on {self.host_id}"}
+        if inst.releasing:
+            return {"ok": True, "instance": instance, "status": "already releasing"}
+        inst.releasing = True
+        self._tg.create_task(self._stop_instance(inst))
+        return {"ok": True, "instance": instance, "status": "releasing"}
+
+    async def _stop_instance(self, inst: Instance) -> None:
+        """Announce it draining, let the controller stop sending, finish what runs, leave."""
+        await self._heartbeat(self._kv)
+        await asyncio.sleep(self.settings.heartbeat_s)
+        while inst.inflight > 0 and inst.releasing:  # noqa: ASYNC110 (polls a counter)
+            await asyncio.sleep(0.05)
+        if not inst.releasing:
+            return  # assigned again while it drained
+        key = inst.info.instance
+        self.instances.pop(key, None)
+        self.retired[key] = inst
+        try:
+            await self._kv.delete(key)
+        except Exception as exc:
+            log.warning("agent_host.deregister_failed", error=str(exc))
+        log.info("agent_host.instance_stopped", host=self.host_id, instance=key)
 
     async def _reject(self, msg: Msg, headers: dict[str, str], token: str,
                       error: MalformedMessage) -> None:

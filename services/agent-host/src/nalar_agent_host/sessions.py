@@ -33,13 +33,14 @@ class SessionStates:
         self.ttl_ms = lease_ttl_ms
         self.wait_s = wait_s
 
-    async def _acquire(self, session: str, agent: str, owner: str) -> Lease:
+    async def _acquire(self, session: str, agent: str, owner: str, instance: str) -> Lease:
         """Wait (with backoff) while another call of the session holds this agent's state."""
         delay = 0.005
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_s
         while True:
-            lease = await self.store.acquire(session, owner, self.ttl_ms, agent=agent)
+            lease = await self.store.acquire(session, owner, self.ttl_ms, agent=agent,
+                                             instance=instance)
             if lease is not None:
                 return lease
             if loop.time() > deadline:
@@ -56,11 +57,12 @@ class SessionStates:
                 return
 
     @contextlib.asynccontextmanager
-    async def hold(self, session: str, agent: str,
-                   owner: str) -> AsyncIterator[tuple[CallState, Lease]]:
+    async def hold(self, session: str, agent: str, owner: str,
+                   instance: str = "") -> AsyncIterator[tuple[CallState, Lease]]:
         """The call's state under its lease (renewed meanwhile, released at the end). The
-        caller commits it with `commit` when the call succeeded; otherwise it is dropped."""
-        lease = await self._acquire(session, agent, owner)
+        caller commits it with `commit` when the call succeeded; otherwise it is dropped.
+        `instance` takes over a lease a migration reserved for it."""
+        lease = await self._acquire(session, agent, owner, instance)
         renewer = asyncio.create_task(self._renew(lease))
         try:
             values, version = await self.store.read_state(session, agent)

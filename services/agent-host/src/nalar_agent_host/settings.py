@@ -20,3 +20,7 @@ class AgentHostSettings(BaseSettings):
     grace_s: float = 10.0
     state_lease_ttl_ms: int = 10_000
     state_wait_s: float = 60.0
+    slots: int = Field(default=0, description="Most agent instances run at once (provisioning "
+                       "may add instances up to it); 0 = no limit")
+    engine_startup_s: float = Field(default=0.0, description="Time a newly provisioned "
+                                    "instance takes before it serves (its engine start-up)")

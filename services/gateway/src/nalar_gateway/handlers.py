@@ -193,7 +193,11 @@ def router(gw: Gateway) -> APIRouter:
     @r.put("/v1/policy", tags=["ops"], openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["policies"],
-            "properties": {"policies": {"type": "array", "items": {"type": "string"}}}}}}}})
+            "properties": {"policies": {"type": "array", "items": {"oneOf": [
+                {"type": "string"},
+                {"type": "object", "required": ["class"],
+                 "properties": {"class": {"type": "string"},
+                                "params": {"type": "object"}}}]}}}}}}}})
     async def put_policy(request: Request) -> dict[str, Any]:
         body = await read_json(request, gw.settings.max_body_bytes)
         if not isinstance(body, dict) or set(body) != {"policies"}:

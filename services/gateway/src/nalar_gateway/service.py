@@ -4,7 +4,6 @@ the loaded app; the FastAPI routes (`handlers.py`) call into it."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import time
 import uuid
@@ -27,6 +26,7 @@ from nalar_common.errors import (
 )
 from nalar_common.journal import Event, is_waiting, record
 from nalar_common.logging import get_logger
+from nalar_common.policyspec import load_policy
 from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, signal_future
 from nalar_common.subjects import Headers as H
@@ -194,25 +194,20 @@ class Gateway:
                 for e in entries if e.value]
 
     async def set_policy(self, specs: Any) -> dict[str, Any]:
-        """Validate `module:Class` policies here (import, instantiate, `decide`), then store
-        them; the active global controller switches at its next tick. A bad one is a 422
-        and nothing changes."""
-        if not isinstance(specs, list) or not specs or \
-                not all(isinstance(s, str) for s in specs):
-            raise InvalidInput('body must be {"policies": ["module:Class", ...]}',
+        """Validate the policies here (import, instantiate with their params, `decide`), then
+        store them; the active global controller switches at its next tick. A bad one is a
+        422 and nothing changes."""
+        if not isinstance(specs, list) or not specs:
+            raise InvalidInput('body must be {"policies": ["module:Class" or {"class": '
+                               '"module:Class", "params": {...}}, ...]}',
                                details={"errors": [{"field": "policies",
-                                                    "message": "a non-empty list of strings"}]})
-        for spec in specs:
-            module, _, name = spec.partition(":")
+                                                    "message": "a non-empty list"}]})
+        for i, spec in enumerate(specs):
             try:
-                if not name:
-                    raise ValueError("must be written module:Class")
-                policy = getattr(importlib.import_module(module), name)()
-                if not callable(getattr(policy, "decide", None)):
-                    raise ValueError("has no decide(state, out) method")
+                load_policy(spec)
             except Exception as exc:
                 raise InvalidInput(f"policy {spec!r} cannot be used: {exc}", details={
-                    "errors": [{"field": "policies", "message": str(exc)}]}) from None
+                    "errors": [{"field": f"policies[{i}]", "message": str(exc)}]}) from None
         kv = await self.bus.kv(self.bus.names.policy_bucket, history=10)
         revision = await kv.put(self.bus.names.CONFIG_KEY,
                                 json.dumps({"policies": specs}).encode())
@@ -232,7 +227,9 @@ class Gateway:
                 "instances": instances,
                 "policy": {"revision": snap.revision, "policies": snap.policies,
                            "routes": snap.routes, "sessions": snap.sessions,
-                           "priorities": snap.priorities} if snap else None}
+                           "affinity": len(snap.affinity), "priorities": snap.priorities,
+                           "migrations": snap.migrations, "provisions": snap.provisions,
+                           "releases": snap.releases} if snap else None}
 
     async def placement(self, session: str, info: dict[str, Any]) -> dict[str, str]:
         """Where the session lives now: the instance pinned for each stateful agent, and the

@@ -19,7 +19,14 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from nalar_global_controller.policies import ClusterState, Decisions, Policy, load_policies
+from nalar_global_controller.policies import (
+    ClusterState,
+    Decisions,
+    Policy,
+    describe,
+    load_policies,
+    parse_specs,
+)
 from nalar_global_controller.settings import GlobalControllerSettings
 
 log = get_logger(__name__)
@@ -31,12 +38,15 @@ class GlobalController:
         self.bus, self.settings = bus, settings
         self.names = bus.names
         self.policies = policies if policies is not None else load_policies(settings.policies)
+        self.policy_names = [type(p).__name__ for p in self.policies]
         self.view = ClusterView(bus)
         self.telemetry: dict[str, dict[str, Any]] = {}
         self.is_leader = False
         self.last: PolicySnapshot | None = None
         self._last_write = 0.0
         self._config_rev = 0
+        self._actions: dict[str, tuple[str, float, dict[str, str]]] = {}  # key -> id, first
+        self._action_seq = 0
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -48,7 +58,7 @@ class GlobalController:
                 sub = await self.bus.nc.subscribe(self.names.all_telemetry, cb=self._on_telemetry)
                 tg.create_task(self._loop(kv))
                 log.info("global_controller.started", id=self.settings.controller_id,
-                         policies=[type(p).__name__ for p in self.policies])
+                         policies=self.policy_names)
                 await self._stopping.wait()
                 await sub.unsubscribe()
                 if self.is_leader:
@@ -113,29 +123,55 @@ class GlobalController:
             pass
 
     # -- policy --------------------------------------------------------------------------
+    _INFO = ("agent", "node", "host", "concurrency", "inflight", "draining", "stateful",
+             "min_instances", "max_instances", "startup_s", "slots_free", "engine")
+
     def state(self) -> ClusterState:
         now = time.time()
         fresh = {n: t for n, t in self.telemetry.items()
                  if now - float(t.get("ts", 0)) < self.settings.telemetry_stale_s}
         instances: dict[str, dict[str, Any]] = {}
         for info in self.view.live(now):
-            row: dict[str, Any] = {"agent": info.agent, "node": info.node, "host": info.host,
-                                   "concurrency": info.concurrency, "queue": 0,
-                                   "inflight": info.inflight}
+            row: dict[str, Any] = {k: getattr(info, k) for k in self._INFO}
+            row["queue"] = 0
             row.update(fresh.get(info.node, {}).get("instances", {}).get(info.instance, {}))
+            row["draining"] = info.draining  # the host's word is the latest
             instances[info.instance] = row
-        return ClusterState(telemetry=fresh, instances=instances)
+        return ClusterState(telemetry=fresh, instances=instances, now=now)
 
     def compute(self) -> PolicySnapshot:
-        out = Decisions()
         state = self.state()
+        out = Decisions(state)
         for policy in self.policies:
-            policy.decide(state, out)
+            try:
+                policy.decide(state, out)
+            except Exception:
+                log.exception("policy.failed", policy=type(policy).__name__)
         snap = out.snapshot
-        snap.generated_at = time.time()
+        self._stamp_actions(snap, state.now)
+        snap.generated_at = state.now
         snap.controller = self.settings.controller_id
-        snap.policies = [type(p).__name__ for p in self.policies]
+        snap.policies = list(self.policy_names)
         return snap
+
+    def _stamp_actions(self, snap: PolicySnapshot, now: float) -> None:
+        """One-shot actions get an id that receivers apply once, and stay in snapshots for
+        `action_ttl_s` (a controller that skips a revision still sees them); the same action
+        emitted again meanwhile keeps its id."""
+        for kind in ("migrations", "provisions", "releases"):
+            for action in getattr(snap, kind):
+                key = kind + json.dumps(action, sort_keys=True)
+                if key not in self._actions:
+                    self._action_seq += 1
+                    self._actions[key] = (f"{self.settings.controller_id}-{self._action_seq}",
+                                          now, dict(action))
+        for key, (_, first, _) in list(self._actions.items()):
+            if now - first > self.settings.action_ttl_s:
+                del self._actions[key]
+        for kind in ("migrations", "provisions", "releases"):
+            setattr(snap, kind, [{**action, "id": aid} for key, (aid, _, action)
+                                 in sorted(self._actions.items(), key=lambda kv: kv[1][0])
+                                 if key.startswith(kind)])
 
     async def _reload(self, kv: KeyValue) -> None:
         """Policies set at run time (`PUT /v1/policy`) replace the configured ones; a config
@@ -148,8 +184,9 @@ class GlobalController:
             return
         self._config_rev = entry.revision or 0
         try:
-            specs = json.loads(entry.value)["policies"]
-            self.policies = load_policies(",".join(specs))
+            specs = parse_specs(json.loads(entry.value)["policies"])
+            self.policies = load_policies(specs)
+            self.policy_names = [describe(s) for s in specs]
             self._last_write = 0.0  # write a snapshot from the new policies now
             log.info("policy.reloaded", policies=specs, revision=entry.revision)
         except Exception as exc:

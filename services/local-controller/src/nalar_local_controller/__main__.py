@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from nalar_common.process import serve
-from nalar_common.settings import LogSettings, NatsSettings, NodeSettings
+from nalar_common.settings import LogSettings, NatsSettings, NodeSettings, RedisSettings
+from nalar_common.state import SessionStore
+from nalar_common.subjects import Names
 
 from nalar_local_controller.service import LocalController
 from nalar_local_controller.settings import LocalControllerSettings
@@ -13,7 +15,8 @@ def main() -> None:
     nats, node = NatsSettings(), NodeSettings()
 
     async def build(bus):  # type: ignore[no-untyped-def]
-        return LocalController(bus, node.name, LocalControllerSettings())
+        store = SessionStore.from_url(RedisSettings().url, Names(nats.prefix))
+        return LocalController(bus, node.name, LocalControllerSettings(), store=store)
 
     serve(f"local-controller:{node.name}", nats, LogSettings(), build)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ class Held:
     token: str = ""  # names the current dispatch; a `done` for another one is stale
     pinned: str | None = None  # the instance a stateful agent's session is pinned to
     seq: int = field(default_factory=lambda: next(_seq))
+    base_priority: int = 0  # what the caller asked for (the policy may raise it)
 
     @property
     def key(self) -> str:
@@ -55,7 +56,11 @@ class Held:
 
 
 class InstanceQueue:
-    """Queued and in-flight calls of one agent instance, highest priority first, then FIFO."""
+    """Queued and in-flight calls of one agent instance, highest priority first, then FIFO;
+    and what it learnt from finished calls: service time and tokens per call, and the
+    sessions it served last (their KV context is cached in its engine)."""
+
+    RECENT = 256
 
     def __init__(self, info: InstanceInfo) -> None:
         self.info = info
@@ -63,6 +68,31 @@ class InstanceQueue:
         self.inflight: dict[str, Held] = {}
         self.latencies: deque[float] = deque(maxlen=512)
         self.dispatched = 0  # breaks ties between equally loaded instances (round robin)
+        self.service_s = 0.0  # moving average of a call's run time here
+        self.tokens_per_call = 0.0  # moving average of LLM tokens per call
+        self.recent: OrderedDict[str, float] = OrderedDict()  # session -> last served at
+        self.context: dict[str, int] = {}  # session -> KV context tokens it left here
+
+    def finished(self, held: Held, seconds: float, tokens: int | None,
+                 context: int | None) -> None:
+        """Learn from a call that ran here."""
+        self.latencies.append(seconds)
+        self.service_s = seconds if not self.service_s else 0.8 * self.service_s + 0.2 * seconds
+        if tokens is not None:
+            self.tokens_per_call = tokens if not self.tokens_per_call else \
+                0.8 * self.tokens_per_call + 0.2 * tokens
+        if held.session:
+            self.recent[held.session] = time.time()
+            self.recent.move_to_end(held.session)
+            if context is not None:
+                self.context[held.session] = context
+            while len(self.recent) > self.RECENT:
+                old, _ = self.recent.popitem(last=False)
+                self.context.pop(old, None)
+
+    def holds(self, session: str) -> float:
+        """When this instance last served the session (0: not recently)."""
+        return self.recent.get(session, 0.0)
 
     @property
     def queued(self) -> int:
@@ -118,6 +148,47 @@ class InstanceQueue:
         if changed:
             heapq.heapify(self._heap)
         return changed
+
+    def _remaining_s(self, now: float) -> float:
+        """Expected time left of the running calls: the mean run time minus what they ran,
+        but at least half of what they ran (with heavy-tailed run times, a call that already
+        ran long is likely a long one)."""
+        return sum(max(self.service_s - (now - h.dispatched_at), 0.5 * (now - h.dispatched_at))
+                   for h in self.inflight.values())
+
+    def work_s(self, now: float) -> float:
+        """Time to clear the queue at this instance's concurrency."""
+        return (self._remaining_s(now) + len(self._heap) * self.service_s) / \
+            max(1, self.info.concurrency)
+
+    def queued_tokens(self) -> int:
+        return int(len(self._heap) * self.tokens_per_call)
+
+    def waiting(self, now: float, limit: int = 32) -> list[dict[str, Any]]:
+        """Per queued session (first in line first): its calls here, how long until its first
+        one starts, the priority its calls asked for, its KV context here, and whether a call
+        of its own runs here (then it waits for itself, not behind others)."""
+        slots = max(1, self.info.concurrency)
+        running = {h.session for h in self.inflight.values()}
+        blocked = self._remaining_s(now) if self.free_slots <= 0 else 0.0
+        out: dict[str, dict[str, Any]] = {}
+        for ahead, (_, _, h) in enumerate(sorted(self._heap)):
+            if not h.session:
+                continue
+            row = out.get(h.session)
+            if row is None:
+                if len(out) >= limit:
+                    continue
+                wait = 0.0 if ahead < self.free_slots else \
+                    (blocked + (ahead - max(0, self.free_slots)) * self.service_s) / slots
+                row = out[h.session] = {
+                    "session": h.session, "calls": 0, "wait_s": round(wait, 4),
+                    "priority": h.base_priority, "age_s": round(now - h.arrived, 4),
+                    "context_tokens": self.context.get(h.session, 0),
+                    "running_here": h.session in running}
+            row["calls"] += 1
+            row["priority"] = max(row["priority"], h.base_priority)
+        return list(out.values())
 
     def queued_sessions(self, limit: int = 32) -> list[str]:
         out: list[str] = []

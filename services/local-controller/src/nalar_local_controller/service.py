@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from dataclasses import replace
 from typing import Any
 
 from nalar_common.bus import Bus
@@ -28,6 +29,7 @@ from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
+from nalar_common.state import SessionStore
 from nalar_common.subjects import ROOT_FUTURE
 from nalar_common.subjects import Headers as H
 from nats.aio.msg import Msg
@@ -49,9 +51,19 @@ def _int(value: str | None, default: int) -> int:
         return default
 
 
+def _opt_int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
 class LocalController:
-    def __init__(self, bus: Bus, node: str, settings: LocalControllerSettings) -> None:
+    RECENT_REPORTED = 64  # sessions per instance in telemetry, for the affinity policy
+    def __init__(self, bus: Bus, node: str, settings: LocalControllerSettings,
+                 store: SessionStore | None = None) -> None:
         self.bus, self.node, self.settings = bus, node, settings
+        self.store = store  # for moving a migrated session's state lease
         self.names = bus.names
         self.view = ClusterView(bus)
         self.waiter = FutureWaiter(bus)
@@ -63,11 +75,14 @@ class LocalController:
         self._outbox: list[tuple[str, bytes, Held]] = []
         self._dispatch_seq = 0
         self._applied_rev = -1
+        self._routes: dict[tuple[str, str], str] = {}  # route_session entries applied
+        self._done_actions: dict[str, float] = {}  # one-shot action id -> applied at
         self._cancelled: dict[str, float] = {}
         self._outbox_ready = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.stats = {"admitted": 0, "dispatched": 0, "completed": 0, "failed": 0,
-                      "forwarded": 0, "requeued": 0, "malformed": 0, "migrated": 0}
+                      "forwarded": 0, "requeued": 0, "malformed": 0, "migrated": 0,
+                      "lease_transfers": 0, "provisioned": 0, "released": 0}
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
@@ -149,7 +164,8 @@ class LocalController:
         deps = [d for d in (headers.get(H.DEPS) or "").split(",") if d]
         held = Held(msgs=[msg], data=msg.data, headers=headers, run=headers[H.RUN],
                     future=headers[H.FUTURE], agent=headers[H.AGENT],
-                    session=headers.get(H.SESSION, ""), priority=priority, deps=deps)
+                    session=headers.get(H.SESSION, ""), priority=priority, deps=deps,
+                    base_priority=priority)
         held.priority = self._priority(held, self.view.snapshot)
         self.held[key] = held
         self.stats["admitted"] += 1
@@ -259,6 +275,10 @@ class LocalController:
         self._dispatch(queue)
 
     def _choose(self, held: Held) -> InstanceQueue | None:
+        """The instance for a call, decided here without waiting for anyone: the stateful
+        pin; the session's route from the policy; else among the instances the policy allows,
+        the one holding the session's KV cache unless its queue is too long (spill-over);
+        else the shortest queue (join-shortest-queue)."""
         candidates = [q for q in self.queues.values()
                       if q.info.agent == held.agent and not q.info.draining]
         if not candidates:
@@ -268,12 +288,33 @@ class LocalController:
                 if q.info.instance == held.pinned:
                     return q
         snap = self.view.snapshot
+        allowed = candidates
         if snap is not None:
-            pinned = snap.sessions.get(held.session, {}).get(held.agent)
-            for q in candidates:
-                if q.info.instance == pinned:
-                    return q
-        return min(candidates, key=lambda q: (q.load(), q.dispatched))
+            if held.session:
+                routed = snap.sessions.get(held.session, {}).get(held.agent)
+                for q in candidates:
+                    if q.info.instance == routed:
+                        return q
+            weights = snap.instance_weights.get(held.agent)
+            if weights:
+                allowed = [q for q in candidates if weights.get(q.info.instance, 1.0) > 0] \
+                    or candidates
+        home = self._home(held, allowed, snap) if held.session else None
+        if home is not None and \
+                home.queued <= self.settings.spill_queue * max(1, home.info.concurrency):
+            return home
+        return min(allowed, key=lambda q: (q.load(), q.dispatched))
+
+    @staticmethod
+    def _home(held: Held, allowed: list[InstanceQueue],
+              snap: PolicySnapshot | None) -> InstanceQueue | None:
+        """The instance holding the session's KV cache: the one here that served it last,
+        else the one the policy names (it served it on another node's word)."""
+        best = max(allowed, key=lambda q: q.holds(held.session))
+        if best.holds(held.session):
+            return best
+        preferred = snap.affinity.get(held.session, {}).get(held.agent) if snap else None
+        return next((q for q in allowed if q.info.instance == preferred), None)
 
     def _other_node(self, agent: str, session: str) -> str | None:
         node = self.view.choose_node(agent, session)
@@ -288,8 +329,11 @@ class LocalController:
             self._dispatch_seq += 1
             held.token = f"{self.node}:{self._dispatch_seq}"
             held.dispatched_at = time.time()
+            headers = held.headers
+            if self._applied_rev > 0:
+                headers = {**headers, H.POLICY_REV: str(self._applied_rev)}
             payload = Envelope("dispatch", {
-                "call": held.data, "headers": held.headers, "instance": queue.info.instance,
+                "call": held.data, "headers": headers, "instance": queue.info.instance,
                 "deps": {f: {"data": r.data, "headers": r.headers}
                          for f, r in held.dep_results.items()},
                 "dispatched_at": held.dispatched_at, "token": held.token,
@@ -315,7 +359,8 @@ class LocalController:
         queue = self.queues.get(held.instance or "")
         if queue is not None:
             queue.inflight.pop(key, None)
-            queue.latencies.append(time.time() - held.dispatched_at)
+            queue.finished(held, time.time() - held.dispatched_at, _opt_int(h.get(H.TOKENS)),
+                           _opt_int(h.get(H.CONTEXT_TOKENS)))
         self.stats["completed"] += 1
         if queue is not None:
             self._dispatch(queue)
@@ -366,32 +411,61 @@ class LocalController:
 
     async def _apply_snapshot(self, snap: PolicySnapshot) -> None:
         """A new policy acts at once on what waits here: session priorities reorder the
-        queues, and a session routed to another instance has its queued calls moved there
+        queues; a migration or a changed session route moves the session's queued calls
         (same node: between queues; other node: republished) — never those of a stateful
-        agent, and never a call already running."""
+        agent, never a call already running; provisioning starts and stops instances."""
         for queue in self.queues.values():
             if queue.reprioritize(lambda h: self._priority(h, snap)):
                 self._dispatch(queue)
-        for session, routes in snap.sessions.items():
-            for agent, target in routes.items():
+        for action in snap.migrations:
+            if self._first_time(action) and action.get("src") in self.queues:
+                await self._migrate(action["session"], action["agent"], action["dst"],
+                                    src=action["src"], move_lease=True)
+        routes = {(s_, a): i for s_, per in snap.sessions.items() for a, i in per.items()}
+        for (session, agent), target in routes.items():
+            if self._routes.get((session, agent)) != target:
                 await self._migrate(session, agent, target)
+        self._routes = routes
+        for action in snap.releases:
+            if action.get("instance") in self.queues and self._first_time(action):
+                self._spawn(self._release(action))
+        for action in snap.provisions:
+            if action.get("node") == self.node and self._first_time(action):
+                self._spawn(self._provision(action, snap))
         await self._flush_outbox()
 
-    def _priority(self, held: Held, snap: PolicySnapshot | None) -> int:
-        base = _int(held.headers.get(H.PRIORITY), 0)
-        boost = snap.priorities.get(held.session) if snap is not None and held.session else None
-        return max(base, int(boost)) if boost is not None else base
+    def _first_time(self, action: dict[str, str]) -> bool:
+        """One-shot actions stay in a few snapshots; apply each once."""
+        aid = action.get("id", "")
+        if not aid or aid in self._done_actions:
+            return False
+        now = time.monotonic()
+        self._done_actions[aid] = now
+        for old in [k for k, at in self._done_actions.items() if now - at > 300]:
+            del self._done_actions[old]
+        return True
 
-    async def _migrate(self, session: str, agent: str, target: str) -> None:
+    def _priority(self, held: Held, snap: PolicySnapshot | None) -> int:
+        boost = snap.priority(held.session, held.agent) if snap is not None and held.session \
+            else None
+        return max(held.base_priority, int(boost)) if boost is not None else held.base_priority
+
+    async def _migrate(self, session: str, agent: str, target: str, *, src: str | None = None,
+                       move_lease: bool = False) -> None:
+        """Move the session's queued calls of `agent` (from `src`, or from every other queue
+        here) to instance `target`; with `move_lease`, its state lease goes along."""
         dest = self.queues.get(target)
         node = None if dest is not None else self._node_of(target)
         if dest is None and node is None:
             return  # the target is gone: nothing to do
         moved: list[Held] = []
         for queue in self.queues.values():
-            if queue is dest or queue.info.agent != agent or queue.info.stateful:
+            if queue is dest or queue.info.agent != agent or queue.info.stateful or \
+                    (src is not None and queue.info.instance != src):
                 continue
             moved += queue.take(lambda h: h.session != session)
+        if moved and move_lease:
+            await self._transfer_lease(session, agent, target)
         for held in moved:
             held.pinned = target
             self.stats["migrated"] += 1
@@ -402,12 +476,78 @@ class LocalController:
                 await self._forward(held, node)
             await record(self.bus, held.run, Event.MIGRATED, {
                 "future": held.future, "session": session, "agent": agent, "to": target,
-                "node": node or self.node, "policy_rev": self._applied_rev})
+                "from": src, "node": node or self.node, "policy_rev": self._applied_rev})
         if dest is not None and moved:
             self._dispatch(dest)
         if moved:
             log.info("session.migrated", session_id=session, agent=agent, to=target,
                      calls=len(moved))
+
+    async def _transfer_lease(self, session: str, agent: str, target: str) -> None:
+        """Hand the session's state lease to `target` (new epoch: a late write of the old
+        owner is rejected) — unless a call of the session runs here now: it keeps the lease
+        and releases it when it ends, and the moved calls take it after."""
+        if self.store is None:
+            return
+        if any(h.session == session for q in self.queues.values() if q.info.agent == agent
+               for h in q.inflight.values()):
+            return
+        try:
+            epoch = await self.store.transfer(session, agent, target,
+                                              self.settings.lease_transfer_ttl_ms)
+            self.stats["lease_transfers"] += 1
+            log.info("session.lease_moved", session_id=session, agent=agent, to=target,
+                     epoch=epoch)
+        except Exception as exc:  # the calls still move; the lease follows when they run
+            log.warning("session.lease_move_failed", session_id=session, error=str(exc))
+
+    # -- provisioning ----------------------------------------------------------------------
+    async def _control(self, host: str, body: dict[str, str]) -> dict[str, Any]:
+        try:
+            reply = await self.bus.nc.request(self.names.control(host),
+                                              Envelope("control", body).encode(),
+                                              timeout=self.settings.control_timeout_s)
+            return dict(Envelope.decode(reply.data, expect="control_reply").body)
+        except Exception as exc:
+            return {"ok": False, "error": str(exc) or type(exc).__name__}
+
+    async def _provision(self, action: dict[str, str], snap: PolicySnapshot) -> None:
+        """Start an instance of the agent on a host of this node that has a free slot (first
+        the hosts whose instance this snapshot released)."""
+        agent = action["agent"]
+        mine = [i for i in self.view.live() if i.node == self.node]
+        has_agent = {i.host for i in mine if i.agent == agent and not i.draining}
+        freed = {i.host for i in mine if i.instance in {r.get("instance") for r in
+                                                        snap.releases}}
+        hosts = sorted({i.host for i in mine if i.host not in has_agent and
+                        (i.host in freed or i.slots_free is None or i.slots_free > 0)},
+                       key=lambda h: (h not in freed, h))
+        for host in hosts:
+            result = await self._control(host, {"op": "assign", "agent": agent})
+            if result.get("ok"):
+                self.stats["provisioned"] += 1
+                log.info("instance.provisioned", agent=agent, host=host,
+                         status=result.get("status"))
+                return
+        log.warning("instance.provision_failed", agent=agent, node=self.node,
+                    tried=hosts)
+
+    async def _release(self, action: dict[str, str]) -> None:
+        queue = self.queues.get(action["instance"])
+        if queue is None:
+            return
+        result = await self._control(queue.info.host, {"op": "release",
+                                                       "instance": action["instance"]})
+        if result.get("ok"):
+            self.stats["released"] += 1
+            log.info("instance.released", instance=action["instance"])
+            # take nothing new there from now on; what is queued goes elsewhere
+            queue.info = replace(queue.info, draining=True)
+            self._requeue(queue)
+            await self._flush_outbox()
+        else:
+            log.warning("instance.release_failed", instance=action["instance"],
+                        error=result.get("error"))
 
     def _sync_instances(self) -> None:
         live = {i.instance: i for i in self.view.live() if i.node == self.node}
@@ -418,12 +558,25 @@ class LocalController:
                 log.info("instance.joined", instance=iid, agent=info.agent)
             else:
                 q.info = info
+                if info.draining and q.queued:
+                    self._requeue(q)
         for iid in [i for i in self.queues if i not in live]:
             self._instance_gone(self.queues.pop(iid))
         for agent in list(self.unplaced):
             waiting = self.unplaced.pop(agent)
             for held in waiting:
                 self._place(held)
+
+    def _requeue(self, queue: InstanceQueue) -> None:
+        """The instance is draining: its queued calls go to another instance."""
+        moved = queue.take(lambda h: False)
+        for held in moved:
+            held.instance = None
+            self.stats["requeued"] += 1
+            self._place(held)
+        if moved:
+            log.info("instance.draining_requeued", instance=queue.info.instance,
+                     calls=len(moved))
 
     def _instance_gone(self, queue: InstanceQueue) -> None:
         """Its host stopped heartbeating: run its queued and in-flight calls elsewhere."""
@@ -492,11 +645,15 @@ class LocalController:
             oldest = q.oldest()
             instances[iid] = {
                 "agent": q.info.agent, "host": q.info.host, "queue": q.queued,
+                "queued_tokens": q.queued_tokens(), "queued_work_s": round(q.work_s(now), 4),
                 "inflight": len(q.inflight), "concurrency": q.info.concurrency,
-                "p50_s": p50, "p99_s": p99, "sessions": q.sessions(),
+                "service_s": round(q.service_s, 4), "p50_s": p50, "p99_s": p99,
+                "sessions": q.sessions(),
                 "oldest_age_s": now - oldest.arrived if oldest else 0.0,
                 "oldest_session": oldest.session if oldest else None,
-                "queued_sessions": q.queued_sessions(),
+                "queued_sessions": q.queued_sessions(), "waiting": q.waiting(now),
+                "recent_sessions": [[k, round(v, 3)] for k, v in
+                                    list(q.recent.items())[-self.RECENT_REPORTED:]],
                 "engine": q.info.engine,
             }
         return {"node": self.node, "ts": now, "instances": instances,

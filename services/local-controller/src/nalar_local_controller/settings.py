@@ -1,5 +1,6 @@
 """Local controller settings (`NALAR_LC_...`)."""
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,3 +13,10 @@ class LocalControllerSettings(BaseSettings):
     housekeeping_interval_s: float = 1.0
     max_call_bytes: int = 1_048_576
     recheck_interval_s: float = 5.0
+    spill_queue: float = Field(default=2.0, description="A session stays on the instance "
+                               "holding its KV cache until that instance has more than this "
+                               "many queued calls per slot; then it spills over")
+    lease_transfer_ttl_ms: int = Field(default=10_000, description="How long a migrated "
+                                       "session's state lease stays reserved for its new "
+                                       "instance")
+    control_timeout_s: float = 2.0

@@ -141,6 +141,9 @@ class SimulatedEngine:
                 "waiting": len(self._waiting), "kv_used_tokens": self._kv_used,
                 "kv_budget_tokens": self.p.kv_budget_tokens,
                 "kv_usage": self._kv_used / self.p.kv_budget_tokens,
+                # wall-clock rate (time-scaled): what recomputing a moved session's KV costs
+                "prefill_tokens_per_s": self.p.prefill_tokens_per_s / max(self.p.time_scale,
+                                                                          1e-9),
                 "prefix_cache_queries": self.cache.queries,
                 "prefix_cache_hits": self.cache.hits, "completed": self.completed}
 
