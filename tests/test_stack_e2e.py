@@ -38,7 +38,8 @@ async def test_global_controller_writes_policy_snapshot(stack: StackHandle) -> N
         kv = await nc.jetstream().key_value(f"{stack.prefix}_nalar_policy")
         entry = await kv.get("snapshot")
         snap = json.loads(entry.value)
-        assert snap["policies"] == ["LeastLoadedRouting"]
+        assert snap["policies"] == ["LeastLoadedRouting", "SessionAffinity", "HeadOfLineMigration",
+                                    "SessionPriority"]
         assert set(snap["routes"]["Echo"]) == {"n1", "n2"}
         assert all(w > 0 for w in snap["routes"]["Echo"].values())
         assert set(snap["instance_weights"]["Echo"]) == {"n1-h1.Echo", "n2-h1.Echo"}

@@ -215,3 +215,27 @@ async def test_snapshot_moves_a_sessions_queued_calls_and_raises_its_priority() 
     assert running.key in busy.inflight  # a running call finishes where it is
     assert lc.stats["migrated"] == 2
     assert published == ["nalar.run.r.migrated"] * 2
+
+
+def test_an_idle_instance_takes_queued_calls_not_tied_elsewhere() -> None:
+    """Work stealing between instances of one agent on a node: a new or idle instance takes
+    queued calls from the longest queue, leaving those pinned there and those whose session's
+    cache is there while that queue is short."""
+    lc = _bare_lc()
+    lc.stats = {"stolen": 0, "dispatched": 0}
+    lc._dispatch = lambda queue: None  # type: ignore[method-assign]
+    busy, idle = _queue("busy"), _queue("idle")
+    busy.inflight["r.0"] = _held("0", session="x")
+    busy.finished(_held("c", session="cached"), 0.1, None, None)
+    pinned = _held("1", session="p")
+    pinned.pinned = "busy"
+    for h in (pinned, _held("2", session="cached"), _held("3", session="free")):
+        busy.push(h)
+    lc.queues = {"busy": busy, "idle": idle}
+    lc.settings.spill_queue = 3  # 3 queued: short enough to wait for the cache
+    lc._steal(idle)
+    assert [h.future for h in idle.take(lambda h: False)] == ["3"]
+    assert busy.queued == 2
+    lc.settings.spill_queue = 1  # now too long: the cached session spills over too
+    lc._steal(idle)
+    assert [h.future for h in idle.take(lambda h: False)] == ["2"]

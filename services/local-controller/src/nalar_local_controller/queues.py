@@ -129,12 +129,18 @@ class InstanceQueue:
         return found
 
     def take(self, keep: Any) -> list[Held]:
-        """Take the queued calls for which `keep` is false out of the queue (in order)."""
-        taken = [e for e in sorted(self._heap) if not keep(e[2])]
+        """Take the queued calls for which `keep` is false out of the queue (in order; `keep`
+        is asked once per call, first in line first)."""
+        kept: list[tuple[int, int, Held]] = []
+        taken: list[Held] = []
+        for entry in sorted(self._heap):
+            if keep(entry[2]):
+                kept.append(entry)
+            else:
+                taken.append(entry[2])
         if taken:
-            self._heap = [e for e in self._heap if keep(e[2])]
-            heapq.heapify(self._heap)
-        return [e[2] for e in taken]
+            self._heap = kept  # a sorted list is a heap
+        return taken
 
     def reprioritize(self, priority_of: Any) -> bool:
         """Apply new priorities to queued calls; True when the order may have changed."""

@@ -82,7 +82,7 @@ class LocalController:
         self._tg: asyncio.TaskGroup | None = None
         self.stats = {"admitted": 0, "dispatched": 0, "completed": 0, "failed": 0,
                       "forwarded": 0, "requeued": 0, "malformed": 0, "migrated": 0,
-                      "lease_transfers": 0, "provisioned": 0, "released": 0}
+                      "lease_transfers": 0, "provisioned": 0, "released": 0, "stolen": 0}
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
@@ -316,6 +316,38 @@ class LocalController:
         preferred = snap.affinity.get(held.session, {}).get(held.agent) if snap else None
         return next((q for q in allowed if q.info.instance == preferred), None)
 
+    def _steal(self, idle: InstanceQueue) -> None:
+        """An instance has free slots and nothing queued while another instance of its agent
+        here has a queue: take calls from the longest one (those not tied to it: a stateful
+        pin, a policy route, or a session whose KV cache is there while its queue is short)."""
+        if idle.info.stateful or idle.info.draining:
+            return
+        donors = [q for q in self.queues.values() if q is not idle and q.queued
+                  and q.info.agent == idle.info.agent and not q.info.stateful
+                  and q.free_slots <= 0]
+        if not donors:
+            return
+        donor = max(donors, key=lambda q: q.queued)
+        snap = self.view.snapshot
+        spill = donor.queued > self.settings.spill_queue * max(1, donor.info.concurrency)
+        budget = idle.free_slots
+
+        def tied(h: Held) -> bool:
+            nonlocal budget
+            if budget <= 0 or h.pinned or (snap is not None and h.session and snap.sessions.get(
+                    h.session, {}).get(h.agent) == donor.info.instance) or \
+                    (h.session and donor.holds(h.session) and not spill):
+                return True
+            budget -= 1
+            return False
+
+        taken = donor.take(tied)
+        for held in taken:
+            idle.push(held)
+        if taken:
+            self.stats["stolen"] += len(taken)
+            self._dispatch(idle)
+
     def _other_node(self, agent: str, session: str) -> str | None:
         node = self.view.choose_node(agent, session)
         return node if node and node != self.node and self.view.live_instances(agent, node) \
@@ -364,6 +396,8 @@ class LocalController:
         self.stats["completed"] += 1
         if queue is not None:
             self._dispatch(queue)
+            if queue.free_slots > 0 and not queue.queued:
+                self._steal(queue)
             await self._flush_outbox()
         await held.ack()
 
@@ -426,12 +460,12 @@ class LocalController:
             if self._routes.get((session, agent)) != target:
                 await self._migrate(session, agent, target)
         self._routes = routes
-        for action in snap.releases:
-            if action.get("instance") in self.queues and self._first_time(action):
-                self._spawn(self._release(action))
-        for action in snap.provisions:
-            if action.get("node") == self.node and self._first_time(action):
-                self._spawn(self._provision(action, snap))
+        releases = [a for a in snap.releases
+                    if a.get("instance") in self.queues and self._first_time(a)]
+        provisions = [a for a in snap.provisions
+                      if a.get("node") == self.node and self._first_time(a)]
+        if releases or provisions:
+            self._spawn(self._provisioning(releases, provisions, snap))
         await self._flush_outbox()
 
     def _first_time(self, action: dict[str, str]) -> bool:
@@ -511,6 +545,14 @@ class LocalController:
         except Exception as exc:
             return {"ok": False, "error": str(exc) or type(exc).__name__}
 
+    async def _provisioning(self, releases: list[dict[str, str]],
+                            provisions: list[dict[str, str]], snap: PolicySnapshot) -> None:
+        """Releases first: a host whose instance is released has a slot for the new one."""
+        for action in releases:
+            await self._release(action)
+        for action in provisions:
+            await self._provision(action, snap)
+
     async def _provision(self, action: dict[str, str], snap: PolicySnapshot) -> None:
         """Start an instance of the agent on a host of this node that has a free slot (first
         the hosts whose instance this snapshot released)."""
@@ -554,8 +596,9 @@ class LocalController:
         for iid, info in live.items():
             q = self.queues.get(iid)
             if q is None:
-                self.queues[iid] = InstanceQueue(info)
+                q = self.queues[iid] = InstanceQueue(info)
                 log.info("instance.joined", instance=iid, agent=info.agent)
+                self._steal(q)
             else:
                 q.info = info
                 if info.draining and q.queued:

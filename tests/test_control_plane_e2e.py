@@ -1,0 +1,215 @@
+"""The control plane acting on a real stack: a session blocked behind a long job migrates to
+an idle instance with its state lease (its state readable there, the old owner's late write
+rejected); a stateful session never moves; rebalancing moves instances to the hot agent type
+and back, paying the engine start-up time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from e2e_stack import ROOT, Services, start_services
+from nalar_common.envelope import Envelope
+from nalar_common.state import Lease, SessionStore, WriteOutcome
+from nalar_common.subjects import Names
+
+pytestmark = pytest.mark.e2e
+
+APP = ROOT / "tests" / "apps" / "control"
+P = "nalar_global_controller.policies"
+
+
+def _start(svc: Services) -> None:
+    svc.wait_until(lambda: httpx.get(f"{svc.url}/readyz").status_code == 200)
+
+
+def _post(svc: Services, wf: str, session: str, wait: float | None = None,
+          **input: Any) -> dict[str, Any]:
+    r = httpx.post(f"{svc.url}/v1/workflows/{wf}/runs", params={"wait": wait} if wait else {},
+                   json={"input": input, "session_id": session}, timeout=(wait or 0) + 30)
+    assert r.status_code in (200, 202), r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _result(svc: Services, run: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        view = httpx.get(f"{svc.url}/v1/runs/{run}", timeout=10).json()
+        if view["status"] in ("succeeded", "failed", "cancelled"):
+            return view  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"run {run} still {view['status']}\n{svc.logs()}"
+        time.sleep(0.05)
+
+
+def _started(flags: Path, name: str, svc: Services) -> int:
+    svc.wait_until(lambda: (flags / f"{name}.started").exists(), what=f"{name} to start")
+    return int((flags / f"{name}.started").read_text())
+
+
+async def _events(nats_url: str, prefix: str, run: str, event: str) -> list[dict[str, Any]]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(f"{prefix}.nalar.run.{run}.{event}", ordered_consumer=True,
+                                 stream=f"{prefix.upper()}_NALAR_RUNS")
+        out = []
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except nats.errors.TimeoutError:
+                return out
+            out.append(Envelope.decode(msg.data).body)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def two_workers(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[Services, Path]]:
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    host = {"NALAR_NODE_NAME": "n1", "NALAR_AGENT_HOST_AGENTS": "Worker,Sticky"}
+    svc = start_services(APP, nats_url, redis_url, tmp_path / "logs", [
+        ("gc", "nalar_global_controller", {}),
+        ("lc", "nalar_local_controller", {"NALAR_NODE_NAME": "n1"}),
+        ("h1", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h1"}),
+        ("h2", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h2"}),
+        ("gateway", "nalar_gateway", {}),
+    ], extra_env={"NALAR_TEST_FLAGS": str(flags), "NALAR_GC_POLICIES":
+                  f"{P}:LeastLoadedRouting,{P}:SessionAffinity,{P}:HeadOfLineMigration"})
+    try:
+        _start(svc)
+        yield svc, flags
+    finally:
+        for name in ("a", "b", "sa", "sb"):
+            (flags / f"{name}.go").touch()
+        svc.stop()
+
+
+def _block_both(svc: Services, flags: Path, agent: str, names: tuple[str, str]) -> dict[int, str]:
+    """Start one held call per instance (sessions of their own); pid -> its hold name."""
+    runs = {n: _post(svc, "hold", f"hog-{n}-{uuid.uuid4().hex[:6]}", agent=agent, name=n)
+            for n in names}
+    assert runs
+    return {_started(flags, n, svc): n for n in names}
+
+
+def test_head_of_line_migration_moves_calls_and_state_lease(
+        two_workers: tuple[Services, Path]) -> None:
+    svc, flags = two_workers
+    session = "vip-" + uuid.uuid4().hex[:6]
+    first = _post(svc, "bump", session, wait=30)["result"]
+    assert first["n"] == 1
+    home = first["pid"]  # the instance that holds the session's state and cache now
+    holders = _block_both(svc, flags, "Worker", ("a", "b"))
+    assert set(holders) != {home} and home in holders, holders  # one hold on each instance
+    other = next(pid for pid in holders if pid != home)
+
+    # a call of the old owner still holds the session's state lease (a zombie, e.g. its
+    # controller lost track of it); without a migration the next call would wait for it
+    async def take_lease() -> Lease | None:
+        store = SessionStore.from_url(svc.redis_url, Names(svc.prefix))
+        try:
+            return await store.acquire(session, f"n1-{home}/zombie", 60_000, agent="Worker")
+        finally:
+            await store.close()
+
+    zombie = asyncio.run(take_lease())
+    assert zombie is not None
+
+    run = _post(svc, "bump", session)["run_id"]  # affinity: queued at home, behind "a"/"b"
+    time.sleep(1.0)
+    assert httpx.get(f"{svc.url}/v1/runs/{run}").json()["status"] == "running"
+    (flags / f"{holders[other]}.go").touch()  # the other instance goes idle
+
+    view = _result(svc, run, timeout=20)
+    assert view["status"] == "succeeded", view
+    assert view["result"] == {"n": 2, "pid": other}  # ran there, on the state left at home
+    moved = asyncio.run(_events(svc.nats_url, svc.prefix, run, "migrated"))
+    assert moved and moved[0]["session"] == session and moved[0]["to"].startswith("h")
+    assert not (flags / f"{holders[home]}.go").exists()  # home was busy all along
+
+    async def late_write() -> int:
+        store = SessionStore.from_url(svc.redis_url, Names(svc.prefix))
+        try:
+            outcome, _ = await store.write_state(zombie, "zombie-op", {"n": 99})
+            return outcome
+        finally:
+            await store.close()
+
+    assert asyncio.run(late_write()) == WriteOutcome.FENCED
+    info = httpx.get(f"{svc.url}/v1/sessions/{session}").json()
+    assert info["agents"][0]["version"] == 2  # two writes: the first call's and the moved one's
+    (flags / f"{holders[home]}.go").touch()
+
+
+def test_a_stateful_session_is_never_migrated(two_workers: tuple[Services, Path]) -> None:
+    svc, flags = two_workers
+    session = "conv-" + uuid.uuid4().hex[:6]
+    home = _post(svc, "touch", session, wait=30)["result"]  # pinned to this instance now
+    holders = _block_both(svc, flags, "Sticky", ("sa", "sb"))
+    assert home in holders and len(holders) == 2, holders
+    other = next(pid for pid in holders if pid != home)
+    run = _post(svc, "touch", session)["run_id"]  # queued behind the hold at home
+    (flags / f"{holders[other]}.go").touch()
+    time.sleep(2.5)  # five policy rounds with an idle instance next to it
+    assert httpx.get(f"{svc.url}/v1/runs/{run}").json()["status"] == "running"
+    (flags / f"{holders[home]}.go").touch()
+    view = _result(svc, run)
+    assert view["result"] == home
+    assert asyncio.run(_events(svc.nats_url, svc.prefix, run, "migrated")) == []
+
+
+def _counts(svc: Services) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in httpx.get(f"{svc.url}/v1/cluster", timeout=10).json()["instances"]:
+        if not i["draining"]:
+            out[i["agent"]] = out.get(i["agent"], 0) + 1
+    return out
+
+
+def test_rebalancing_moves_instances_to_the_hot_agent_type_and_back(
+        nats_url: str, redis_url: str, tmp_path: Path) -> None:
+    rebalancer = {"class": f"{P}:Rebalancer",
+                  "params": {"high": 1.5, "low": 0.5, "cooldown_s": 1.0}}
+    host = {"NALAR_NODE_NAME": "n1", "NALAR_AGENT_HOST_SLOTS": "1",
+            "NALAR_AGENT_HOST_ENGINE_STARTUP_S": "0.5"}
+    svc = start_services(APP, nats_url, redis_url, tmp_path / "logs", [
+        ("gc", "nalar_global_controller", {}),
+        ("lc", "nalar_local_controller", {"NALAR_NODE_NAME": "n1"}),
+        ("h1", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h1",
+                                    "NALAR_AGENT_HOST_AGENTS": "Chat"}),
+        ("h2", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h2",
+                                    "NALAR_AGENT_HOST_AGENTS": "Code"}),
+        ("h3", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h3",
+                                    "NALAR_AGENT_HOST_AGENTS": "Code"}),
+        ("gateway", "nalar_gateway", {}),
+    ], extra_env={"NALAR_TEST_FLAGS": str(tmp_path), "NALAR_GC_POLICIES": json.dumps(
+        [f"{P}:LeastLoadedRouting", rebalancer])})
+    try:
+        _start(svc)
+        svc.wait_until(lambda: _counts(svc) == {"Chat": 1, "Code": 2, "_driver": 3},
+                       what="the starting layout")
+        chat = _post(svc, "burst", "load-chat", agent="Chat", n=30, seconds=0.4)["run_id"]
+        svc.wait_until(lambda: _counts(svc).get("Chat") == 2, timeout=30,
+                       what="a second Chat instance")
+        assert _counts(svc)["Code"] == 1  # taken from the idle type, never below min
+        chat_view = _result(svc, chat, timeout=60)
+        assert chat_view["status"] == "succeeded" and len(chat_view["result"]) == 30
+        assert len(set(chat_view["result"])) == 2  # both Chat instances served the burst
+
+        code = _post(svc, "burst", "load-code", agent="Code", n=30, seconds=0.4)["run_id"]
+        svc.wait_until(lambda: _counts(svc).get("Code") == 2, timeout=30,
+                       what="the Code instance back")
+        assert _counts(svc)["Chat"] == 1
+        code_view = _result(svc, code, timeout=60)
+        assert code_view["status"] == "succeeded" and len(code_view["result"]) == 30
+    finally:
+        svc.stop()
