@@ -213,3 +213,34 @@ def test_rebalancing_moves_instances_to_the_hot_agent_type_and_back(
         assert code_view["status"] == "succeeded" and len(code_view["result"]) == 30
     finally:
         svc.stop()
+
+
+def test_a_node_starts_and_stops_host_processes_when_provisioned(
+        nats_url: str, redis_url: str, tmp_path: Path) -> None:
+    """No host has a free slot, but the node's controller may start one more host process:
+    the hot agent type gets a new instance there."""
+    rebalancer = {"class": f"{P}:Rebalancer", "params": {"cooldown_s": 30.0}}
+    host = {"NALAR_NODE_NAME": "n1", "NALAR_AGENT_HOST_SLOTS": "1"}
+    svc = start_services(APP, nats_url, redis_url, tmp_path / "logs", [
+        ("gc", "nalar_global_controller", {}),
+        ("lc", "nalar_local_controller", {"NALAR_NODE_NAME": "n1", "NALAR_LC_SPAWN_HOSTS": "1"}),
+        ("h1", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h1",
+                                    "NALAR_AGENT_HOST_AGENTS": "Chat"}),
+        ("h2", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h2",
+                                    "NALAR_AGENT_HOST_AGENTS": "Code"}),
+        ("gateway", "nalar_gateway", {}),
+    ], extra_env={"NALAR_TEST_FLAGS": str(tmp_path), "NALAR_GC_POLICIES": json.dumps(
+        [f"{P}:LeastLoadedRouting", rebalancer])})
+    try:
+        _start(svc)
+        run = _post(svc, "burst", "load-chat", agent="Chat", n=30, seconds=0.3)["run_id"]
+        svc.wait_until(lambda: _counts(svc).get("Chat") == 2, timeout=30,
+                       what="a Chat instance in a new host process")
+        hosts = {i["host"] for i in httpx.get(f"{svc.url}/v1/cluster").json()["instances"]
+                 if i["agent"] == "Chat"}
+        assert "h1" in hosts and any(h.startswith("n1-p1-") for h in hosts), hosts
+        assert _counts(svc)["Code"] == 1  # nothing taken from the other type
+        view = _result(svc, run, timeout=60)
+        assert view["status"] == "succeeded" and len(set(view["result"])) == 2
+    finally:
+        svc.stop()

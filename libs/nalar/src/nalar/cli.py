@@ -20,7 +20,10 @@ def _up(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, data_dir=Path(args.data_dir), prefix=args.prefix,
         nats_url=os.environ.get("NALAR_NATS_URL") or None,
         redis_url=os.environ.get("NALAR_REDIS_URL") or None,
-        llm_time_scale=args.llm_time_scale))
+        llm_time_scale=args.llm_time_scale,
+        host_agents=[a for a in (args.host_agents or "").split(";") if a.strip()],
+        host_slots=args.host_slots, engine_startup_s=args.engine_startup_s,
+        spawn_hosts=args.spawn_hosts, policies=args.policies))
 
 
 async def _futures(run: str, nats_url: str, prefix: str) -> list[dict[str, Any]]:
@@ -112,6 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--prefix", default=os.environ.get("NALAR_NATS_PREFIX", ""))
     up.add_argument("--llm-time-scale", type=float, default=1.0,
                     help="scale every simulated LLM delay (0.01 = 100x faster)")
+    up.add_argument("--policies", default="",
+                    help="global controller policies (NALAR_GC_POLICIES); default: built-ins")
+    up.add_argument("--host-agents", default="",
+                    help='agents of each host of a node, e.g. "Chat;Code,Search" (host 1 runs '
+                         "Chat, host 2 Code and Search, host 3 Chat, ...); default: all")
+    up.add_argument("--host-slots", type=int, default=0,
+                    help="agent instances a host may run when provisioned; 0 = no limit")
+    up.add_argument("--engine-startup-s", type=float, default=0.0,
+                    help="start-up time of a newly provisioned instance")
+    up.add_argument("--spawn-hosts", type=int, default=0,
+                    help="agent host processes each node may start when provisioning")
     up.set_defaults(fn=_up)
 
     fut = sub.add_parser("futures", help="list a run's futures as stored in NATS")

@@ -36,6 +36,11 @@ class UpOptions:
     nats_url: str | None = None
     redis_url: str | None = None
     llm_time_scale: float = 1.0
+    host_agents: list[str] = field(default_factory=list)  # per host of a node, in turn
+    host_slots: int = 0  # instances a host may run (provisioning); 0 = no limit
+    engine_startup_s: float = 0.0
+    spawn_hosts: int = 0  # host processes each node's controller may start
+    policies: str = ""  # NALAR_GC_POLICIES; empty = the built-in defaults
     ready_timeout_s: float = 90.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -86,17 +91,24 @@ class Stack:
         if sys.stdout.isatty():
             base.setdefault("NALAR_LOG_JSON", "false")
         app = str(o.app.resolve())
+        gc = {**base, "NALAR_GC_POLICIES": o.policies} if o.policies else dict(base)
         kids = [Child("state-store", "nalar_state_store", dict(base)),
-                Child("global-controller", "nalar_global_controller", dict(base))]
+                Child("global-controller", "nalar_global_controller", gc)]
+        host_env = {"NALAR_AGENT_HOST_APP": app, "NALAR_LLM_TIME_SCALE": str(o.llm_time_scale),
+                    "NALAR_AGENT_HOST_SLOTS": str(o.host_slots),
+                    "NALAR_AGENT_HOST_ENGINE_STARTUP_S": str(o.engine_startup_s)}
         for n in range(1, o.nodes + 1):
             node = f"n{n}"
-            kids.append(Child(f"lc-{node}", "nalar_local_controller",
-                              {**base, "NALAR_NODE_NAME": node}))
+            # a host the controller starts itself gets this environment too
+            kids.append(Child(f"lc-{node}", "nalar_local_controller", {
+                **base, **host_env, "NALAR_NODE_NAME": node,
+                "NALAR_LC_SPAWN_HOSTS": str(o.spawn_hosts)}))
             for h in range(1, o.hosts_per_node + 1):
-                kids.append(Child(f"host-{node}-{h}", "nalar_agent_host", {
-                    **base, "NALAR_NODE_NAME": node, "NALAR_AGENT_HOST_APP": app,
-                    "NALAR_AGENT_HOST_HOST_ID": f"{node}-h{h}",
-                    "NALAR_LLM_TIME_SCALE": str(o.llm_time_scale)}))
+                env = {**base, **host_env, "NALAR_NODE_NAME": node,
+                       "NALAR_AGENT_HOST_HOST_ID": f"{node}-h{h}"}
+                if o.host_agents:
+                    env["NALAR_AGENT_HOST_AGENTS"] = o.host_agents[(h - 1) % len(o.host_agents)]
+                kids.append(Child(f"host-{node}-{h}", "nalar_agent_host", env))
         kids.append(Child("gateway", "nalar_gateway", {
             **base, "NALAR_GATEWAY_APP": app, "NALAR_GATEWAY_HOST": o.host,
             "NALAR_GATEWAY_PORT": str(o.port)}))

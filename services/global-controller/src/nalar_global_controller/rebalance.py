@@ -13,7 +13,8 @@ from nalar_global_controller.primitives import ClusterState, Decisions, load_of
 class Rebalancer:
     """When one agent type's calls queue (`hot`: more than `high` queued-or-running calls per
     slot) while another's instances idle (`cold`: under `low`), start one more instance of the
-    hot type: on a host with a free slot, else in place of an instance of the cold type (that
+    hot type: on a host with a free slot (or a new host process, where a local controller may
+    start one: `NALAR_LC_SPAWN_HOSTS`), else in place of an instance of the cold type (that
     instance is released and its host starts the hot type). Within each agent's
     `min_instances` / `max_instances`; only when the hot type's backlog outlasts the new
     instance's start-up time (the engine loading), and then not again for `cooldown_s` plus
@@ -66,13 +67,17 @@ class Rebalancer:
 
     @staticmethod
     def _free_host(state: ClusterState, agent: str) -> str | None:
-        """A node with a host that may start one more instance and has none of `agent`."""
+        """A node with a host that may start one more instance and has none of `agent`, or
+        whose local controller may start one more host process."""
         with_agent = {r["host"] for r in state.instances.values()
                       if r["agent"] == agent and not r.get("draining")}
         for row in sorted(state.instances.values(), key=lambda r: r["host"]):
             free = row.get("slots_free")
             if free is not None and free > 0 and row["host"] not in with_agent:
                 return str(row["node"])
+        for node, tel in sorted(state.telemetry.items()):
+            if int(tel.get("spawn_capacity") or 0) > 0:  # its controller starts a host
+                return node
         return None
 
     def _victim(self, agents: dict[str, dict[str, dict[str, Any]]], util: dict[str, float],

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -29,6 +31,7 @@ from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
+from nalar_common.servers import die_with_parent
 from nalar_common.state import SessionStore
 from nalar_common.subjects import ROOT_FUTURE
 from nalar_common.subjects import Headers as H
@@ -76,6 +79,8 @@ class LocalController:
         self._dispatch_seq = 0
         self._applied_rev = -1
         self._routes: dict[tuple[str, str], str] = {}  # route_session entries applied
+        self._spawned: dict[str, asyncio.subprocess.Process] = {}  # host id -> process
+        self._spawn_seq = 0
         self._done_actions: dict[str, float] = {}  # one-shot action id -> applied at
         self._cancelled: dict[str, float] = {}
         self._outbox_ready = asyncio.Event()
@@ -117,6 +122,7 @@ class LocalController:
             tg.create_task(self._housekeeping_loop())
             tg.create_task(self._watch_instances())
             await self._stopping.wait()
+            await self._stop_spawned()
             await calls_sub.unsubscribe()
             await self._release_waiting()
             await done_sub.unsubscribe()
@@ -571,8 +577,39 @@ class LocalController:
                 log.info("instance.provisioned", agent=agent, host=host,
                          status=result.get("status"))
                 return
+        if len(self._spawned) < self.settings.spawn_hosts:
+            await self._spawn_host(agent)
+            return
         log.warning("instance.provision_failed", agent=agent, node=self.node,
                     tried=hosts)
+
+    async def _spawn_host(self, agent: str) -> None:
+        """Start an agent host process for one instance of `agent` (with this process's
+        environment: the same app and servers); it stops again when that instance is
+        released."""
+        self._spawn_seq += 1
+        host = f"{self.node}-p{self._spawn_seq}-{os.getpid()}"
+        env = {**os.environ, "NALAR_NODE_NAME": self.node, "NALAR_AGENT_HOST_HOST_ID": host,
+               "NALAR_AGENT_HOST_AGENTS": agent, "NALAR_AGENT_HOST_SLOTS": "1",
+               "NALAR_AGENT_HOST_DRIVERS": "false"}
+        self._spawned[host] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nalar_agent_host", env=env,
+            stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent)
+        self.stats["provisioned"] += 1
+        log.info("host.spawned", host=host, agent=agent, pid=self._spawned[host].pid)
+
+    async def _stop_spawned(self, host: str | None = None) -> None:
+        """SIGTERM spawned hosts (one, or all): each finishes what it runs, then exits."""
+        for name in [host] if host else list(self._spawned):
+            proc = self._spawned.pop(name, None)
+            if proc is None or proc.returncode is not None:
+                continue
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=30)
+            except TimeoutError:
+                proc.kill()
+            log.info("host.stopped", host=name)
 
     async def _release(self, action: dict[str, str]) -> None:
         queue = self.queues.get(action["instance"])
@@ -583,6 +620,8 @@ class LocalController:
         if result.get("ok"):
             self.stats["released"] += 1
             log.info("instance.released", instance=action["instance"])
+            if queue.info.host in self._spawned:  # its only instance: the process goes too
+                self._spawn(self._stop_spawned(queue.info.host))
             # take nothing new there from now on; what is queued goes elsewhere
             queue.info = replace(queue.info, draining=True)
             self._requeue(queue)
@@ -702,6 +741,7 @@ class LocalController:
         return {"node": self.node, "ts": now, "instances": instances,
                 "held": len(self.held), "unplaced": sum(len(v) for v in self.unplaced.values()),
                 "waiting_deps": sum(1 for h in self.held.values() if h.waiting),
+                "spawn_capacity": self.settings.spawn_hosts - len(self._spawned),
                 "stats": dict(self.stats)}
 
     # -- helpers -----------------------------------------------------------------------------

@@ -20,3 +20,6 @@ class LocalControllerSettings(BaseSettings):
                                        "session's state lease stays reserved for its new "
                                        "instance")
     control_timeout_s: float = 2.0
+    spawn_hosts: int = Field(default=0, description="Agent host processes this controller "
+                             "may start itself when a snapshot provisions an instance and no "
+                             "host of the node has a free slot (stopped again on release)")
