@@ -25,39 +25,52 @@ class HeadOfLineMigration:
         self.prefill = prefill_tokens_per_s
         self.max_per_tick = max_per_tick
 
-    def move_cost_s(self, session: str, context_tokens: float, dst: dict[str, Any]) -> float:
-        held = {s for s, _ in dst.get("recent_sessions", ())}
-        if session in held:
+    def move_cost_s(self, context_tokens: float, dst: dict[str, Any], cached: bool) -> float:
+        if cached:
             return self.overhead_s
         rate = float((dst.get("engine") or {}).get("prefill_tokens_per_s") or self.prefill)
         return self.overhead_s + context_tokens / rate
 
     def decide(self, state: ClusterState, out: Decisions) -> None:
+        """Loads do not change within a round (only the free slots this round's moves take),
+        so each agent's instances are sorted once; an agent with no free slot anywhere is
+        skipped (in a saturated cluster, most are)."""
         moves = 0
         for rows in state.by_agent().values():
             free = {i: int(r.get("concurrency", 1)) - int(r.get("inflight", 0))
                     - int(r.get("queue", 0)) for i, r in rows.items() if not r.get("stateful")}
+            if not any(f >= 1 for f in free.values()):
+                continue
+            order = sorted(free, key=lambda i: (load_of(rows[i]), i))
+            recent: dict[str, set[str]] = {}
             stuck = sorted(((w, src) for src, r in rows.items() if not r.get("stateful")
                             for w in r.get("waiting", ()) if not w.get("running_here")),
                            key=lambda x: -float(x[0].get("wait_s", 0)))
             for w, src in stuck:
                 if moves >= self.max_per_tick:
                     return
-                dst = self._best(rows, free, src, w)
+                if not any(free[d] >= 1 for d in order):
+                    break
+                dst = self._best(rows, free, order, recent, src, w)
                 if dst is None:
                     continue
                 out.migrate(w["session"], src, dst)
                 free[dst] -= int(w.get("calls", 1))
                 moves += 1
 
-    def _best(self, rows: dict[str, dict[str, Any]], free: dict[str, int], src: str,
-              w: dict[str, Any]) -> str | None:
+    def _best(self, rows: dict[str, dict[str, Any]], free: dict[str, int], order: list[str],
+              recent: dict[str, set[str]], src: str, w: dict[str, Any]) -> str | None:
+        """The cheapest destination with a free slot where the move beats the wait."""
         wait = float(w.get("wait_s", 0))
         best, best_cost = None, 0.0
-        for dst in sorted(free, key=lambda i: (load_of(rows[i]), i)):
+        for dst in order:
             if dst == src or free[dst] < 1:
                 continue
-            cost = self.move_cost_s(w["session"], float(w.get("context_tokens", 0)), rows[dst])
+            held = recent.get(dst)
+            if held is None:
+                held = recent[dst] = {s for s, _ in rows[dst].get("recent_sessions", ())}
+            cost = self.move_cost_s(float(w.get("context_tokens", 0)), rows[dst],
+                                    w["session"] in held)
             if wait > self.margin * cost + self.min_gain_s and (best is None or cost < best_cost):
                 best, best_cost = dst, cost
         return best

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from nalar_global_controller.primitives import ClusterState, Decisions, load_of
 
 
@@ -31,6 +29,8 @@ class SessionAffinity:
 
     def decide(self, state: ClusterState, out: Decisions) -> None:
         serving = state.by_agent()
+        least = {a: min(rows, key=lambda i: (load_of(rows[i]), i))
+                 for a, rows in serving.items() if rows}  # where a spilled session goes
         last: dict[tuple[str, str], tuple[float, str]] = {}
         for iid, row in state.instances.items():
             if row.get("stateful") or row.get("draining"):
@@ -41,11 +41,8 @@ class SessionAffinity:
                     last[key] = (float(ts), iid)
         newest = sorted(last.items(), key=lambda kv: -kv[1][0])[:self.max_sessions]
         for (session, agent), (_, iid) in newest:
-            out.prefer(session, agent, self._target(serving.get(agent, {}), iid))
-
-    def _target(self, rows: dict[str, dict[str, Any]], home: str) -> str:
-        row = rows.get(home)
-        if row is not None and float(row.get("queue", 0)) <= \
-                self.spill_queue * max(1.0, float(row.get("concurrency", 1))):
-            return home
-        return min(rows, key=lambda i: (load_of(rows[i]), i)) if rows else home
+            home = serving.get(agent, {}).get(iid)
+            if home is None or float(home.get("queue", 0)) > \
+                    self.spill_queue * max(1.0, float(home.get("concurrency", 1))):
+                iid = least.get(agent, iid)
+            out.prefer(session, agent, iid)

@@ -41,6 +41,7 @@ class GlobalController:
         self.policy_names = [type(p).__name__ for p in self.policies]
         self.view = ClusterView(bus)
         self.telemetry: dict[str, dict[str, Any]] = {}
+        self._raw: dict[str, bytes] = {}  # node -> its latest telemetry, not decoded yet
         self.is_leader = False
         self.last: PolicySnapshot | None = None
         self._last_write = 0.0
@@ -71,11 +72,17 @@ class GlobalController:
         self._stopping.set()
 
     async def _on_telemetry(self, msg: Msg) -> None:
-        try:
-            body = Envelope.decode(msg.data, expect="telemetry").body
-            self.telemetry[str(body["node"])] = body
-        except Exception as exc:
-            log.warning("telemetry.malformed", subject=msg.subject, error=str(exc))
+        """Keep the latest message per node; it is decoded once per round, when used."""
+        self._raw[msg.subject.rsplit(".", 1)[-1]] = msg.data
+
+    def _fold_telemetry(self) -> None:
+        raw, self._raw = self._raw, {}
+        for node, data in raw.items():
+            try:
+                body = Envelope.decode(data, expect="telemetry").body
+                self.telemetry[str(body["node"])] = body
+            except Exception as exc:
+                log.warning("telemetry.malformed", node=node, error=str(exc))
 
     async def _loop(self, kv: KeyValue) -> None:
         while True:
@@ -127,6 +134,7 @@ class GlobalController:
              "min_instances", "max_instances", "startup_s", "slots_free", "engine")
 
     def state(self) -> ClusterState:
+        self._fold_telemetry()
         now = time.time()
         fresh = {n: t for n, t in self.telemetry.items()
                  if now - float(t.get("ts", 0)) < self.settings.telemetry_stale_s}
@@ -139,8 +147,9 @@ class GlobalController:
             instances[info.instance] = row
         return ClusterState(telemetry=fresh, instances=instances, now=now)
 
-    def compute(self) -> PolicySnapshot:
-        state = self.state()
+    def compute(self, state: ClusterState | None = None) -> PolicySnapshot:
+        """Run the policies on the cluster state (read now unless given) into a snapshot."""
+        state = state if state is not None else self.state()
         out = Decisions(state)
         for policy in self.policies:
             try:
@@ -194,7 +203,8 @@ class GlobalController:
 
     async def tick(self, kv: KeyValue) -> None:
         await self._reload(kv)
-        snap = self.compute()
+        # the policies run off the event loop: a long round never delays the lease renewal
+        snap = await asyncio.to_thread(self.compute, self.state())
         if snap.same_decisions(self.last) and snap.policies == (self.last.policies
                                                                  if self.last else None) and \
                 time.time() - self._last_write < self.settings.refresh_s:
