@@ -10,6 +10,7 @@ import msgpack
 import nats
 import pytest
 from e2e_stack import StackHandle
+from nalar_common.envelope import Envelope
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +43,12 @@ async def test_garbage_call_body_fails_its_future(stack: StackHandle, http: http
         # oversized-but-allowed junk on telemetry and done subjects is ignored
         await nc.publish(f"{stack.prefix}.nalar.tel.n1", b"junk")
         await nc.publish(f"{stack.prefix}.nalar.done.n1", b"junk")
+        # provisioning requests a host cannot read, or that name nothing it has, are refused
+        for junk in (b"junk", Envelope("control", {"op": "explode"}).encode(),
+                     Envelope("control", {"op": "assign", "agent": "NoSuchAgent"}).encode(),
+                     Envelope("control", {"op": "release", "instance": "nope"}).encode()):
+            reply = await nc.request(f"{stack.prefix}.nalar.ctl.n1-h1", junk, timeout=5)
+            assert Envelope.decode(reply.data).body["ok"] is False
         await nc.flush()
     finally:
         await nc.close()
