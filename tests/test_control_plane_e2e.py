@@ -244,3 +244,42 @@ def test_a_node_starts_and_stops_host_processes_when_provisioned(
         assert view["status"] == "succeeded" and len(set(view["result"])) == 2
     finally:
         svc.stop()
+
+
+def test_priorities_reorder_a_queue(nats_url: str, redis_url: str, tmp_path: Path) -> None:
+    """Behind a held call, queued calls run by priority: the policy's session priority
+    first, then the run's own priority (inherited by its calls), then the rest in order."""
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    priority = {"class": f"{P}:SessionPriority", "params": {"sessions": {"gold": 9}}}
+    svc = start_services(APP, nats_url, redis_url, tmp_path / "logs", [
+        ("gc", "nalar_global_controller", {}),
+        ("lc", "nalar_local_controller", {"NALAR_NODE_NAME": "n1"}),
+        ("h1", "nalar_agent_host", {"NALAR_NODE_NAME": "n1", "NALAR_AGENT_HOST_HOST_ID": "h1",
+                                    "NALAR_AGENT_HOST_AGENTS": "Worker"}),
+        ("gateway", "nalar_gateway", {}),
+    ], extra_env={"NALAR_TEST_FLAGS": str(flags),
+                  "NALAR_GC_POLICIES": json.dumps([f"{P}:LeastLoadedRouting", priority])})
+    try:
+        _start(svc)
+        _post(svc, "hold", "hog", agent="Worker", name="a")
+        _started(flags, "a", svc)
+        runs = {}
+        for session, prio in [("plain", 0), ("gold", 0), ("urgent", 5)]:
+            r = httpx.post(f"{svc.url}/v1/workflows/bump/runs", timeout=30, json={
+                "input": {}, "session_id": session, "priority": prio})
+            runs[session] = r.json()["run_id"]
+        svc.wait_until(lambda: "gold" in httpx.get(f"{svc.url}/v1/policy").json()[
+            "snapshot"]["priorities"], what="the policy's priorities")
+        time.sleep(1.0)  # the three calls are queued, the snapshot applied
+        (flags / "a.go").touch()
+        started = {}
+        for session, run in runs.items():
+            assert _result(svc, run)["status"] == "succeeded"
+            futures = httpx.get(f"{svc.url}/v1/runs/{run}/futures").json()["futures"]
+            started[session] = next(f["timings"]["started"] for f in futures
+                                    if f["agent"] == "Worker")
+        assert sorted(started, key=started.__getitem__) == ["gold", "urgent", "plain"]
+    finally:
+        (flags / "a.go").touch()
+        svc.stop()
