@@ -85,12 +85,26 @@ class GlobalController:
                 log.warning("telemetry.malformed", node=node, error=str(exc))
 
     async def _loop(self, kv: KeyValue) -> None:
+        """The lease is renewed on its own schedule, so a long policy round never lets it
+        lapse; rounds run while this controller holds it."""
+        lease = asyncio.create_task(self._lease_loop(kv))
+        try:
+            while True:
+                try:
+                    if self.is_leader:
+                        await self.tick(kv)
+                except Exception:
+                    log.exception("global_controller.tick_failed")
+                await asyncio.sleep(self.settings.interval_s)
+        finally:
+            lease.cancel()
+
+    async def _lease_loop(self, kv: KeyValue) -> None:
         while True:
             try:
-                if await self._hold_lease(kv):
-                    await self.tick(kv)
+                await self._hold_lease(kv)
             except Exception:
-                log.exception("global_controller.tick_failed")
+                log.exception("global_controller.lease_failed")
             await asyncio.sleep(self.settings.interval_s)
 
     # -- leadership ----------------------------------------------------------------------
@@ -203,7 +217,7 @@ class GlobalController:
 
     async def tick(self, kv: KeyValue) -> None:
         await self._reload(kv)
-        # the policies run off the event loop: a long round never delays the lease renewal
+        # the policies run off the event loop: telemetry and the views stay served meanwhile
         snap = await asyncio.to_thread(self.compute, self.state())
         if snap.same_decisions(self.last) and snap.policies == (self.last.policies
                                                                  if self.last else None) and \
