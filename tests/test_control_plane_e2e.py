@@ -71,16 +71,24 @@ async def _events(nats_url: str, prefix: str, run: str, event: str) -> list[dict
         await nc.close()
 
 
-@pytest.fixture
-def two_workers(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[Services, Path]]:
+@pytest.fixture(params=["one node", "two nodes"])
+def two_workers(request: pytest.FixtureRequest, nats_url: str, redis_url: str,
+                tmp_path: Path) -> Iterator[tuple[Services, Path]]:
+    """Two instances of each agent: on one node, or one on each of two nodes (then a
+    migration republishes the calls to the other node)."""
     flags = tmp_path / "flags"
     flags.mkdir()
-    host = {"NALAR_NODE_NAME": "n1", "NALAR_AGENT_HOST_AGENTS": "Worker,Sticky"}
+    second = "n2" if request.param == "two nodes" else "n1"
+    host = {"NALAR_AGENT_HOST_AGENTS": "Worker,Sticky"}
+    controllers = [("lc", "nalar_local_controller", {"NALAR_NODE_NAME": "n1"})]
+    if second == "n2":
+        controllers.append(("lc2", "nalar_local_controller", {"NALAR_NODE_NAME": "n2"}))
     svc = start_services(APP, nats_url, redis_url, tmp_path / "logs", [
-        ("gc", "nalar_global_controller", {}),
-        ("lc", "nalar_local_controller", {"NALAR_NODE_NAME": "n1"}),
-        ("h1", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h1"}),
-        ("h2", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h2"}),
+        ("gc", "nalar_global_controller", {}), *controllers,
+        ("h1", "nalar_agent_host", {**host, "NALAR_NODE_NAME": "n1",
+                                    "NALAR_AGENT_HOST_HOST_ID": "h1"}),
+        ("h2", "nalar_agent_host", {**host, "NALAR_NODE_NAME": second,
+                                    "NALAR_AGENT_HOST_HOST_ID": "h2"}),
         ("gateway", "nalar_gateway", {}),
     ], extra_env={"NALAR_TEST_FLAGS": str(flags), "NALAR_GC_POLICIES":
                   f"{P}:LeastLoadedRouting,{P}:SessionAffinity,{P}:HeadOfLineMigration"})

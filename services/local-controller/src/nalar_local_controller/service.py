@@ -173,6 +173,8 @@ class LocalController:
                     session=headers.get(H.SESSION, ""), priority=priority, deps=deps,
                     base_priority=priority)
         held.priority = self._priority(held, self.view.snapshot)
+        if headers.get(H.INSTANCE) in self.queues:
+            held.pinned = headers[H.INSTANCE]  # migrated here for that instance
         self.held[key] = held
         self.stats["admitted"] += 1
         if held.session and self._is_stateful(held.agent):
@@ -407,12 +409,16 @@ class LocalController:
             await self._flush_outbox()
         await held.ack()
 
-    async def _forward(self, held: Held, node: str) -> None:
-        """Hand a call to another node: republish with a new message id, then ack ours."""
+    async def _forward(self, held: Held, node: str, instance: str | None = None) -> None:
+        """Hand a call to another node: republish with a new message id, then ack ours. A
+        migrated call names its instance there (`Nalar-Instance`)."""
         self.held.pop(held.key, None)
         hop = int(held.headers.get(H.HOP, "0")) + 1
         headers = {**held.headers, H.HOP: str(hop),
                    H.MSG_ID: f"{held.key}.c{hop}.a{held.headers.get(H.ATTEMPT, '1')}"}
+        headers.pop(H.INSTANCE, None)
+        if instance:
+            headers[H.INSTANCE] = instance
         await self.bus.js.publish(self.names.call(node, held.agent), held.data, headers=headers)
         await held.ack()
         self.stats["forwarded"] += 1
@@ -513,7 +519,7 @@ class LocalController:
                 dest.push(held)
             else:
                 assert node is not None
-                await self._forward(held, node)
+                await self._forward(held, node, instance=target)
             await record(self.bus, held.run, Event.MIGRATED, {
                 "future": held.future, "session": session, "agent": agent, "to": target,
                 "from": src, "node": node or self.node, "policy_rev": self._applied_rev})
