@@ -16,7 +16,7 @@ VLLM_VENV := .venv-vllm
 VLLM_MODEL := .nalar/models/smollm2-135m
 VLLM_PORT ?= 8100
 
-.PHONY: setup run test test-unit test-e2e lint typecheck bench-overhead bench-engine bench-control-plane clean vllm test-vllm
+.PHONY: setup run test test-unit test-e2e lint typecheck bench-overhead bench-engine bench-control-plane bench-skewed clean vllm test-vllm
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -60,6 +60,9 @@ bench-engine: setup
 
 bench-control-plane: setup
 	$(VENV)/bin/python bench/control_plane.py
+
+bench-skewed: setup
+	$(VENV)/bin/python bench/skewed_analyst.py
 
 # vLLM (CPU) in its own environment plus SmolLM2-135M converted for it (docs/vllm.md); the
 # stamps make a second `make vllm` a no-op

@@ -35,6 +35,7 @@ class InstanceInfo:
     inflight: int = 0
     draining: bool = False  # shutting down: finishes what it runs, takes nothing new
     stateful: bool = False  # a session's calls stay on one instance, in order
+    uses_state: bool = False  # its methods use managed state (a session lease per call)
     engine: dict[str, Any] = field(default_factory=dict)  # the host's LLM engine load
     min_instances: int = 1  # the agent's bounds, for rebalancing (`@nalar.agent(...)`)
     max_instances: int | None = None

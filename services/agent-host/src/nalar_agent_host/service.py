@@ -100,6 +100,7 @@ class AgentHost:
         info = InstanceInfo(instance=f"{self.host_id}.{agent}", host=self.host_id,
                             node=self.node, agent=agent, concurrency=spec.concurrency,
                             pid=os.getpid(), started_at=now, ts=now, stateful=spec.stateful,
+                            uses_state=spec.uses_state,
                             min_instances=spec.min_instances, max_instances=spec.max_instances,
                             startup_s=self.settings.engine_startup_s)
         inst = self.instances[info.instance] = Instance(info, spec.cls())

@@ -533,8 +533,8 @@ class LocalController:
         """Hand the session's state lease to `target` (new epoch: a late write of the old
         owner is rejected) — unless a call of the session runs here now: it keeps the lease
         and releases it when it ends, and the moved calls take it after."""
-        if self.store is None:
-            return
+        if self.store is None or not any(i.uses_state for i in self.view.live_instances(agent)):
+            return  # no store, or an agent without managed state: no lease to move
         if any(h.session == session for q in self.queues.values() if q.info.agent == agent
                for h in q.inflight.values()):
             return
