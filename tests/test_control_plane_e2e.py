@@ -6,6 +6,7 @@ and back, paying the engine start-up time."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -101,11 +102,24 @@ def two_workers(request: pytest.FixtureRequest, nats_url: str, redis_url: str,
         svc.stop()
 
 
+def _entry_node(agent: str, session: str, nodes: list[str]) -> str:
+    """Where a stateful agent's session enters (rendezvous hash, as `ClusterView`)."""
+    return max(nodes, key=lambda n: hashlib.sha256(f"{agent}|{session}|{n}".encode()).digest())
+
+
 def _block_both(svc: Services, flags: Path, agent: str, names: tuple[str, str]) -> dict[int, str]:
-    """Start one held call per instance (sessions of their own); pid -> its hold name."""
-    runs = {n: _post(svc, "hold", f"hog-{n}-{uuid.uuid4().hex[:6]}", agent=agent, name=n)
-            for n in names}
-    assert runs
+    """Start one held call per instance (sessions of their own); pid -> its hold name. A
+    stateful agent's sessions are placed by hash: pick hog sessions that enter each node."""
+    nodes = sorted({i["node"] for i in httpx.get(f"{svc.url}/v1/cluster").json()["instances"]
+                    if i["agent"] == agent})
+    sessions: list[str] = []
+    while len(sessions) < len(names):
+        candidate = f"hog-{uuid.uuid4().hex[:6]}"
+        want = nodes[len(sessions) % len(nodes)]
+        if agent != "Sticky" or _entry_node(agent, candidate, nodes) == want:
+            sessions.append(candidate)
+    for n, session in zip(names, sessions, strict=True):
+        _post(svc, "hold", session, agent=agent, name=n)
     return {_started(flags, n, svc): n for n in names}
 
 
@@ -116,6 +130,9 @@ def test_head_of_line_migration_moves_calls_and_state_lease(
     first = _post(svc, "bump", session, wait=30)["result"]
     assert first["n"] == 1
     home = first["pid"]  # the instance that holds the session's state and cache now
+    # callers on any node send the session there once the policy names it (affinity)
+    svc.wait_until(lambda: session in httpx.get(f"{svc.url}/v1/policy").json()[
+        "snapshot"]["affinity"], what="the session's affinity in the snapshot")
     holders = _block_both(svc, flags, "Worker", ("a", "b"))
     assert set(holders) != {home} and home in holders, holders  # one hold on each instance
     other = next(pid for pid in holders if pid != home)
