@@ -44,6 +44,7 @@ from nalar_common.servers import (
 )
 from nalar_common.settings import NatsSettings
 from nalar_common.subjects import Names
+from procstat import CLK_TCK, cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "bench" / "apps" / "noop"
@@ -51,7 +52,6 @@ OUT = ROOT / "bench" / "out"
 AGENT, METHOD = "Noop", "noop"
 TARGET_RATIO_P50 = 4.0
 TARGET_FUTURES_PER_S = 1000.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MACHINE = "(machine)"
 
 
@@ -88,16 +88,6 @@ async def responder(url: str, subject: str) -> None:
 
 
 # -- processes -----------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, 0 when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def descendants(root: int) -> list[int]:
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():

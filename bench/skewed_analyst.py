@@ -60,6 +60,7 @@ from nalar_common.subjects import Names
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from e2e_stack import Services, start_services  # noqa: E402
+from procstat import CLK_TCK, cpu_seconds  # noqa: E402
 
 APP = ROOT / "examples" / "financial_analyst"
 OUT = ROOT / "bench" / "results"
@@ -69,7 +70,6 @@ LLM_AGENTS = ("StockAgent", "BondAgent", "MarketResearchAgent", "NewsAgent", "Su
 TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "GOOG", "TSLA", "JPM", "XOM", "KO", "PFE")
 QUESTIONS = ("Should I buy?", "Is it overvalued?", "What are the main risks?",
              "How does it compare to its sector?", "Is the dividend safe?")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- the arrival schedule ----------------------------------------------------------------------
@@ -135,15 +135,6 @@ def lat_summary(samples: Sequence[float]) -> dict[str, float]:
 
 
 # -- processes ---------------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has been busy (all processes), from /proc/stat."""
     parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

@@ -200,24 +200,29 @@ def _counts(svc: Services) -> dict[str, int]:
     return out
 
 
+def _rebalancing_stack(nats_url: str, redis_url: str, tmp_path: Path, agents: list[str],
+                       params: dict[str, float], *, host_env: dict[str, str] | None = None,
+                       lc_env: dict[str, str] | None = None) -> Services:
+    """One node, a host with one slot per entry of `agents` (host i runs `agents[i]`), and
+    the least-loaded routing plus a `Rebalancer` with `params`."""
+    host = {"NALAR_NODE_NAME": "n1", "NALAR_AGENT_HOST_SLOTS": "1", **(host_env or {})}
+    hosts = [(f"h{i}", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": f"h{i}",
+                                            "NALAR_AGENT_HOST_AGENTS": agent})
+             for i, agent in enumerate(agents, 1)]
+    policies = [f"{P}:LeastLoadedRouting", {"class": f"{P}:Rebalancer", "params": params}]
+    return start_services(APP, nats_url, redis_url, tmp_path / "logs", [
+        ("gc", "nalar_global_controller", {}),
+        ("lc", "nalar_local_controller", {"NALAR_NODE_NAME": "n1", **(lc_env or {})}),
+        *hosts, ("gateway", "nalar_gateway", {}),
+    ], extra_env={"NALAR_TEST_FLAGS": str(tmp_path),
+                  "NALAR_GC_POLICIES": json.dumps(policies)})
+
+
 def test_rebalancing_moves_instances_to_the_hot_agent_type_and_back(
         nats_url: str, redis_url: str, tmp_path: Path) -> None:
-    rebalancer = {"class": f"{P}:Rebalancer",
-                  "params": {"high": 1.5, "low": 0.5, "cooldown_s": 1.0}}
-    host = {"NALAR_NODE_NAME": "n1", "NALAR_AGENT_HOST_SLOTS": "1",
-            "NALAR_AGENT_HOST_ENGINE_STARTUP_S": "0.5"}
-    svc = start_services(APP, nats_url, redis_url, tmp_path / "logs", [
-        ("gc", "nalar_global_controller", {}),
-        ("lc", "nalar_local_controller", {"NALAR_NODE_NAME": "n1"}),
-        ("h1", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h1",
-                                    "NALAR_AGENT_HOST_AGENTS": "Chat"}),
-        ("h2", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h2",
-                                    "NALAR_AGENT_HOST_AGENTS": "Code"}),
-        ("h3", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h3",
-                                    "NALAR_AGENT_HOST_AGENTS": "Code"}),
-        ("gateway", "nalar_gateway", {}),
-    ], extra_env={"NALAR_TEST_FLAGS": str(tmp_path), "NALAR_GC_POLICIES": json.dumps(
-        [f"{P}:LeastLoadedRouting", rebalancer])})
+    svc = _rebalancing_stack(nats_url, redis_url, tmp_path, ["Chat", "Code", "Code"],
+                             {"high": 1.5, "low": 0.5, "cooldown_s": 1.0},
+                             host_env={"NALAR_AGENT_HOST_ENGINE_STARTUP_S": "0.5"})
     try:
         _start(svc)
         svc.wait_until(lambda: _counts(svc) == {"Chat": 1, "Code": 2, "_driver": 3},
@@ -244,18 +249,8 @@ def test_a_node_starts_and_stops_host_processes_when_provisioned(
         nats_url: str, redis_url: str, tmp_path: Path) -> None:
     """No host has a free slot, but the node's controller may start one more host process:
     the hot agent type gets a new instance there."""
-    rebalancer = {"class": f"{P}:Rebalancer", "params": {"cooldown_s": 30.0}}
-    host = {"NALAR_NODE_NAME": "n1", "NALAR_AGENT_HOST_SLOTS": "1"}
-    svc = start_services(APP, nats_url, redis_url, tmp_path / "logs", [
-        ("gc", "nalar_global_controller", {}),
-        ("lc", "nalar_local_controller", {"NALAR_NODE_NAME": "n1", "NALAR_LC_SPAWN_HOSTS": "1"}),
-        ("h1", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h1",
-                                    "NALAR_AGENT_HOST_AGENTS": "Chat"}),
-        ("h2", "nalar_agent_host", {**host, "NALAR_AGENT_HOST_HOST_ID": "h2",
-                                    "NALAR_AGENT_HOST_AGENTS": "Code"}),
-        ("gateway", "nalar_gateway", {}),
-    ], extra_env={"NALAR_TEST_FLAGS": str(tmp_path), "NALAR_GC_POLICIES": json.dumps(
-        [f"{P}:LeastLoadedRouting", rebalancer])})
+    svc = _rebalancing_stack(nats_url, redis_url, tmp_path, ["Chat", "Code"],
+                             {"cooldown_s": 30.0}, lc_env={"NALAR_LC_SPAWN_HOSTS": "1"})
     try:
         _start(svc)
         run = _post(svc, "burst", "load-chat", agent="Chat", n=30, seconds=0.3)["run_id"]

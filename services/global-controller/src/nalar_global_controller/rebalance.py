@@ -40,7 +40,7 @@ class Rebalancer:
         rows = agents[hot]
         first = next(iter(rows.values()))
         startup = float(first.get("startup_s", 0.0))
-        if util[hot] <= self.high or not self._below_max(hot, rows) or \
+        if util[hot] <= self.high or not self._below_max(rows) or \
                 self._backlog_s(rows) <= startup:
             return
         host = self._free_host(state, hot)
@@ -55,7 +55,7 @@ class Rebalancer:
         self._quiet_until = now + startup + self.cooldown_s
 
     @staticmethod
-    def _below_max(agent: str, rows: dict[str, dict[str, Any]]) -> bool:
+    def _below_max(rows: dict[str, dict[str, Any]]) -> bool:
         most = next(iter(rows.values())).get("max_instances")
         return most is None or len(rows) < int(most)
 

@@ -6,16 +6,15 @@ import socket
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nalar_global_controller.policies import DEFAULT_POLICIES
+
 
 class GlobalControllerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NALAR_GC_", extra="ignore")
 
     interval_s: float = 0.5
     policies: str = Field(
-        default="nalar_global_controller.policies:LeastLoadedRouting,"
-                "nalar_global_controller.policies:SessionAffinity,"
-                "nalar_global_controller.policies:HeadOfLineMigration,"
-                "nalar_global_controller.policies:SessionPriority",
+        default=",".join(DEFAULT_POLICIES),
         description="Policies run in order: comma-separated module:Class, or a JSON list of "
                     'those and {"class": "module:Class", "params": {...}}; empty = none')
     controller_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

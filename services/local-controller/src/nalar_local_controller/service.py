@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
@@ -43,26 +43,22 @@ from nalar_local_controller.queues import Held, InstanceQueue
 from nalar_local_controller.settings import LocalControllerSettings
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 _REQUIRED = (H.RUN, H.FUTURE, H.AGENT, H.METHOD)
 
 
-def _int(value: str | None, default: int) -> int:
+def _int(value: str | None, default: _T) -> int | _T:
+    """A header's integer, or `default` when it is absent or not a number."""
     try:
         return int(value) if value else default
     except ValueError:
         return default
 
 
-def _opt_int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
-
-
 class LocalController:
     RECENT_REPORTED = 64  # sessions per instance in telemetry, for the affinity policy
+
     def __init__(self, bus: Bus, node: str, settings: LocalControllerSettings,
                  store: SessionStore | None = None) -> None:
         self.bus, self.node, self.settings = bus, node, settings
@@ -399,8 +395,8 @@ class LocalController:
         queue = self.queues.get(held.instance or "")
         if queue is not None:
             queue.inflight.pop(key, None)
-            queue.finished(held, time.time() - held.dispatched_at, _opt_int(h.get(H.TOKENS)),
-                           _opt_int(h.get(H.CONTEXT_TOKENS)))
+            queue.finished(held, time.time() - held.dispatched_at, _int(h.get(H.TOKENS), None),
+                           _int(h.get(H.CONTEXT_TOKENS), None))
         self.stats["completed"] += 1
         if queue is not None:
             self._dispatch(queue)
