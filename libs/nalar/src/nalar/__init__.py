@@ -8,12 +8,15 @@ from nalar_common.errors import (
     RetryableError,
     TerminalError,
     Timeout,
+    Unavailable,
 )
 
 from nalar import llm
-from nalar.context import cancelled, current_run_id, current_session_id
+from nalar.context import cancelled, current_attempt, current_run_id, current_session_id
 from nalar.future import Future
-from nalar.registry import agent, method, workflow
+from nalar.once import idempotency_key, once
+from nalar.registry import agent, method, tool, workflow
+from nalar.retry import Retry
 from nalar.signals import signal
 from nalar.state import managed_dict, managed_list
 from nalar.stub import Stub, stub
@@ -24,19 +27,25 @@ __all__ = [
     "Future",
     "NalarError",
     "NoInstance",
+    "Retry",
     "RetryableError",
     "Stub",
     "TerminalError",
     "Timeout",
+    "Unavailable",
     "agent",
     "cancelled",
+    "current_attempt",
     "current_run_id",
     "current_session_id",
+    "idempotency_key",
     "llm",
     "managed_dict",
     "managed_list",
     "method",
+    "once",
     "signal",
     "stub",
+    "tool",
     "workflow",
 ]

@@ -36,8 +36,16 @@ class CallContext:
     cancelled: threading.Event | None = None  # set when the run is cancelled
     usage: dict[str, Any] = field(default_factory=dict)  # LLM usage of this call, summed
     on_token: Any = None  # where streamed LLM text goes (the host: the run's events)
+    ledger: Any = None  # the idempotency ledger (`nalar.once`, tools with idempotent=False)
+    operation: str | None = None  # the ledger operation a non-idempotent tool call runs as
+    instance: str = ""  # the agent instance running the call (names the ledger claim)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def owner(self) -> str:
+        """Who holds a ledger claim: this attempt of this call, on this instance."""
+        return f"{self.instance}/{self.run}.{self.future}.a{self.attempt}"
 
     def next_future_id(self) -> str:
         """Deterministic: the n-th call of future `3` is `3_n`; the driver (`0`) makes `n`."""
@@ -70,6 +78,13 @@ def cancelled() -> bool:
     (async code is cancelled outright)."""
     ctx = _current.get()
     return bool(ctx and ctx.cancelled is not None and ctx.cancelled.is_set())
+
+
+def current_attempt() -> int:
+    """Which attempt of the current call this is: 1, then 2, 3, ... when it runs again (its
+    retry policy, a lost host, a re-run driver); 0 outside a call."""
+    ctx = _current.get()
+    return ctx.attempt if ctx else 0
 
 
 def current_session_id() -> str | None:

@@ -30,6 +30,8 @@ from nalar.context import CallContext
 from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
 from nalar.future import Future
 from nalar.llm import SimulatedEngine
+from nalar.once import MemoryLedger, run_once
+from nalar.retry import DEFAULT_RETRY
 from nalar.runtime import encode_call, to_wire
 from nalar.state import CallState
 
@@ -53,6 +55,12 @@ class LocalRuntime:
         self.pool = ThreadPoolExecutor(max_workers=max(8, sum(
             s.concurrency for s in app.agents.values())), thread_name_prefix="nalar-local")
         self.driver_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="nalar-driver")
+        self.ledger = MemoryLedger()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "use `async with LocalRuntime`"
+        return self._loop
 
     async def __aenter__(self) -> LocalRuntime:
         self._loop = asyncio.get_running_loop()
@@ -76,7 +84,8 @@ class LocalRuntime:
 
     # -- the runtime protocol stubs use --------------------------------------------------
     def submit(self, ctx: CallContext, agent: str, method: str, args: Sequence[Any],
-               kwargs: Mapping[str, Any], *, priority: int | None = None) -> Future[Any]:
+               kwargs: Mapping[str, Any], *, priority: int | None = None,
+               deadline: float | None = None) -> Future[Any]:
         assert self._loop is not None and self._tg is not None, "use `async with LocalRuntime`"
         fid = ctx.next_future_id()
         deps: dict[str, None] = {}
@@ -143,18 +152,40 @@ class LocalRuntime:
             raise NotFound(f"agent {call.agent!r} is not in the app")
         fn = lookup(self._instances[call.agent], call.method, call.agent)
         args, kwargs = resolve_args(call, deps)
-        ctx = context_for(self, call, 1)
-        ctx.cancelled = threading.Event()
         mspec = spec.methods.get(call.method)
+        retry = mspec.retry if mspec is not None else DEFAULT_RETRY
+        attempt = 1
+        while True:  # the retry policy, as the local controller applies it on a stack
+            try:
+                return await self._attempt(call, spec, mspec, fn, args, kwargs, attempt)
+            except Exception as exc:
+                delay = retry.delay(attempt, as_error(exc, call))
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _attempt(self, call: CallSpec, spec: Any, mspec: Any, fn: Any, args: list[Any],
+                       kwargs: dict[str, Any], attempt: int) -> Any:
+        ctx = context_for(self, call, attempt)
+        ctx.cancelled = threading.Event()
+        ctx.ledger, ctx.instance = self.ledger, f"local.{call.agent}"
         limit = mspec.timeout if mspec is not None else None
+
+        async def run() -> Any:
+            if mspec is not None and not mspec.idempotent:
+                return await run_once(ctx, f"{call.agent}.{call.method}",
+                                      lambda: invoke(fn, args, kwargs, ctx, self.pool, limit))
+            return await invoke(fn, args, kwargs, ctx, self.pool, limit)
+
         async with self._slots[call.agent]:
             if not (spec.uses_state and call.session):
-                return await invoke(fn, args, kwargs, ctx, self.pool, limit)
+                return await run()
             key = (call.session, call.agent)
             async with self._state_locks.setdefault(key, asyncio.Lock()):
                 blob, version = self._state.get(key, (pack({}), 0))
                 ctx.state = CallState(unpack(blob), version)
-                value = await invoke(fn, args, kwargs, ctx, self.pool, limit)
+                value = await run()
                 if ctx.state.changed():  # committed only when the call succeeded
                     self._state[key] = (pack(ctx.state.values), version + 1)
                 return value
@@ -173,6 +204,7 @@ class LocalRuntime:
                         method=workflow, kwargs=dict(input or {}), created_at=time.time())
         call = CallSpec.decode(encode_call(root))
         ctx = context_for(self, call, 1)
+        ctx.ledger, ctx.instance = self.ledger, "local.driver"
         try:
             value = await invoke(wf.fn, call.args, call.kwargs, ctx, self.driver_pool)
         except Exception as exc:

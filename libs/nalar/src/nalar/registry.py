@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
+from nalar.retry import DEFAULT_RETRY, Retry
+
 AGENT_ATTR = "__nalar_agent__"
 WORKFLOW_ATTR = "__nalar_workflow__"
 
@@ -24,6 +26,8 @@ class MethodSpec:
     signature: inspect.Signature
     doc: str | None = None
     timeout: float | None = None  # seconds a call may run; then it fails with `Timeout`
+    retry: Retry = DEFAULT_RETRY
+    idempotent: bool = True  # False: a tool with side effects, its result kept in the ledger
 
 
 @dataclass(frozen=True)
@@ -62,16 +66,37 @@ def _uses_state(cls: type) -> bool:
     return False
 
 
-TIMEOUT_ATTR = "__nalar_timeout__"
+METHOD_ATTR = "__nalar_method__"
+_UNSET: Any = object()
 
 
-def method(*, timeout: float | None = None) -> Callable[[F], F]:
+def method(*, timeout: float | None = _UNSET, retry: Retry | None = None) -> Callable[[F], F]:
     """Hints for one agent method: `timeout` (seconds; an async call is cancelled, a sync one
-    sees `nalar.cancelled()`, and the future resolves to a `Timeout` error)."""
-    _positive("timeout", timeout)
+    sees `nalar.cancelled()`, and the future resolves to a `Timeout` error) and `retry` (its
+    `nalar.Retry` policy, instead of the agent's)."""
+    return _hints(timeout=timeout, retry=retry)
+
+
+def tool(fn: Any = None, /, *, idempotent: bool = True, timeout: float | None = _UNSET,
+         retry: Retry | None = None) -> Any:
+    """Mark an agent method as a tool. `idempotent=False` says it has side effects that must
+    not happen twice: its result is recorded in the idempotency ledger under the call's future,
+    and a retried or re-run call returns the recorded result instead of running again
+    (`nalar.idempotency_key()` gives the key to pass on to an external API)."""
+    wrap = _hints(timeout=timeout, retry=retry, idempotent=idempotent)
+    return wrap(fn) if fn is not None else wrap
+
+
+def _hints(**hints: Any) -> Callable[[F], F]:
+    timeout = hints.get("timeout")
+    if timeout is not _UNSET:
+        _positive("timeout", timeout)
+    if hints.get("retry") is not None and not isinstance(hints["retry"], Retry):
+        raise TypeError("retry must be a nalar.Retry")
+    given = {k: v for k, v in hints.items() if v is not _UNSET and v is not None}
 
     def wrap(fn: F) -> F:
-        setattr(fn, TIMEOUT_ATTR, timeout)
+        setattr(fn, METHOD_ATTR, {**getattr(fn, METHOD_ATTR, {}), **given})
         return fn
 
     return wrap
@@ -82,13 +107,17 @@ def _positive(what: str, value: float | None) -> None:
         raise ValueError(f"{what} must be positive, not {value!r}")
 
 
-def _methods(cls: type, default_timeout: float | None = None) -> dict[str, MethodSpec]:
+def _methods(cls: type, default_timeout: float | None = None,
+             default_retry: Retry = DEFAULT_RETRY) -> dict[str, MethodSpec]:
     out: dict[str, MethodSpec] = {}
     for name, fn in inspect.getmembers(cls, inspect.isfunction):
         if name.startswith("_"):
             continue
+        hints = getattr(fn, METHOD_ATTR, {})
         out[name] = MethodSpec(name, inspect.iscoroutinefunction(fn), inspect.signature(fn),
-                               inspect.getdoc(fn), getattr(fn, TIMEOUT_ATTR, default_timeout))
+                               inspect.getdoc(fn), hints.get("timeout", default_timeout),
+                               hints.get("retry", default_retry),
+                               bool(hints.get("idempotent", True)))
     return out
 
 
@@ -98,15 +127,16 @@ def agent(cls: C, /) -> C: ...
 def agent(*, name: str | None = None, concurrency: int = 1, stateful: bool = False,
           min_instances: int = 1, max_instances: int | None = None,
           resources: dict[str, float] | None = None,
-          timeout: float | None = None) -> Callable[[C], C]: ...
+          timeout: float | None = None, retry: Retry | None = None) -> Callable[[C], C]: ...
 
 
 def agent(cls: Any = None, /, *, name: str | None = None, concurrency: int = 1,
           stateful: bool = False, min_instances: int = 1, max_instances: int | None = None,
-          resources: dict[str, float] | None = None, timeout: float | None = None) -> Any:
+          resources: dict[str, float] | None = None, timeout: float | None = None,
+          retry: Retry | None = None) -> Any:
     """Mark a class as an agent. `concurrency` is calls in flight per instance (default 1, so
-    mutable attributes are safe unless the author opts in); `timeout` is the default of every
-    method (`@nalar.method(timeout=...)` overrides it)."""
+    mutable attributes are safe unless the author opts in); `timeout` and `retry` are the
+    defaults of every method (`@nalar.method(...)` or `@nalar.tool(...)` override them)."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     if min_instances < 0 or (max_instances is not None and max_instances < max(1, min_instances)):
@@ -114,12 +144,15 @@ def agent(cls: Any = None, /, *, name: str | None = None, concurrency: int = 1,
     if any(not isinstance(v, int | float) or v < 0 for v in (resources or {}).values()):
         raise ValueError("resources must map names to non-negative numbers")
     _positive("timeout", timeout)
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError("retry must be a nalar.Retry")
 
     def wrap(c: C) -> C:
         spec = AgentSpec(name=name or c.__name__, cls=c, concurrency=concurrency,
                          stateful=stateful, min_instances=min_instances,
                          max_instances=max_instances, resources=dict(resources or {}),
-                         methods=_methods(c, timeout), uses_state=_uses_state(c))
+                         methods=_methods(c, timeout, retry or DEFAULT_RETRY),
+                         uses_state=_uses_state(c))
         setattr(c, AGENT_ATTR, spec)
         return c
 

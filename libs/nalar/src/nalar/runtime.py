@@ -77,8 +77,10 @@ class Runtime:
 
     # -- calls -------------------------------------------------------------------
     def submit(self, ctx: CallContext, agent: str, method: str, args: Sequence[Any],
-               kwargs: Mapping[str, Any], *, priority: int | None = None) -> Future[Any]:
-        """Create the future for `agent.method(*args, **kwargs)` in the run of `ctx`."""
+               kwargs: Mapping[str, Any], *, priority: int | None = None,
+               deadline: float | None = None) -> Future[Any]:
+        """Create the future for `agent.method(*args, **kwargs)` in the run of `ctx`; its
+        deadline is the run's, or `deadline` if that is sooner."""
         fid = ctx.next_future_id()
         deps: dict[str, None] = {}
         wire_args = to_wire(list(args), ctx.run, deps)
@@ -86,7 +88,8 @@ class Runtime:
         spec = CallSpec(run=ctx.run, future=fid, session=ctx.session, agent=agent, method=method,
                         args=wire_args, kwargs=wire_kwargs, deps=tuple(deps), parent=ctx.future,
                         priority=ctx.priority if priority is None else priority,
-                        attempt=1, deadline=ctx.deadline, created_at=time.time())
+                        attempt=1, deadline=sooner(ctx.deadline, deadline),
+                        created_at=time.time())
         payload = encode_call(spec)
         fut: Future[Any] = Future(ctx.run, fid, agent, method, self.loop)
         self._spawn(self._publish(fut, spec, payload, check_stored=ctx.attempt > 1))
@@ -188,6 +191,10 @@ class Runtime:
         except Exception:
             pass
         _fail(fut, err)
+
+
+def sooner(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _fail(fut: Future[Any], err: NalarError) -> None:

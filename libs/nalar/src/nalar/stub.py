@@ -5,6 +5,7 @@ Generated, typed stubs (`nalar stubs`) subclass `Stub`; this dynamic form serves
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,10 @@ from nalar.registry import agent_spec
 class Stub:
     """Calls an agent's methods through the runtime of the current run."""
 
-    def __init__(self, agent: str | type) -> None:
+    def __init__(self, agent: str | type, *, timeout: float | None = None) -> None:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
+        self._timeout = timeout
         if isinstance(agent, str):
             self._agent = agent
         else:
@@ -32,7 +36,10 @@ class Stub:
 
         def call(*args: Any, **kwargs: Any) -> Future[Any]:
             ctx = current()
-            return ctx.runtime.submit(ctx, self._agent, method, args, kwargs)
+            if self._timeout is None:
+                return ctx.runtime.submit(ctx, self._agent, method, args, kwargs)
+            return ctx.runtime.submit(ctx, self._agent, method, args, kwargs,
+                                      deadline=time.time() + self._timeout)
 
         call.__name__ = method
         return call
@@ -41,6 +48,8 @@ class Stub:
         return f"<Stub {self._agent}>"
 
 
-def stub(agent: str | type) -> Any:
-    """A stub for `agent` (its class or its name)."""
-    return Stub(agent)
+def stub(agent: str | type, *, timeout: float | None = None) -> Any:
+    """A stub for `agent` (its class or its name). With `timeout`, each call it makes must
+    finish within that many seconds of being made, queueing included (and within its run's
+    deadline), or its future resolves to a `Timeout` error."""
+    return Stub(agent, timeout=timeout)

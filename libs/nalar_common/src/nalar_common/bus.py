@@ -96,6 +96,10 @@ class Bus:
             name=n.runs_stream, subjects=[n.all_run_events], retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE, allow_direct=True, duplicate_window=120,
             max_age=s.runs_max_age_s, max_consumers=MAX_CONSUMERS))
+        await self._ensure_stream(StreamConfig(
+            name=n.dlq_stream, subjects=[n.all_dlq], retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE, allow_direct=True, max_age=s.dlq_max_age_s,
+            max_msgs=s.dlq_max_msgs, discard=DiscardPolicy.OLD))
         await self.kv(n.policy_bucket, history=10)
         await self.kv(n.instances_bucket, history=1, ttl=s.instance_ttl_s)
         await self.kv(n.pins_bucket, history=1)

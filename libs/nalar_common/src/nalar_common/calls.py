@@ -153,7 +153,8 @@ async def resume_driver(bus: Bus, run: str, node: str) -> bool:
     spec = CallSpec(run=run, future=ROOT_FUTURE, session=str(ev.get("session_id") or ""),
                     agent=DRIVER_AGENT, method=str(ev.get("workflow")),
                     kwargs=dict(ev.get("input") or {}), priority=int(ev.get("priority") or 0),
-                    attempt=2, hop=time.time_ns() // 1000 % 1_000_000_000,
+                    deadline=ev.get("deadline"), attempt=2,
+                    hop=time.time_ns() // 1000 % 1_000_000_000,
                     created_at=time.time())
     await bus.js.publish(bus.names.call(node, DRIVER_AGENT), spec.encode(),
                          headers=spec.headers())

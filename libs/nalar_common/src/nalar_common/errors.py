@@ -10,7 +10,8 @@
     │   ├── AgentError         "agent_error"        user code raised
     │   ├── DependencyFailed   "dependency_failed"  an argument future failed
     │   ├── Cancelled          "cancelled"
-    │   └── Timeout            "timeout"
+    │   ├── Timeout            "timeout"
+    │   └── DeadLettered       "dead_lettered"      the call's dead letter was discarded
     └── RetryableError         may succeed later (HTTP 503)
         ├── Unavailable        "unavailable"
         └── NoInstance         "no_instance"        no instance can run the agent
@@ -114,6 +115,11 @@ class Timeout(TerminalError):
     http_status = 504
 
 
+class DeadLettered(TerminalError):
+    code = "dead_lettered"
+    http_status = 500
+
+
 class Unavailable(RetryableError):
     code = "unavailable"
 
@@ -126,5 +132,5 @@ _BY_CODE: dict[str, type[NalarError]] = {
     c.code: c
     for c in (NalarError, TerminalError, RetryableError, InvalidInput, NotFound, Conflict,
               PermissionDenied, MalformedMessage, AgentError, DependencyFailed, Cancelled,
-              Timeout, Unavailable, NoInstance)
+              Timeout, DeadLettered, Unavailable, NoInstance)
 }

@@ -20,6 +20,9 @@ class Event:
     SIGNALLED = "signalled"  # a signal's value arrived
     TOKEN = "token"  # a piece of text an agent streamed from its LLM
     MIGRATED = "migrated"  # a queued call moved to another instance by policy
+    RETRYING = "retrying"  # a call failed with an error its retry policy retries
+    DEAD_LETTERED = "dead_lettered"  # a call was moved to the dead-letter stream
+    DUPLICATE = "duplicate"  # a superseded attempt's result was dropped
 
 
 async def record(bus: Bus, run: str, event: str, body: dict[str, Any], *,
@@ -46,3 +49,34 @@ async def is_waiting(bus: Bus, run: str) -> bool:
     waiting = last.get(bus.names.run_event(run, Event.WAITING))
     started = last.get(bus.names.run_event(run, Event.STARTED))
     return waiting is not None and (started is None or waiting.seq > started.seq)
+
+
+async def where_stuck(bus: Bus, run: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The run's futures that have not resolved, each with where it was last seen (the node it
+    was sent to, a retry it waits for, the dead letter it became, the signal its driver waits
+    for): what a run that timed out reports."""
+    n = bus.names
+    seen: dict[str, dict[str, Any]] = {}
+    async for m in bus.iter_stream(n.runs_stream, n.run_events(run), follow=False):
+        ev = decode(m)
+        kind, fut = ev.get("event"), str(ev.get("future") or "")
+        if kind == Event.CREATED:
+            seen["0"] = {"future": "0", "agent": "_driver", "method": ev.get("workflow"),
+                         "state": "queued"}
+        elif kind == Event.STARTED and "0" in seen:
+            seen["0"].update(state="running", host=ev.get("host"), node=ev.get("node"))
+        elif kind == Event.WAITING and "0" in seen:
+            seen["0"]["state"] = f"waiting for signal {ev.get('signal')}"
+        elif kind == Event.FUTURE_CREATED:
+            seen[fut] = {"future": fut, "agent": ev.get("agent"), "method": ev.get("method"),
+                         "node": ev.get("node"), "state": "queued or running"}
+        elif kind == Event.MIGRATED and fut in seen:
+            seen[fut].update(node=ev.get("node"), state=f"moved to {ev.get('to')}")
+        elif kind == Event.RETRYING and fut in seen:
+            seen[fut]["state"] = f"retrying after attempt {ev.get('attempt')}"
+        elif kind == Event.DEAD_LETTERED and fut in seen:
+            seen[fut].update(state="dead-lettered", dlq_id=ev.get("dlq_id"),
+                             reason=ev.get("reason"))
+    resolved = await bus.multi_last(n.futures_stream, [n.futures_of_run(run)])
+    done = {s.rsplit(".", 1)[1] for s in resolved}
+    return [row for f, row in seen.items() if f not in done][:limit]

@@ -21,6 +21,8 @@ class NatsSettings(BaseSettings):
     runs_max_age_s: float = 7 * 24 * 3600
     instance_ttl_s: float = 5.0
     call_ack_wait_s: float = 30.0
+    dlq_max_age_s: float = 30 * 24 * 3600
+    dlq_max_msgs: int = 100_000
 
 
 class RedisSettings(BaseSettings):

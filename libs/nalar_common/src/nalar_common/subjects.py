@@ -45,6 +45,7 @@ class Headers:
     DISPATCH = "Nalar-Dispatch"
     TOKENS = "Nalar-Tokens"  # on `done`: LLM tokens the call used (prompt + output)
     CONTEXT_TOKENS = "Nalar-Context-Tokens"  # on `done`: the KV context its last LLM use left
+    RETRY_AFTER = "Nalar-Retry-After"  # on `done` with status retry: seconds before the next try
     MSG_ID = "Nats-Msg-Id"
     EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
@@ -90,6 +91,11 @@ class Names:
     def runs_stream(self) -> str:
         return self._stream("NALAR_RUNS")
 
+    @property
+    def dlq_stream(self) -> str:
+        """Dead letters: calls past their deliveries, and messages no service could read."""
+        return self._stream("NALAR_DLQ")
+
     # -- buckets -------------------------------------------------------------
     @property
     def policy_bucket(self) -> str:
@@ -125,6 +131,20 @@ class Names:
 
     def future(self, run: str, future: str) -> str:
         return f"{self.root}.fut.{run}.{future}"
+
+    def dlq(self, kind: str) -> str:
+        """Where a dead letter goes; `kind` names what it was (call, exec, done, ...)."""
+        return f"{self.root}.dlq.{kind}"
+
+    @property
+    def all_dlq(self) -> str:
+        return f"{self.root}.dlq.>"
+
+    def kind_of(self, subject: str) -> str:
+        """The kind of a Nalar subject (`call` for `nalar.call.n1.A`), for dead letters."""
+        rest = subject[len(self.root) + 1:] if subject.startswith(self.root + ".") else subject
+        token = rest.split(".", 1)[0]
+        return token if _TOKEN.match(token) else "other"
 
     def futures_of_run(self, run: str) -> str:
         return f"{self.root}.fut.{run}.>"

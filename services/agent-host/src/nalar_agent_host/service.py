@@ -16,14 +16,18 @@ from nalar.app import App, load_app
 from nalar.context import CallContext
 from nalar.engines import Engine, SimulatedEngine
 from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
+from nalar.once import run_once
+from nalar.registry import MethodSpec
 from nalar.runtime import Runtime
 from nalar.signals import Suspend
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, publish_result, resume_driver
 from nalar_common.cluster import InstanceInfo
+from nalar_common.dlq import dead_letter
 from nalar_common.envelope import Envelope
 from nalar_common.errors import Cancelled, MalformedMessage, NalarError, NotFound
 from nalar_common.journal import Event, record
+from nalar_common.ledger import Ledger
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
 from nalar_common.state import SessionStore
@@ -68,13 +72,15 @@ class AgentHost:
         self.store = store
         self.states = SessionStates(store, lease_ttl_ms=settings.state_lease_ttl_ms,
                                     wait_s=settings.state_wait_s) if store else None
+        self.ledger = Ledger(store.r, self.names, ttl_s=settings.ledger_ttl_s) if store else None
         self._stopping = asyncio.Event()
         self.draining = False
         self._running: dict[str, dict[str, tuple[asyncio.Future[Any], threading.Event]]] = {}
         self._cancelled: dict[str, float] = {}
         self._inflight: set[asyncio.Task[None]] = set()
+        self._tokens: set[str] = set()  # dispatch tokens of the calls running here
         self._tg: asyncio.TaskGroup | None = None
-        self.stats = {"executed": 0, "failed": 0, "duplicates": 0}
+        self.stats = {"executed": 0, "failed": 0, "duplicates": 0, "retried": 0}
 
     def _max_agent_calls(self) -> int:
         return sum(spec.concurrency for spec in self.app.agents.values())
@@ -184,27 +190,34 @@ class AgentHost:
     # -- execution -------------------------------------------------------------------------
     async def _on_exec(self, msg: Msg) -> None:
         assert self._tg is not None
-        task = self._tg.create_task(self._execute(msg))
+        try:
+            body = Envelope.decode(msg.data, expect="dispatch").body
+            dict(body["headers"])
+        except Exception as exc:  # not from a local controller: nothing to answer
+            await dead_letter(self.bus, service=f"agent-host:{self.host_id}",
+                              subject=msg.subject, data=msg.data, headers=msg.headers,
+                              reason=f"malformed dispatch: {exc}")
+            return
+        token = str(body.get("token") or "")
+        self._tokens.add(token)  # at once: a controller may ask before the task starts
+        task = self._tg.create_task(self._execute(msg, body, token))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _execute(self, msg: Msg) -> None:
+    async def _execute(self, msg: Msg, body: dict[str, Any], token: str) -> None:
         """Never raises: an error here would stop the host and every call it runs."""
         try:
-            await self._run_call(msg)
+            await self._run_call(msg, body)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("agent_host.execute_failed")
+        finally:
+            self._tokens.discard(token)
 
-    async def _run_call(self, msg: Msg) -> None:
+    async def _run_call(self, msg: Msg, body: dict[str, Any]) -> None:
         started = time.time()
-        try:
-            body = Envelope.decode(msg.data, expect="dispatch").body
-            headers: dict[str, str] = dict(body["headers"])
-        except Exception as exc:  # not from a local controller: nothing to answer
-            log.warning("dispatch.malformed", error=str(exc))
-            return
+        headers: dict[str, str] = dict(body["headers"])
         token = str(body.get("token") or "")
         try:
             call = CallSpec.decode(body["call"])
@@ -237,20 +250,22 @@ class AgentHost:
             attempt = int(headers.get(H.ATTEMPT) or call.attempt)
             ctx = context_for(self.runtime, call, attempt)
             ctx.on_token = self._token_sink(call)
+            ctx.ledger, ctx.instance = self.ledger, inst.info.instance
             spec = None if is_driver else self.app.agents.get(call.agent)
             mspec = spec.methods.get(call.method) if spec is not None else None
-            limit = mspec.timeout if mspec is not None else None
+            limit = _time_left(mspec.timeout if mspec is not None else None, call.deadline,
+                               headers.get(H.DEADLINE))
+            run = self._runner(call, ctx, mspec,
+                               lambda: invoke(fn, args, kwargs, ctx, pool, limit))
             if spec is not None and spec.uses_state and call.session and self.states:
                 owner = f"{inst.info.instance}/{call.run}.{call.future}.a{attempt}"
                 async with self.states.hold(call.session, call.agent, owner,
                                             inst.info.instance) as (state, lease):
                     ctx.state = state
-                    value = await self._cancellable(call, ctx,
-                                                    invoke(fn, args, kwargs, ctx, pool, limit))
+                    value = await run
                     await self.states.commit(state, lease, op_id=f"{call.run}.{call.future}")
             else:
-                value = await self._cancellable(call, ctx,
-                                                invoke(fn, args, kwargs, ctx, pool, limit))
+                value = await run
         except Suspend as suspend:
             await self._suspend(call, headers, token, msg, suspend)
             return
@@ -259,6 +274,9 @@ class AgentHost:
         finally:
             if inst is not None:
                 inst.inflight -= 1
+        if error is not None and not is_driver and ctx is not None and msg.reply and \
+                await self._retry(call, headers, token, msg.reply, ctx, error):
+            return
         timings = {"created": call.created_at, "dispatched": body.get("dispatched_at", 0.0),
                    "started": started, "finished": time.time()}
         executor = inst.info.instance if inst else self.host_id
@@ -269,8 +287,11 @@ class AgentHost:
             self.stats["failed"] += 1
             log.info("call.failed", run_id=call.run, future_id=call.future, agent=call.agent,
                      method=call.method, code=error.error_code, message=error.message[:500])
-        if not published:
+        if not published:  # an earlier attempt resolved it: this result is dropped
             self.stats["duplicates"] += 1
+            await record(self.bus, call.run, Event.DUPLICATE, {
+                "future": call.future, "attempt": int(headers.get(H.ATTEMPT) or 1),
+                "executor": executor})
         await record(self.bus, call.run, Event.FUTURE_RESOLVED, {
             "future": call.future, "agent": call.agent, "method": call.method,
             "status": "ok" if error is None else "error", "executor": executor,
@@ -281,6 +302,38 @@ class AgentHost:
             await self._done(msg.reply, headers, token, executor,
                              "ok" if error is None else "error",
                              ctx.usage if ctx is not None else None)
+
+    def _runner(self, call: CallSpec, ctx: CallContext, mspec: MethodSpec | None,
+                make: Any) -> Any:
+        """The call as it runs here: cancellable, and once only if it is a tool with side
+        effects (`idempotent=False`: its result goes to the ledger, a retry replays it)."""
+        if mspec is None or mspec.idempotent or self.ledger is None:
+            return self._cancellable(call, ctx, make())
+        return run_once(ctx, f"{call.agent}.{call.method}",
+                        lambda: self._cancellable(call, ctx, make()))
+
+    async def _retry(self, call: CallSpec, headers: dict[str, str], token: str, reply: str,
+                     ctx: CallContext, error: NalarError) -> bool:
+        """Apply the method's retry policy: if `error` is worth another attempt, publish no
+        result; the local controller runs the call again after the backoff."""
+        spec = self.app.agents.get(call.agent)
+        mspec = spec.methods.get(call.method) if spec is not None else None
+        if mspec is None or call.run in self._cancelled:
+            return False
+        delay = mspec.retry.delay(ctx.attempt, error)
+        deadline = call.deadline or _float(headers.get(H.DEADLINE))
+        if delay is None or (deadline is not None and time.time() + delay >= deadline):
+            return False
+        self.stats["retried"] += 1
+        log.info("call.retrying", run_id=call.run, future_id=call.future, agent=call.agent,
+                 method=call.method, attempt=ctx.attempt, code=error.error_code,
+                 delay=round(delay, 3))
+        await record(self.bus, call.run, Event.RETRYING, {
+            "future": call.future, "agent": call.agent, "method": call.method,
+            "attempt": ctx.attempt, "delay": delay, "error": error.to_wire()})
+        await self._done(reply, headers, token, ctx.instance, "retry", ctx.usage,
+                         retry_after=delay)
+        return True
 
     async def _cancellable(self, call: CallSpec, ctx: CallContext, coro: Any) -> Any:
         """Run user code so that cancelling its run stops it: an async method is cancelled,
@@ -381,11 +434,14 @@ class AgentHost:
                      msg_id=f"{run}.finished")
 
     async def _done(self, reply: str, headers: dict[str, str], token: str, executor: str,
-                    status: str, usage: dict[str, Any] | None = None) -> None:
+                    status: str, usage: dict[str, Any] | None = None,
+                    retry_after: float | None = None) -> None:
         """Tell the local controller the call is over, so it acks it and frees the slot; the
         tokens it used feed the controller's work estimates and migration costs."""
         out = {H.RUN: headers.get(H.RUN, ""), H.FUTURE: headers.get(H.FUTURE, ""),
                H.INSTANCE: executor, H.STATUS: status, H.DISPATCH: token}
+        if retry_after is not None:
+            out[H.RETRY_AFTER] = f"{retry_after:.3f}"
         if usage and usage.get("llm"):
             last = usage["llm"][-1]
             out[H.TOKENS] = str(int(usage.get("prompt_tokens", 0))
@@ -406,12 +462,16 @@ class AgentHost:
                 result = self._assign(str(body.get("agent", "")))
             elif op == "release":
                 result = self._release(str(body.get("instance", "")))
+            elif op == "running":  # a controller checks calls it has not heard back about
+                asked = body.get("tokens") or []
+                result = {"ok": True, "running": [t for t in asked if t in self._tokens]}
             else:
                 result = {"ok": False, "error": f"unknown op {op!r}"}
         except Exception as exc:
             result = {"ok": False, "error": str(exc)}
-        log.info("agent_host.control", host=self.host_id, **{k: str(v) for k, v in
-                                                               result.items()})
+        if "running" not in result:
+            log.info("agent_host.control", host=self.host_id,
+                     **{k: str(v) for k, v in result.items()})
         if msg.reply:
             await self.bus.nc.publish(msg.reply, Envelope("control_reply", result).encode())
 
@@ -480,8 +540,36 @@ class AgentHost:
     async def _reject(self, msg: Msg, headers: dict[str, str], token: str,
                       error: MalformedMessage) -> None:
         """A call whose body cannot be read fails its future once; it is never retried."""
-        log.warning("call.malformed", run_id=headers.get(H.RUN), future_id=headers.get(H.FUTURE),
-                    error=error.message)
+        await dead_letter(self.bus, service=f"agent-host:{self.host_id}",
+                          subject=self.names.call(self.node, headers.get(H.AGENT) or "unknown"),
+                          data=body_call(msg.data), headers=headers,
+                          reason=f"malformed call: {error.message}")
         await self._publish_result(headers, None, error, self.host_id, {})
         if msg.reply:
             await self._done(msg.reply, headers, token, self.host_id, "error")
+
+
+def body_call(data: bytes) -> bytes:
+    """The call inside a dispatch message (what a dead letter of it keeps)."""
+    try:
+        call = Envelope.decode(data, expect="dispatch").body.get("call")
+        return call if isinstance(call, bytes) else data
+    except Exception:
+        return data
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _time_left(timeout: float | None, deadline: float | None, header: str | None) -> float | None:
+    """How long a call may run: its method's timeout, cut short by the deadline of its call
+    or run (a call already past its deadline gets none)."""
+    deadline = deadline or _float(header)
+    if deadline is None:
+        return timeout
+    left = max(0.001, deadline - time.time())
+    return left if timeout is None else min(timeout, left)

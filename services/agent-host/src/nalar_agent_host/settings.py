@@ -20,6 +20,8 @@ class AgentHostSettings(BaseSettings):
     grace_s: float = 10.0
     state_lease_ttl_ms: int = 10_000
     state_wait_s: float = 60.0
+    ledger_ttl_s: int = Field(default=7 * 24 * 3600, description="How long the idempotency "
+                              "ledger keeps a side effect's recorded result")
     slots: int = Field(default=0, description="Most agent instances run at once (provisioning "
                        "may add instances up to it); 0 = no limit")
     engine_startup_s: float = Field(default=0.0, description="Time a newly provisioned "

@@ -99,6 +99,12 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def check_dlq_id(entry_id: int) -> int:
+    if not 0 < entry_id < 2**63:
+        raise NotFound(f"dead letter {entry_id} does not exist")
+    return entry_id
+
+
 _RUN_BODY = {"requestBody": {"required": False, "content": {"application/json": {
     "schema": RunRequest.model_json_schema()}}}}
 
@@ -204,6 +210,24 @@ def router(gw: Gateway) -> APIRouter:
             raise InvalidInput('body must be {"policies": ["module:Class", ...]}',
                                details={"errors": [{"field": "policies", "message": "required"}]})
         return await gw.set_policy(body["policies"])
+
+    @r.get("/v1/dlq", tags=["ops"])
+    async def dlq_list(limit: int = Query(default=100, ge=1, le=10_000),
+                       kind: str | None = Query(default=None, pattern=r"^[a-z_]{1,32}$")
+                       ) -> dict[str, Any]:
+        return {"dead_letters": await gw.dead_letters.list(limit, kind)}
+
+    @r.get("/v1/dlq/{entry_id}", tags=["ops"])
+    async def dlq_show(entry_id: int) -> dict[str, Any]:
+        return await gw.dead_letters.show(check_dlq_id(entry_id))
+
+    @r.post("/v1/dlq/{entry_id}/retry", tags=["ops"])
+    async def dlq_retry(entry_id: int) -> dict[str, Any]:
+        return await gw.dead_letters.retry(check_dlq_id(entry_id))
+
+    @r.post("/v1/dlq/{entry_id}/discard", tags=["ops"])
+    async def dlq_discard(entry_id: int) -> dict[str, Any]:
+        return await gw.dead_letters.discard(check_dlq_id(entry_id))
 
     @r.get("/v1/sessions/{session_id}", tags=["sessions"])
     async def get_session(session_id: str) -> dict[str, Any]:

@@ -20,6 +20,10 @@ class RunRequest(BaseModel):
     session_id: str | None = None
     idempotency_key: str | None = Field(default=None, max_length=256)
     priority: int = Field(default=0, ge=-1000, le=1000)
+    timeout_s: float | None = Field(default=None, gt=0, le=365 * 24 * 3600, description=(
+        "The run's deadline, in seconds from now: past it, the run and every call it made "
+        "that has not finished resolve to a `timeout` error naming where it was stuck "
+        "(default: NALAR_GATEWAY_RUN_TIMEOUT_S)"))
 
     @field_validator("session_id")
     @classmethod

@@ -32,6 +32,7 @@ class RunReader:
             "run_id": run, "workflow": created.get("workflow"),
             "session_id": created.get("session_id"), "status": "queued",
             "created_at": created.get("ts"), "priority": created.get("priority", 0),
+            "deadline": created.get("deadline"),
         }
         if Event.STARTED in events:
             out["status"] = "running"
@@ -39,6 +40,12 @@ class RunReader:
         if seqs.get(Event.WAITING, 0) > seqs.get(Event.STARTED, 0):
             out["status"] = "waiting"
             out["waiting_for"] = {"signal": events[Event.WAITING].get("signal")}
+        lost = events.get(Event.DEAD_LETTERED)
+        if lost is not None and not await self.bus.direct_get_last(
+                n.futures_stream, n.future(run, str(lost.get("future")))):
+            out["stuck"] = {"future": lost.get("future"), "agent": lost.get("agent"),
+                            "method": lost.get("method"), "state": "dead-lettered",
+                            "dlq_id": lost.get("dlq_id"), "reason": lost.get("reason")}
         root = await self.bus.direct_get_last(n.futures_stream, n.future(run, ROOT_FUTURE))
         if root is not None:
             result = FutureResult(run, ROOT_FUTURE, root.data, root.headers)

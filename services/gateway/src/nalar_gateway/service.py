@@ -14,6 +14,7 @@ from nalar.future import Future
 from nalar.runtime import Runtime
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result, resume_driver
+from nalar_common.dlq import DeadLetters
 from nalar_common.errors import (
     Cancelled,
     Conflict,
@@ -49,6 +50,7 @@ class Gateway:
             name: input_model(spec) for name, spec in self.app.workflows.items()}
         self.runtime = Runtime(bus)
         self.reader = RunReader(bus)
+        self.dead_letters = DeadLetters(bus)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -106,14 +108,17 @@ class Gateway:
                     req.idempotency_key, owner, run_id, self.settings.idempotency_ttl_s)
                 if owner != run_id:
                     return await self._await_created(owner) or {"run_id": owner}, False
+        deadline = time.time() + (req.timeout_s or self.settings.run_timeout_s)
         await self.store.register_run(session, run_id, workflow, time.time())
         await record(self.bus, run_id, Event.CREATED, {
             "workflow": workflow, "session_id": session, "input": inputs,
             "priority": req.priority, "idempotency_key": req.idempotency_key,
+            "deadline": deadline,
         }, acked=True, msg_id=f"{run_id}.created")
         try:
             await self.runtime.submit_root(run=run_id, session=session, workflow=workflow,
-                                           input=inputs, priority=req.priority)
+                                           input=inputs, priority=req.priority,
+                                           deadline=deadline)
         except Exception as exc:
             # the run exists in the journal: fail it rather than leave it queued forever
             err = exc if isinstance(exc, NalarError) else Unavailable(
@@ -127,7 +132,7 @@ class Gateway:
             raise err from exc
         log.info("run.created", run_id=run_id, session_id=session, workflow=workflow)
         return {"run_id": run_id, "session_id": session, "workflow": workflow,
-                "status": "queued", "created_at": time.time()}, True
+                "status": "queued", "created_at": time.time(), "deadline": deadline}, True
 
     async def _await_created(self, run_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
         """A concurrent POST with the same key may still be writing its `created` event;

@@ -13,3 +13,5 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = 1_048_576
     max_wait_s: float = 300.0
     idempotency_ttl_s: int = 86_400
+    run_timeout_s: float = Field(default=7 * 24 * 3600, description="Deadline of a run that "
+                                 "names none (its `timeout_s`), in seconds")

@@ -37,6 +37,8 @@ class Held:
     pinned: str | None = None  # the instance a stateful agent's session is pinned to
     seq: int = field(default_factory=lambda: next(_seq))
     base_priority: int = 0  # what the caller asked for (the policy may raise it)
+    deliveries: int = 1  # JetStream deliveries plus runs cut short by a lost instance
+    deadline: float | None = None  # epoch seconds; past it the call fails with `Timeout`
 
     @property
     def key(self) -> str:

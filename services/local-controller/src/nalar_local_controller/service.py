@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
 from nalar_common.cluster import ClusterView, PolicySnapshot
+from nalar_common.dlq import dead_letter
 from nalar_common.envelope import Envelope
 from nalar_common.errors import (
     Cancelled,
@@ -26,6 +27,7 @@ from nalar_common.errors import (
     MalformedMessage,
     NalarError,
     NoInstance,
+    Timeout,
 )
 from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.journal import Event, record
@@ -46,6 +48,13 @@ log = get_logger(__name__)
 _T = TypeVar("_T")
 
 _REQUIRED = (H.RUN, H.FUTURE, H.AGENT, H.METHOD)
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _int(value: str | None, default: _T) -> int | _T:
@@ -80,10 +89,13 @@ class LocalController:
         self._done_actions: dict[str, float] = {}  # one-shot action id -> applied at
         self._cancelled: dict[str, float] = {}
         self._outbox_ready = asyncio.Event()
+        self._reconcile_all = False
+        bus.on_reconnect(self._on_reconnect)
         self._tg: asyncio.TaskGroup | None = None
         self.stats = {"admitted": 0, "dispatched": 0, "completed": 0, "failed": 0,
                       "forwarded": 0, "requeued": 0, "malformed": 0, "migrated": 0,
-                      "lease_transfers": 0, "provisioned": 0, "released": 0, "stolen": 0}
+                      "lease_transfers": 0, "provisioned": 0, "released": 0, "stolen": 0,
+                      "retried": 0, "dead_lettered": 0, "timed_out": 0, "reconciled": 0}
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
@@ -127,6 +139,9 @@ class LocalController:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def _on_reconnect(self) -> None:
+        self.reconcile_soon()
+
     async def _release_waiting(self) -> None:
         """On a clean stop, hand back what has not started (redelivered at once to the next
         controller of this node); calls running on hosts stay claimed until ack wait."""
@@ -162,12 +177,18 @@ class LocalController:
             if await self._already_resolved(headers[H.RUN], headers[H.FUTURE]):
                 await msg.ack()
                 return
+            if redeliveries >= self.settings.max_deliver:
+                await self._dead_letter_msg(msg, headers, redeliveries + 1,
+                                            f"delivered {redeliveries + 1} times without "
+                                            "finishing (max_deliver)")
+                return
             headers[H.ATTEMPT] = str(attempt + redeliveries)
         deps = [d for d in (headers.get(H.DEPS) or "").split(",") if d]
         held = Held(msgs=[msg], data=msg.data, headers=headers, run=headers[H.RUN],
                     future=headers[H.FUTURE], agent=headers[H.AGENT],
                     session=headers.get(H.SESSION, ""), priority=priority, deps=deps,
-                    base_priority=priority)
+                    base_priority=priority, deliveries=redeliveries + 1,
+                    deadline=_float(headers.get(H.DEADLINE)))
         held.priority = self._priority(held, self.view.snapshot)
         if headers.get(H.INSTANCE) in self.queues:
             held.pinned = headers[H.INSTANCE]  # migrated here for that instance
@@ -245,10 +266,31 @@ class LocalController:
             return False
 
     async def _reject_malformed(self, msg: Msg, headers: dict[str, str], why: str) -> None:
+        """A call nobody can run: dead-lettered, its future (if it names one) fails at once,
+        and the message is never delivered again."""
         self.stats["malformed"] += 1
-        log.warning("call.malformed", reason=why, subject=msg.subject)
+        await dead_letter(self.bus, service=self.executor_id, subject=msg.subject,
+                          data=msg.data, headers=headers, reason=f"malformed call: {why}")
         if headers.get(H.RUN) and headers.get(H.FUTURE):
             await self._fail_headers(headers, MalformedMessage(why))
+        await msg.term()
+
+    async def _dead_letter_msg(self, msg: Msg, headers: dict[str, str], deliveries: int,
+                               reason: str) -> None:
+        """A call that keeps failing to finish (its hosts die, its controllers die) goes to
+        the dead-letter stream; its future stays open for `nalar dlq retry` (or fails with
+        `nalar dlq discard`), and the run's journal says where it is."""
+        self.stats["dead_lettered"] += 1
+        dlq_id = await dead_letter(self.bus, service=self.executor_id, subject=msg.subject,
+                                   data=msg.data, headers=headers, reason=reason,
+                                   deliveries=deliveries)
+        if dlq_id is None:
+            await msg.nak(delay=5)  # not stored: keep it, try again later
+            return
+        await record(self.bus, headers.get(H.RUN, ""), Event.DEAD_LETTERED, {
+            "future": headers.get(H.FUTURE), "agent": headers.get(H.AGENT),
+            "method": headers.get(H.METHOD), "reason": reason, "dlq_id": dlq_id,
+            "deliveries": deliveries, "node": self.node})
         await msg.term()
 
     def _dep_resolved(self, held: Held, result: FutureResult) -> None:
@@ -391,8 +433,11 @@ class LocalController:
         held = self.held.get(key)
         if held is None or not held.token or h.get(H.DISPATCH) != held.token:
             return  # unknown, or a superseded copy finishing late: the current one still runs
-        del self.held[key]
         queue = self.queues.get(held.instance or "")
+        if h.get(H.STATUS) == "retry":  # its retry policy wants another attempt, later
+            self._retry_later(held, queue, _float(h.get(H.RETRY_AFTER)) or 0.0)
+            return
+        del self.held[key]
         if queue is not None:
             queue.inflight.pop(key, None)
             queue.finished(held, time.time() - held.dispatched_at, _int(h.get(H.TOKENS), None),
@@ -404,6 +449,22 @@ class LocalController:
                 self._steal(queue)
             await self._flush_outbox()
         await held.ack()
+
+    def _retry_later(self, held: Held, queue: InstanceQueue | None, delay: float) -> None:
+        """Free the slot now; place the call again after `delay` as its next attempt (still
+        held and claimed: the message is acked only when an attempt ends it)."""
+        if queue is not None:
+            queue.inflight.pop(held.key, None)
+        held.instance, held.token = None, ""
+        held.headers = {**held.headers,
+                        H.ATTEMPT: str(_int(held.headers.get(H.ATTEMPT), 1) + 1)}
+        self.stats["retried"] += 1
+        self._spawn(self._place_later(held, delay))
+        if queue is not None:
+            self._dispatch(queue)
+            if queue.free_slots > 0 and not queue.queued:
+                self._steal(queue)
+            self._outbox_ready.set()
 
     async def _forward(self, held: Held, node: str, instance: str | None = None) -> None:
         """Hand a call to another node: republish with a new message id, then ack ours. A
@@ -544,7 +605,7 @@ class LocalController:
             log.warning("session.lease_move_failed", session_id=session, error=str(exc))
 
     # -- provisioning ----------------------------------------------------------------------
-    async def _control(self, host: str, body: dict[str, str]) -> dict[str, Any]:
+    async def _control(self, host: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
             reply = await self.bus.nc.request(self.names.control(host),
                                               Envelope("control", body).encode(),
@@ -663,18 +724,40 @@ class LocalController:
                      calls=len(moved))
 
     def _instance_gone(self, queue: InstanceQueue) -> None:
-        """Its host stopped heartbeating: run its queued and in-flight calls elsewhere."""
+        """Its host stopped heartbeating: run its queued calls elsewhere now, and its
+        in-flight ones as new attempts after a backoff — unless they have been delivered
+        `max_deliver` times (a call that kills its hosts): those are dead-lettered."""
         queued, inflight = queue.drain()
         log.warning("instance.lost", instance=queue.info.instance,
                     requeued=len(queued) + len(inflight))
-        for held in inflight:  # it may have run part-way: the next copy is a new attempt
-            held.headers = {**held.headers,
-                            H.ATTEMPT: str(int(held.headers.get(H.ATTEMPT) or 1) + 1)}
         for held in queued + inflight:
             held.instance = None
             held.token = ""
             self.stats["requeued"] += 1
+        for held in queued:
             self._place(held)
+        for held in inflight:  # it may have run part-way: the next copy is a new attempt
+            held.deliveries += 1
+            held.headers = {**held.headers,
+                            H.ATTEMPT: str(int(held.headers.get(H.ATTEMPT) or 1) + 1)}
+            if held.deliveries > self.settings.max_deliver:
+                self._spawn(self._dead_letter_held(held))
+            else:
+                self._spawn(self._place_later(held, self._backoff(held.deliveries)))
+
+    def _backoff(self, deliveries: int) -> float:
+        base = self.settings.redelivery_backoff_s * 2.0 ** max(0, deliveries - 2)
+        return float(min(self.settings.redelivery_backoff_max_s, base))
+
+    async def _dead_letter_held(self, held: Held) -> None:
+        if self.held.pop(held.key, None) is None:
+            return
+        first, rest = held.msgs[0], held.msgs[1:]
+        await self._dead_letter_msg(first, held.headers, held.deliveries,
+                                    f"its instance was lost {held.deliveries - 1} times while "
+                                    "running it (max_deliver)")
+        for m in rest:
+            await m.ack()
 
     # -- periodic ------------------------------------------------------------------------
     async def _housekeeping_loop(self) -> None:
@@ -690,6 +773,12 @@ class LocalController:
     async def _housekeeping(self, last: dict[str, float]) -> None:
         self._sync_instances()
         now = time.time()
+        await self._expire(now)
+        if self._reconcile_all or time.monotonic() - last.get("reconcile", 0.0) > \
+                self.settings.reconcile_after_s / 2:
+            last["reconcile"] = time.monotonic()
+            await self._reconcile(1.0 if self._reconcile_all else
+                                  self.settings.reconcile_after_s)
         for agent, waiting in list(self.unplaced.items()):
             for held in list(waiting):
                 if now - held.arrived > self.settings.no_instance_timeout_s:
@@ -711,6 +800,91 @@ class LocalController:
                     await held.in_progress()  # keep the claim on calls we hold
                 except Exception:
                     pass
+
+    async def _expire(self, now: float) -> None:
+        """Calls past their deadline that have not started fail with `Timeout` (running ones
+        are stopped by their host, which knows the deadline too)."""
+        late = [h for h in self.held.values() if h.deadline and h.deadline <= now and
+                not h.token]
+        for held in late:
+            for queue in self.queues.values():
+                queue.take(lambda h, key=held.key: h.key != key)
+            if held.agent in self.unplaced:
+                self.unplaced[held.agent] = [h for h in self.unplaced[held.agent]
+                                             if h is not held]
+            where = ("waiting for " + ",".join(sorted(held.waiting)) if held.waiting
+                     else "queued")
+            self.stats["timed_out"] += 1
+            await self._fail(held, Timeout(
+                f"call {held.agent}.{held.headers.get(H.METHOD)} passed its deadline while "
+                f"{where} on node {self.node}", details={
+                    "future": held.future, "stuck": where, "node": self.node,
+                    "deadline": held.deadline}))
+
+    def reconcile_soon(self) -> None:
+        """After a reconnect: dispatches and `done`s sent meanwhile may be lost."""
+        self._reconcile_all = True
+
+    async def _reconcile(self, older_than: float) -> None:
+        """Dispatched calls not reported done for `older_than` s: those whose future is
+        stored are done (the `done` was lost); those their host says it is not running (the
+        dispatch was lost) are dispatched again. A host that does not answer is left to its
+        heartbeat: if it is gone, its calls move when its instance expires."""
+        self._reconcile_all = False
+        now = time.time()
+        stale = [h for h in self.held.values()
+                 if h.token and now - h.dispatched_at > older_than]
+        if not stale:
+            return
+        stale = await self._finish_resolved(stale)
+        by_host: dict[str, list[Held]] = {}
+        for held in stale:
+            queue = self.queues.get(held.instance or "")
+            if queue is not None:
+                by_host.setdefault(queue.info.host, []).append(held)
+        lost: list[Held] = []
+        for host, calls in by_host.items():
+            reply = await self._control(host, {"op": "running",
+                                               "tokens": [h.token for h in calls]})
+            if not reply.get("ok"):
+                continue
+            running = set(reply.get("running") or ())
+            lost += [h for h in calls if h.token not in running]
+        for held in await self._finish_resolved(lost):
+            if held.key not in self.held or not held.token:
+                continue
+            queue = self.queues.get(held.instance or "")
+            if queue is not None:
+                queue.inflight.pop(held.key, None)
+            log.warning("dispatch.lost", run_id=held.run, future_id=held.future,
+                        instance=held.instance)
+            held.instance, held.token = None, ""
+            self.stats["reconciled"] += 1
+            self._place(held)
+        await self._flush_outbox()
+
+    async def _finish_resolved(self, calls: list[Held]) -> list[Held]:
+        """Complete the calls whose future is stored; return the others."""
+        if not calls:
+            return []
+        subjects = {self.names.future(h.run, h.future): h for h in calls}
+        try:
+            found = await self.bus.multi_last(self.names.futures_stream, list(subjects))
+        except Exception as exc:
+            log.warning("reconcile.lookup_failed", error=str(exc))
+            return []
+        for subject in found:
+            held = subjects[subject]
+            if self.held.get(held.key) is not held:
+                continue
+            del self.held[held.key]
+            queue = self.queues.get(held.instance or "")
+            if queue is not None:
+                queue.inflight.pop(held.key, None)
+                self._dispatch(queue)
+            self.stats["reconciled"] += 1
+            await held.ack()
+        return [h for s, h in subjects.items() if s not in found]
 
     async def _telemetry_loop(self) -> None:
         while True:

@@ -19,6 +19,15 @@ class LocalControllerSettings(BaseSettings):
     lease_transfer_ttl_ms: int = Field(default=10_000, description="How long a migrated "
                                        "session's state lease stays reserved for its new "
                                        "instance")
+    max_deliver: int = Field(default=5, description="Deliveries of a call (controller "
+                             "restarts, lost instances) before it is dead-lettered")
+    redelivery_backoff_s: float = Field(default=1.0, description="Wait before a call whose "
+                                        "instance was lost runs again; doubles per loss")
+    redelivery_backoff_max_s: float = 30.0
+    reconcile_after_s: float = Field(default=10.0, description="A dispatched call not "
+                                     "reported done for this long is checked: resolved "
+                                     "already (its done was lost), or still running on its "
+                                     "host, or dispatched again")
     control_timeout_s: float = 2.0
     spawn_hosts: int = Field(default=0, description="Agent host processes this controller "
                              "may start itself when a snapshot provisions an instance and no "

@@ -1,6 +1,7 @@
 """StateStore: records every run in its session's registry (from the run journal's `created`
 events, with a durable consumer so none is missed across restarts), answers session queries on
-`nalar.state.session` (request/reply), and keeps the signal timeouts (`timers.py`)."""
+`nalar.state.session` (request/reply), and keeps the signal timeouts (`timers.py`) and the run
+deadlines (`deadlines.py`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from nalar_common.state import SessionStore
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from nalar_state_store.deadlines import RunDeadlines
 from nalar_state_store.settings import StateStoreSettings
 from nalar_state_store.timers import SignalTimers
 
@@ -30,6 +32,7 @@ class StateStore:
         self.registered = 0
         self.view = ClusterView(bus)
         self.timers = SignalTimers(bus, self.view)
+        self.deadlines = RunDeadlines(bus, store)
 
     async def run(self) -> None:
         await self.bus.ensure_topology()
@@ -38,6 +41,7 @@ class StateStore:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.view.run())
                 tg.create_task(self.timers.run())
+                tg.create_task(self.deadlines.run())
                 timers_sub = await self.timers.subscribe()
                 consumer = ConsumerConfig(
                     durable_name=self.names.STATE_STORE_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
@@ -68,6 +72,8 @@ class StateStore:
             body = Envelope.decode(msg.data, expect="event").body
             await self.store.register_run(str(body["session_id"]), str(body["run"]),
                                           str(body.get("workflow", "")), float(body["ts"]))
+            if body.get("deadline") is not None:
+                await self.deadlines.add(str(body["run"]), float(body["deadline"]))
             self.registered += 1
         except (KeyError, ValueError, TypeError) as exc:
             log.warning("registry.malformed_event", subject=msg.subject, error=str(exc))
