@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
@@ -41,8 +42,8 @@ class RunDeadlines:
                 log.warning("deadlines.check_failed", error=str(exc))
 
     async def fire_due(self) -> int:
-        due = await self.store.r.zrangebyscore(self.key, "-inf", time.time(), start=0,
-                                               num=self.BATCH, withscores=True)
+        due: Any = await self.store.r.zrangebyscore(
+            self.key, "-inf", time.time(), start=0, num=self.BATCH, withscores=True)
         fired = 0
         for raw, deadline in due:
             run = raw.decode() if isinstance(raw, bytes) else str(raw)
