@@ -7,6 +7,7 @@ from typing import Any
 
 from nalar_common.bus import Bus, StoredMsg
 from nalar_common.envelope import Envelope
+from nalar_common.errors import Timeout
 
 
 class Event:
@@ -78,5 +79,28 @@ async def where_stuck(bus: Bus, run: str, limit: int = 20) -> list[dict[str, Any
             seen[fut].update(state="dead-lettered", dlq_id=ev.get("dlq_id"),
                              reason=ev.get("reason"))
     resolved = await bus.multi_last(n.futures_stream, [n.futures_of_run(run)])
-    done = {s.rsplit(".", 1)[1] for s in resolved}
-    return [row for f, row in seen.items() if f not in done][:limit]
+    out = []
+    for fut, row in seen.items():
+        stored = resolved.get(n.future(run, fut))
+        if stored is None:
+            out.append(row)
+        elif stored.headers.get("Nalar-Status") == "error" and _timed_out(stored):
+            out.append({**row, "state": "timed out at the deadline"})
+    return out[:limit]
+
+
+def _timed_out(stored: StoredMsg) -> bool:
+    try:
+        error = Envelope.decode(stored.data, expect="result").body.get("error") or {}
+    except Exception:
+        return False
+    return bool(error.get("code") == "timeout")
+
+
+async def deadline_error(bus: Bus, run: str, deadline: float | None) -> Timeout:
+    """The error a run resolves to when its deadline passes: where it was stuck."""
+    stuck = await where_stuck(bus, run)
+    where = "; ".join(f"{s['agent']}.{s['method']} (future {s['future']}): {s['state']}"
+                      for s in stuck if s["future"] != "0")[:1000] or "in its workflow code"
+    return Timeout(f"run {run} passed its deadline; stuck at {where}",
+                   details={"deadline": deadline, "stuck": stuck})

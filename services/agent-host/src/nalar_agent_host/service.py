@@ -25,8 +25,8 @@ from nalar_common.calls import CallSpec, publish_result, resume_driver
 from nalar_common.cluster import InstanceInfo
 from nalar_common.dlq import dead_letter
 from nalar_common.envelope import Envelope
-from nalar_common.errors import Cancelled, MalformedMessage, NalarError, NotFound
-from nalar_common.journal import Event, record
+from nalar_common.errors import Cancelled, MalformedMessage, NalarError, NotFound, Timeout
+from nalar_common.journal import Event, deadline_error, record
 from nalar_common.ledger import Ledger
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
@@ -274,6 +274,8 @@ class AgentHost:
         finally:
             if inst is not None:
                 inst.inflight -= 1
+        if isinstance(error, Timeout):
+            error = await self._past_deadline(call, headers, inst, error)
         if error is not None and not is_driver and ctx is not None and msg.reply and \
                 await self._retry(call, headers, token, msg.reply, ctx, error):
             return
@@ -334,6 +336,23 @@ class AgentHost:
         await self._done(reply, headers, token, ctx.instance, "retry", ctx.usage,
                          retry_after=delay)
         return True
+
+    async def _past_deadline(self, call: CallSpec, headers: dict[str, str],
+                             inst: Instance | None, error: NalarError) -> NalarError:
+        """A call cut short by its deadline (not its method's timeout) says so; a driver
+        says where its run was stuck."""
+        deadline = call.deadline or _float(headers.get(H.DEADLINE))
+        if deadline is None or time.time() < deadline - 0.05:
+            return error
+        if call.agent == DRIVER_AGENT:
+            try:
+                return await deadline_error(self.bus, call.run, deadline)
+            except Exception:
+                return error
+        where = inst.info.instance if inst else self.host_id
+        return Timeout(f"{call.agent}.{call.method} passed its deadline while running on "
+                       f"{where}", details={**error.details, "deadline": deadline,
+                                            "stuck": "running", "instance": where})
 
     async def _cancellable(self, call: CallSpec, ctx: CallContext, coro: Any) -> Any:
         """Run user code so that cancelling its run stops it: an async method is cancelled,

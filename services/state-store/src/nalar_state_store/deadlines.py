@@ -12,8 +12,7 @@ from typing import Any
 
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
-from nalar_common.errors import Timeout
-from nalar_common.journal import Event, record, where_stuck
+from nalar_common.journal import Event, deadline_error, record
 from nalar_common.logging import get_logger
 from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
@@ -60,11 +59,8 @@ class RunDeadlines:
         n = self.bus.names
         if await self.bus.direct_get_last(n.futures_stream, n.future(run, ROOT_FUTURE)):
             return 0  # finished in time
-        stuck = await where_stuck(self.bus, run)
-        where = "; ".join(f"{s['agent']}.{s['method']} (future {s['future']}): {s['state']}"
-                          for s in stuck[:5]) or "nothing pending"
-        error = Timeout(f"run {run} passed its deadline; stuck at {where}",
-                        details={"deadline": deadline, "stuck": stuck})
+        error = await deadline_error(self.bus, run, deadline)
+        stuck = error.details["stuck"]
         stored = await publish_result(self.bus, {
             H.RUN: run, H.FUTURE: ROOT_FUTURE, H.AGENT: DRIVER_AGENT,
             H.METHOD: str(stuck[0]["method"]) if stuck and stuck[0]["future"] == ROOT_FUTURE
@@ -75,6 +71,6 @@ class RunDeadlines:
                                                      "error": error.to_wire()},
                      acked=True, msg_id=f"{run}.finished")
         await self.bus.nc.publish(n.cancel(run), b"")  # stop what still runs or waits
-        log.info("run.deadline_passed", run_id=run, stuck=where[:500])
+        log.info("run.deadline_passed", run_id=run, stuck=error.message[:500])
         self.fired += 1
         return 1

@@ -1,0 +1,142 @@
+"""Fault injection: under a steady stream of runs, kill one part of the stack after another
+(agent host, local controller, active global controller, state store, gateway, nats-server,
+Redis) while a supervisor restarts what died; at the end every accepted run must have
+succeeded with the right result, none may be lost, and no side effect may have happened twice.
+
+`make test-faults` (or `pytest -s -m faults tests/faults`) prints the table; the numbers are
+also written as JSON under the test's tmp dir (path printed). docs/reliability.md explains the
+columns.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from faults.harness import (
+    EXPECTED,
+    Fault,
+    Load,
+    Stack,
+    build_report,
+    created_events,
+    read_effects,
+    table,
+    write_json,
+)
+
+pytestmark = pytest.mark.faults
+
+# short timeouts so that recovery takes seconds (docs/configuration.md)
+ENV = {
+    "NALAR_NATS_CALL_ACK_WAIT_S": "5",  # calls a dead local controller held come back after
+    "NALAR_NATS_INSTANCE_TTL_S": "2",  # a dead host's instances expire after
+    "NALAR_AGENT_HOST_HEARTBEAT_S": "0.5",
+    "NALAR_GC_LEASE_TTL_S": "2",  # a standby controller takes over after
+    "NALAR_STATE_ACK_WAIT_S": "5",
+    "NALAR_LC_REDELIVERY_BACKOFF_S": "0.5",
+    "NALAR_LC_RECONCILE_AFTER_S": "5",
+    "NALAR_AGENT_HOST_GRACE_S": "5",
+    "NALAR_LOG_LEVEL": "INFO",
+}
+RESTART_DELAY_S = 1.0  # the supervisor's RestartSec
+STEADY_S = float(os.environ.get("NALAR_FAULTS_STEADY_S", "5"))  # load between faults
+SETTLE_CAP_S = 60.0  # longest wait for a fault's in-flight runs before the next fault
+FINAL_WAIT_S = 150.0  # for every accepted run to end, after the load stops
+RUN_TIMEOUT_S = 120.0  # each run's deadline (timeout_s): a stuck run fails, saying where
+
+
+def _faults(stack: Stack) -> list[tuple[str, str, Callable[[], str]]]:
+    """(name, description, target chooser) in the order they strike."""
+    def active_gc() -> str:
+        leader = stack.leader()
+        assert leader in ("gc-a", "gc-b"), f"no active global controller: {leader!r}"
+        return leader
+
+    return [
+        ("agent-host", "SIGKILL an agent host (node n1)", lambda: "host-n1a"),
+        ("local-controller", "SIGKILL node n2's local controller", lambda: "lc-n2"),
+        ("global-controller", "SIGKILL the active global controller", active_gc),
+        ("state-store", "SIGKILL the state store", lambda: "state-store"),
+        ("gateway", "SIGKILL gateway gw1 (clients fail over to gw2)", lambda: "gw1"),
+        ("nats", "SIGKILL nats-server, start it again (same port and data)", lambda: "nats"),
+        ("redis", "SIGKILL valkey, start it again (same port, its AOF)", lambda: "valkey"),
+    ]
+
+
+def test_faults(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, extra_env=ENV, restart_delay=RESTART_DELAY_S)
+    load: Load | None = None
+    try:
+        stack.start()
+        assert stack.sup.wait_for(stack.ready, 90), f"stack not ready\n{stack.logs()}"
+        load = Load(stack.urls, clients=3, interval=1.0, run_timeout_s=RUN_TIMEOUT_S)
+        load.start()
+        t0 = load.started_at
+        stack.sup.sleep(STEADY_S + 2)  # baseline
+        faults: list[Fault] = []
+        for name, what, choose in _faults(stack):
+            target = choose()
+            at = stack.sup.kill(target)
+            fault = Fault(name, what, at, target)
+            faults.append(fault)
+            print(f"[{at - t0:6.1f}s] fault {name}: {what} ({target})", flush=True)
+            inflight = {r.run_id for r in load.open_runs() if r.accepted_at and r.accepted_at < at}
+            stack.sup.sleep(RESTART_DELAY_S + 0.5)
+            if stack.sup.wait_for(stack.ready, SETTLE_CAP_S):
+                fault.ready_after_s = round(time.time() - at, 2)
+            stack.sup.wait_for(lambda ids=inflight: not any(
+                r.run_id in ids for r in load.open_runs()), SETTLE_CAP_S)  # type: ignore[misc]
+            stack.sup.sleep(STEADY_S)
+        load.stop_submitting()
+        print(f"[{time.time() - t0:6.1f}s] load stopped; waiting for "
+              f"{len(load.open_runs())} open runs", flush=True)
+        stack.sup.wait_for(lambda: not load.open_runs(), FINAL_WAIT_S)  # type: ignore[union-attr]
+        load.stop()
+        runs = load.snapshot()
+        effects = read_effects(stack.servers.redis_url, runs)
+        created = created_events(stack)
+        report = build_report(load, faults, effects, created, stack.sup.log, t0)
+        report["config"] = {"env": ENV, "restart_delay_s": RESTART_DELAY_S,
+                            "steady_s": STEADY_S, "hosts": stack.hosts, "clients": load.clients,
+                            "interval_s": load.interval, "run_timeout_s": RUN_TIMEOUT_S,
+                            "logs": str(stack.log_dir),
+                            "duration_s": round(time.time() - t0, 1)}
+        path = tmp_path / "faults-report.json"
+        write_json(path, report)
+        print("\n" + table(report))
+        print(f"\nreport: {path}\nlogs: {stack.log_dir}")
+
+        totals = report["totals"]
+        problems = []
+        still_open = [r.run_id for r in runs if r.status is None]
+        if still_open:
+            problems.append(f"{len(still_open)} runs never finished: {still_open[:10]}")
+        if totals["failed"]:
+            problems.append(f"{len(totals['failed'])} runs did not succeed with {EXPECTED}: "
+                            f"{totals['failed'][:10]}")
+        if totals["never_accepted"]:
+            problems.append(f"{len(totals['never_accepted'])} submissions never accepted: "
+                            f"{[r['post_errors'][-3:] for r in totals['never_accepted'][:5]]}")
+        if totals["not_found"]:
+            problems.append(f"runs the gateway did not know (404): {totals['not_found'][:10]}")
+        if totals["duplicates"]:
+            problems.append(f"side effects applied more than once: {totals['duplicates'][:10]}")
+        if totals["missing_effects"]:
+            problems.append(f"succeeded runs missing a side effect: "
+                            f"{totals['missing_effects'][:10]}")
+        if totals["runs_per_key"]:
+            problems.append(f"idempotency keys that created several runs: "
+                            f"{totals['runs_per_key']}")
+        if totals["repost_mismatch"]:
+            problems.append(f"a repeated POST named another run: {totals['repost_mismatch']}")
+        if totals["created_runs"] != len(runs):
+            problems.append(f"{totals['created_runs']} runs created for {len(runs)} accepted")
+        assert not problems, "\n".join(problems) + f"\nreport: {path}\nlogs: {stack.log_dir}"
+    finally:
+        if load is not None:
+            load.stop()
+        stack.stop()
