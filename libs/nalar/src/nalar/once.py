@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
 from nalar_common.errors import NalarError
 from nalar_common.ledger import Begun
+from nalar_common.state import redis_unavailable
 
 from nalar.context import CallContext, current
 
@@ -112,7 +114,8 @@ class once:  # used like a function: `with nalar.once("x") as op`
 
     async def _begin(self, ctx: CallContext) -> Operation:
         op = self._op = Operation(self.name, operation_key(ctx, self.name))
-        begun = await ctx.ledger.begin(ctx.run, self._ledger_key(ctx), ctx.owner)
+        with redis_unavailable("idempotency ledger"):
+            begun = await ctx.ledger.begin(ctx.run, self._ledger_key(ctx), ctx.owner)
         op.done, op.tries = begun.done, begun.tries
         if begun.done:
             op.result = begun.value
@@ -143,11 +146,31 @@ class once:  # used like a function: `with nalar.once("x") as op`
             except Exception:
                 pass  # the claim expires by itself
             return
-        op.result = await ctx.ledger.finish(ctx.run, key, ctx.owner, op.result)
+        op.result = await _finish(ctx, key, op.result)
         op.done = True
 
     def _ledger_key(self, ctx: CallContext) -> str:
         return f"{ctx.future}:{self.name}"
+
+
+FINISH_RETRY_S = 30.0
+
+
+async def _finish(ctx: CallContext, key: str, value: Any) -> Any:
+    """Record the effect's result. The effect has happened: while Redis restarts keep
+    trying, so a retry finds the record; past `FINISH_RETRY_S` the call fails retryably
+    and its next attempt runs the block again (with the same `op.key`)."""
+    give_up = time.monotonic() + FINISH_RETRY_S
+    delay = 0.1
+    while True:
+        try:
+            with redis_unavailable("idempotency ledger"):
+                return await ctx.ledger.finish(ctx.run, key, ctx.owner, value)
+        except NalarError:
+            if time.monotonic() + delay > give_up:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def operation_key(ctx: CallContext, name: str) -> str:

@@ -29,7 +29,8 @@ from nalar.future import Future
 
 log = get_logger(__name__)
 
-PUBLISH_ACK_TIMEOUT_S = 10.0
+PUBLISH_ACK_TIMEOUT_S = 5.0
+PUBLISH_RETRY_S = 60.0
 
 
 class Runtime:
@@ -161,15 +162,11 @@ class Runtime:
                 raise NoInstance(f"no instance of agent {spec.agent!r} is running",
                                  details={"agent": spec.agent})
             headers = spec.headers(self.view.snapshot.revision if self.view.snapshot else None)
-            # the call goes on the wire first; the journal entry follows without delaying it
-            ack = await self.bus.js.publish_async(self.bus.names.call(node, spec.agent), payload,
-                                                  headers=headers)
+            await self._publish_call(self.bus.names.call(node, spec.agent), payload, headers)
             await record(self.bus, spec.run, Event.FUTURE_CREATED, {
                 "future": spec.future, "agent": spec.agent, "method": spec.method,
                 "deps": list(spec.deps), "parent": spec.parent, "session": spec.session,
                 "node": node, "created_at": spec.created_at})
-            async with asyncio.timeout(PUBLISH_ACK_TIMEOUT_S):
-                await ack
         except Exception as exc:
             if raise_errors:
                 raise
@@ -178,6 +175,28 @@ class Runtime:
             log.warning("future.publish_failed", run_id=spec.run, future_id=spec.future,
                         error=str(exc))
             await self._resolve_failed(fut, spec, err)
+
+    async def _publish_call(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        """Publish a call and wait for the stream to store it; while NATS is away (a restart)
+        try again with the same message id, which the stream stores once, for up to
+        `PUBLISH_RETRY_S`."""
+        give_up = time.monotonic() + PUBLISH_RETRY_S
+        delay = 0.2
+        while True:
+            try:
+                ack = await self.bus.js.publish_async(subject, payload, headers=headers)
+                async with asyncio.timeout(PUBLISH_ACK_TIMEOUT_S):
+                    await ack
+                return
+            except NalarError:
+                raise
+            except Exception as exc:
+                if time.monotonic() + delay > give_up:
+                    raise
+                log.warning("future.publish_retry", subject=subject, error=str(exc) or
+                            type(exc).__name__, delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _resolve_failed(self, fut: Future[Any], spec: CallSpec, err: NalarError) -> None:
         """Store the failure write-once, so every reader (and a re-executed caller) agrees on

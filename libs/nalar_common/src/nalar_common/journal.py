@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -26,6 +27,9 @@ class Event:
     DUPLICATE = "duplicate"  # a superseded attempt's result was dropped
 
 
+ACKED_RETRY_S = 60.0
+
+
 async def record(bus: Bus, run: str, event: str, body: dict[str, Any], *,
                  acked: bool = False, msg_id: str | None = None) -> None:
     """Append an event. `acked` waits for the stream to store it (run boundaries); per-future
@@ -33,10 +37,20 @@ async def record(bus: Bus, run: str, event: str, body: dict[str, Any], *,
     payload = Envelope("event", {"event": event, "run": run, "ts": time.time(), **body}).encode()
     subject = bus.names.run_event(run, event)
     headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-    if acked:
-        await bus.js.publish(subject, payload, headers=headers)
-    else:
+    if not acked:
         await bus.nc.publish(subject, payload, headers=headers)
+        return
+    give_up = time.monotonic() + ACKED_RETRY_S
+    delay = 0.2
+    while True:  # NATS may be restarting: keep trying for a while (run boundaries matter)
+        try:
+            await bus.js.publish(subject, payload, headers=headers, timeout=5)
+            return
+        except Exception:
+            if time.monotonic() + delay > give_up:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def decode(msg: StoredMsg) -> dict[str, Any]:

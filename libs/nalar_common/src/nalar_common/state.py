@@ -7,12 +7,16 @@ one Lua script that checks the token, the version and the operation id (tech.md 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from nalar_common.envelope import pack, unpack
+from nalar_common.errors import Unavailable
 from nalar_common.subjects import Names
 
 _ACQUIRE = """
@@ -77,6 +81,18 @@ if cur == false or cur == ARGV[1] then
 end
 return cur
 """
+
+
+@contextlib.contextmanager
+def redis_unavailable(what: str) -> Iterator[None]:
+    """Turn Redis being away (a restart, a network cut) into `Unavailable`, which retry
+    policies retry, instead of an error that fails the call for good."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            ConnectionError, TimeoutError) as exc:
+        raise Unavailable(f"{what}: Redis is unavailable ({exc})",
+                          details={"type": type(exc).__name__}) from exc
 
 
 class WriteOutcome:

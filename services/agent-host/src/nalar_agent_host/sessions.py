@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from nalar.state import CallState
 from nalar_common.errors import RetryableError, Unavailable
 from nalar_common.logging import get_logger
-from nalar_common.state import Lease, SessionStore, WriteOutcome
+from nalar_common.state import Lease, SessionStore, WriteOutcome, redis_unavailable
 
 log = get_logger(__name__)
 
@@ -52,7 +52,11 @@ class SessionStates:
     async def _renew(self, lease: Lease) -> None:
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
-            if not await self.store.renew(lease, self.ttl_ms):
+            try:
+                renewed = await self.store.renew(lease, self.ttl_ms)
+            except Exception:  # Redis away for a moment: the commit's fencing decides
+                continue
+            if not renewed:
                 log.warning("state.lease_lost", session_id=lease.session, agent=lease.agent)
                 return
 
@@ -62,10 +66,12 @@ class SessionStates:
         """The call's state under its lease (renewed meanwhile, released at the end). The
         caller commits it with `commit` when the call succeeded; otherwise it is dropped.
         `instance` takes over a lease a migration reserved for it."""
-        lease = await self._acquire(session, agent, owner, instance)
+        with redis_unavailable(f"state of {agent}"):
+            lease = await self._acquire(session, agent, owner, instance)
         renewer = asyncio.create_task(self._renew(lease))
         try:
-            values, version = await self.store.read_state(session, agent)
+            with redis_unavailable(f"state of {agent}"):
+                values, version = await self.store.read_state(session, agent)
             yield CallState(values, version), lease
         finally:
             renewer.cancel()
@@ -78,8 +84,9 @@ class SessionStates:
         """Write the state if the call changed it: once per call id, only under our lease."""
         if not state.changed():
             return
-        outcome, _ = await self.store.write_state(lease, op_id, state.values,
-                                                  expected_version=state.version)
+        with redis_unavailable(f"state of {lease.agent}"):
+            outcome, _ = await self.store.write_state(lease, op_id, state.values,
+                                                      expected_version=state.version)
         if outcome == WriteOutcome.FENCED:
             raise LeaseLost(f"lost the state lease of {lease.agent} in session "
                             f"{lease.session}; this call's changes were not applied")
