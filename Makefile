@@ -16,7 +16,7 @@ VLLM_VENV := .venv-vllm
 VLLM_MODEL := .nalar/models/smollm2-135m
 VLLM_PORT ?= 8100
 
-.PHONY: setup run test test-unit test-e2e lint typecheck bench-overhead bench-engine bench-control-plane bench-skewed clean vllm test-vllm
+.PHONY: setup run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-engine bench-control-plane bench-skewed clean vllm test-vllm
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -45,6 +45,11 @@ test-unit: setup
 
 test-e2e: setup
 	$(VENV)/bin/python -m pytest -q -m e2e
+
+# fault injection under load (docs/reliability.md): prints the table; the JSON report and every
+# process's log stay under .nalar/test-faults/ (pytest empties it at the start of each run)
+test-faults: setup
+	$(VENV)/bin/python -m pytest -q -s -m faults --basetemp=$(CURDIR)/.nalar/test-faults tests/faults
 
 lint: setup
 	$(VENV)/bin/ruff check libs services tests bench examples

@@ -86,13 +86,25 @@ class Services:
     prefix: str
     log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    log_paths: dict[str, Path] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list, repr=False)
 
     def logs(self, tail: int = 3000) -> str:
         """The end of every service's log, for assertion messages."""
         return "\n".join(f"--- {name} (rc={p.poll()}):\n"
-                         f"{(self.log_dir / f'{name}.log').read_text(errors='replace')[-tail:]}"
+                         f"{self.log_paths[name].read_text(errors='replace')[-tail:]}"
                          for name, p in self.procs.items())
+
+    def start(self, app: Path, services: Sequence[tuple[str, str, Mapping[str, str]]],
+              extra_env: Mapping[str, str] | None = None) -> None:
+        """Start more services (or start one again after it died) on the same servers and
+        prefix; each logs to a new file."""
+        more = start_services(app, self.nats_url, self.redis_url,
+                              self.log_dir / f"more{len(self._logs)}", services,
+                              prefix=self.prefix, extra_env=extra_env)
+        self.procs.update(more.procs)
+        self.log_paths.update(more.log_paths)
+        self._logs += more._logs
 
     def check_alive(self) -> None:
         dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
@@ -150,7 +162,8 @@ def start_services(app: Path, nats_url: str, redis_url: str, log_dir: Path,
     handle = Services(f"http://127.0.0.1:{port}", nats_url, redis_url, prefix, log_dir)
     try:
         for name, module, env in services:
-            out = open(log_dir / f"{name}.log", "wb")
+            handle.log_paths[name] = log_dir / f"{name}.log"
+            out = open(handle.log_paths[name], "wb")
             handle._logs.append(out)
             handle.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", module], env={**base, **env}, stdout=out,

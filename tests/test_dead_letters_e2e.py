@@ -65,10 +65,7 @@ def _stuck_run(svc: Services, flag: str) -> tuple[str, dict[str, Any]]:
     svc.procs["host-b"].wait(30)  # the call killed it
     view = _wait(svc, "stuck run", lambda: (v := httpx.get(f"{svc.url}/v1/runs/{rid}").json())
                  .get("stuck") and v)
-    restart = start_services(BASIC_APP, svc.nats_url, svc.redis_url, svc.log_dir / "again",
-                             [POISON_HOST], prefix=svc.prefix)
-    svc.procs["host-b"] = restart.procs["host-b"]
-    svc._logs += restart._logs
+    svc.start(BASIC_APP, [POISON_HOST], {"NALAR_NATS_INSTANCE_TTL_S": "2"})
     return rid, view
 
 

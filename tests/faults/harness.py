@@ -344,6 +344,7 @@ class Load:
     # -- submitting
     def _client(self, i: int) -> None:
         rng = random.Random(i)
+        self.stopping.wait(rng.uniform(0, self.interval))  # clients out of step
         with httpx.Client(timeout=45) as http:
             k = 0
             while not self.stopping.is_set():
@@ -355,7 +356,8 @@ class Load:
                     (self.runs if run.run_id else self.given_up).append(run)
                 if run.run_id and rng.random() < self.repost_share:
                     self._repost(http, run)
-                self.stopping.wait(max(0.0, self.interval - (time.monotonic() - t0)))
+                pause = self.interval * rng.uniform(0.6, 1.4) - (time.monotonic() - t0)
+                self.stopping.wait(max(0.0, pause))
 
     def _post(self, http: httpx.Client, url: str, key: str) -> httpx.Response:
         return http.post(f"{url}/v1/workflows/{WORKFLOW}/runs", json={

@@ -11,6 +11,7 @@ columns.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,12 +74,13 @@ def test_faults(tmp_path: Path) -> None:
     try:
         stack.start()
         assert stack.sup.wait_for(stack.ready, 90), f"stack not ready\n{stack.logs()}"
-        load = Load(stack.urls, clients=3, interval=1.0, run_timeout_s=RUN_TIMEOUT_S)
+        load = Load(stack.urls, clients=4, interval=1.0, run_timeout_s=RUN_TIMEOUT_S)
         load.start()
         t0 = load.started_at
         stack.sup.sleep(STEADY_S + 2)  # baseline
         faults: list[Fault] = []
         for name, what, choose in _faults(stack):
+            stack.sup.sleep(random.uniform(0, 1))  # not in step with the clients
             target = choose()
             at = stack.sup.kill(target)
             fault = Fault(name, what, at, target)

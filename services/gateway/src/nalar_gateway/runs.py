@@ -107,8 +107,8 @@ class RunReader:
             ev = decode(m)
             ev["seq"] = m.seq
             yield ev
-            if ev.get("event") == Event.FINISHED:
-                return
+            if follow and ev.get("event") == Event.FINISHED:
+                return  # a follower is done; a read of the journal gets what came after too
 
 
 def _order(fid: str) -> tuple[int, ...]:
