@@ -15,6 +15,7 @@ from typing import Any
 from nats.js.kv import KeyValue
 
 from nalar_common.bus import Bus
+from nalar_common.dlq import dead_letter
 from nalar_common.logging import get_logger
 
 log = get_logger(__name__)
@@ -142,13 +143,21 @@ class ClusterView:
                 else:
                     try:
                         apply(entry.key, entry.value, entry.revision)
-                    except Exception:
-                        log.warning("cluster.bad_entry", bucket=what, key=entry.key)
+                    except Exception as exc:
+                        await self._unreadable(kv, entry, what, exc)
                 if initial_done:
                     self._mark_ready(what)
                 self._changed.set()
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _unreadable(self, kv: KeyValue, entry: Any, what: str, exc: Exception) -> None:
+        """A value nobody wrote properly: ignored (the last good one stands) and
+        dead-lettered, once per process that reads it."""
+        await dead_letter(self._bus, service=f"cluster-view:{what}",
+                          subject=f"{self._bus.names.root}.kv.{what}.{entry.key}"[:200],
+                          data=entry.value or b"", headers=None,
+                          reason=f"unreadable {what} entry {entry.key!r}: {exc}")
 
     def _mark_ready(self, what: str) -> None:
         """Ready once both buckets have delivered their initial values."""

@@ -27,12 +27,36 @@ TRUNCATED = "Nalar-Dlq-Truncated"
 AT = "Nalar-Dlq-At"
 
 
+FLOOD_WINDOW_S = 10.0
+FLOOD_LIMIT = 20
+_recent: dict[tuple[str, str], list[float]] = {}
+
+
+def _flooding(service: str, subject: str) -> bool:
+    """A sender spraying junk (say, telemetry five times a second) fills the stream with
+    copies of one mistake: past `FLOOD_LIMIT` per subject and service in `FLOOD_WINDOW_S`,
+    further ones are dropped (and counted in the next entry's headers)."""
+    now = time.monotonic()
+    key = (service, subject)
+    times = [t for t in _recent.get(key, ()) if now - t < FLOOD_WINDOW_S]
+    if len(_recent) > 10_000:
+        _recent.clear()
+    flooding = len(times) >= FLOOD_LIMIT
+    if not flooding:
+        times.append(now)
+    _recent[key] = times
+    return flooding
+
+
 async def dead_letter(bus: Bus, *, service: str, subject: str, data: bytes,
                       headers: dict[str, str] | None, reason: str,
-                      deliveries: int | None = None) -> int | None:
+                      deliveries: int | None = None, stream: bool = False) -> int | None:
     """Store a message in the dead-letter stream and log it once; never raises (a service
     must go on to the messages behind it). Returns the entry's id, or None if it could not
-    be stored."""
+    be stored (or was one of a flood of junk on a core subject). `stream`: the message came
+    from a stream (calls, journal events) and is never dropped as a flood."""
+    if not stream and _flooding(service, subject):
+        return None
     keep = {k: v[:1024] for k, v in (headers or {}).items()
             if isinstance(k, str) and isinstance(v, str) and not k.startswith("Nats-")
             and k != "Status"}

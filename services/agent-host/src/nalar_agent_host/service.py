@@ -488,6 +488,9 @@ class AgentHost:
                 result = {"ok": False, "error": f"unknown op {op!r}"}
         except Exception as exc:
             result = {"ok": False, "error": str(exc)}
+            await dead_letter(self.bus, service=f"agent-host:{self.host_id}",
+                              subject=msg.subject, data=msg.data, headers=msg.headers,
+                              reason=f"malformed control message: {exc}")
         if "running" not in result:
             log.info("agent_host.control", host=self.host_id,
                      **{k: str(v) for k, v in result.items()})

@@ -12,6 +12,7 @@ from typing import Any
 
 from nalar_common.bus import Bus
 from nalar_common.cluster import ClusterView, PolicySnapshot
+from nalar_common.dlq import dead_letter
 from nalar_common.envelope import Envelope
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
@@ -29,6 +30,8 @@ from nalar_global_controller.policies import (
 )
 from nalar_global_controller.settings import GlobalControllerSettings
 
+MAX_TELEMETRY_BYTES = 4 * 1024 * 1024
+
 log = get_logger(__name__)
 
 
@@ -37,6 +40,7 @@ class GlobalController:
                  policies: list[Policy] | None = None) -> None:
         self.bus, self.settings = bus, settings
         self.names = bus.names
+        self._unreadable: list[tuple[str, bytes, str]] = []  # telemetry to dead-letter
         self.policies = policies if policies is not None else load_policies(settings.policies)
         self.policy_names = [type(p).__name__ for p in self.policies]
         self.view = ClusterView(bus)
@@ -73,16 +77,26 @@ class GlobalController:
 
     async def _on_telemetry(self, msg: Msg) -> None:
         """Keep the latest message per node; it is decoded once per round, when used."""
+        if len(msg.data) > MAX_TELEMETRY_BYTES:
+            await dead_letter(self.bus, service="global-controller", subject=msg.subject,
+                              data=msg.data, headers=msg.headers,
+                              reason=f"telemetry of {len(msg.data)} bytes is too large")
+            return
         self._raw[msg.subject.rsplit(".", 1)[-1]] = msg.data
 
-    def _fold_telemetry(self) -> None:
+    def _fold_telemetry(self) -> list[tuple[str, bytes, str]]:
+        """Decode the latest telemetry per node; returns the unreadable ones."""
         raw, self._raw = self._raw, {}
+        bad = []
         for node, data in raw.items():
             try:
                 body = Envelope.decode(data, expect="telemetry").body
+                if not isinstance(body.get("instances", {}), dict):
+                    raise ValueError("instances must be a map")
                 self.telemetry[str(body["node"])] = body
             except Exception as exc:
-                log.warning("telemetry.malformed", node=node, error=str(exc))
+                bad.append((self.names.telemetry(node), data, str(exc) or type(exc).__name__))
+        return bad
 
     async def _loop(self, kv: KeyValue) -> None:
         """The lease is renewed on its own schedule, so a long policy round never lets it
@@ -148,7 +162,7 @@ class GlobalController:
              "min_instances", "max_instances", "startup_s", "slots_free", "engine")
 
     def state(self) -> ClusterState:
-        self._fold_telemetry()
+        self._unreadable += self._fold_telemetry()
         now = time.time()
         fresh = {n: t for n, t in self.telemetry.items()
                  if now - float(t.get("ts", 0)) < self.settings.telemetry_stale_s}
@@ -219,6 +233,10 @@ class GlobalController:
         await self._reload(kv)
         # the policies run off the event loop: telemetry and the views stay served meanwhile
         snap = await asyncio.to_thread(self.compute, self.state())
+        bad, self._unreadable = self._unreadable, []
+        for subject, data, why in bad:
+            await dead_letter(self.bus, service="global-controller", subject=subject,
+                              data=data, headers=None, reason=f"unreadable telemetry: {why}")
         if snap.same_decisions(self.last) and snap.policies == (self.last.policies
                                                                  if self.last else None) and \
                 time.time() - self._last_write < self.settings.refresh_s:

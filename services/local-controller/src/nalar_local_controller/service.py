@@ -270,7 +270,8 @@ class LocalController:
         and the message is never delivered again."""
         self.stats["malformed"] += 1
         await dead_letter(self.bus, service=self.executor_id, subject=msg.subject,
-                          data=msg.data, headers=headers, reason=f"malformed call: {why}")
+                          data=msg.data, headers=headers, reason=f"malformed call: {why}",
+                          stream=True)
         if headers.get(H.RUN) and headers.get(H.FUTURE):
             await self._fail_headers(headers, MalformedMessage(why))
         await msg.term()
@@ -283,7 +284,7 @@ class LocalController:
         self.stats["dead_lettered"] += 1
         dlq_id = await dead_letter(self.bus, service=self.executor_id, subject=msg.subject,
                                    data=msg.data, headers=headers, reason=reason,
-                                   deliveries=deliveries)
+                                   deliveries=deliveries, stream=True)
         if dlq_id is None:
             await msg.nak(delay=5)  # not stored: keep it, try again later
             return
@@ -429,6 +430,11 @@ class LocalController:
 
     async def _on_done(self, msg: Msg) -> None:
         h = msg.headers or {}
+        if not h.get(H.RUN) or not h.get(H.FUTURE) or not h.get(H.DISPATCH):
+            await dead_letter(self.bus, service=self.executor_id, subject=msg.subject,
+                              data=msg.data, headers=h, reason="done without run, future or "
+                              "dispatch token")
+            return
         key = f"{h.get(H.RUN)}.{h.get(H.FUTURE)}"
         held = self.held.get(key)
         if held is None or not held.token or h.get(H.DISPATCH) != held.token:

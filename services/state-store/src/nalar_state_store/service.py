@@ -10,7 +10,9 @@ import json
 
 from nalar_common.bus import Bus
 from nalar_common.cluster import ClusterView
+from nalar_common.dlq import dead_letter
 from nalar_common.envelope import Envelope
+from nalar_common.errors import MalformedMessage
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
 from nalar_common.state import SessionStore
@@ -75,8 +77,10 @@ class StateStore:
             if body.get("deadline") is not None:
                 await self.deadlines.add(str(body["run"]), float(body["deadline"]))
             self.registered += 1
-        except (KeyError, ValueError, TypeError) as exc:
-            log.warning("registry.malformed_event", subject=msg.subject, error=str(exc))
+        except (MalformedMessage, KeyError, ValueError, TypeError) as exc:
+            await dead_letter(self.bus, service="state-store", subject=msg.subject,
+                              data=msg.data, headers=msg.headers,
+                              reason=f"unreadable created event: {exc}", stream=True)
             await msg.term()
             return
         except Exception as exc:  # Redis down: let JetStream redeliver
@@ -93,5 +97,8 @@ class StateStore:
                                                            "message": "unknown session"}}
         except Exception as exc:
             reply = {"error": {"code": "invalid_input", "message": str(exc)}}
+            await dead_letter(self.bus, service="state-store", subject=msg.subject,
+                              data=msg.data, headers=msg.headers,
+                              reason=f"unreadable session request: {exc}")
         if msg.reply:
             await msg.respond(json.dumps(reply).encode())

@@ -13,6 +13,7 @@ from typing import Any
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result, resume_driver
 from nalar_common.cluster import ClusterView
+from nalar_common.dlq import dead_letter
 from nalar_common.envelope import Envelope
 from nalar_common.errors import Timeout
 from nalar_common.journal import Event, is_waiting, record
@@ -53,7 +54,9 @@ class SignalTimers:
             run, name = str(body["run"]), str(body["name"])
             deadline = body.get("deadline")
         except Exception as exc:
-            log.warning("timer.malformed_event", subject=msg.subject, error=str(exc))
+            await dead_letter(self.bus, service="state-store", subject=msg.subject,
+                              data=msg.data, headers=msg.headers,
+                              reason=f"unreadable signal event: {exc}", stream=True)
             await msg.term()
             return
         if deadline is None:
