@@ -139,3 +139,19 @@ async def test_moved_session_pays_a_transfer_instead_of_a_prefill() -> None:
     fast = await transfer.complete(_req(prompt, session="moved", max_tokens=2))
     assert fast.cached_tokens > 1900 and slow.cached_tokens == 0
     assert fast.timings["ttft_s"] < slow.timings["ttft_s"] / 4
+
+
+async def test_openai_client_does_not_retry_on_its_own() -> None:
+    """One request per failed LLM call: the call's retry policy decides, never a second
+    layer of retries inside the client."""
+    seen: list[int] = []
+
+    def unavailable(_: httpx.Request) -> httpx.Response:
+        seen.append(1)
+        return httpx.Response(503, json={"message": "busy"})
+
+    engine = OpenAIEngine(["http://e/v1"], client=httpx.AsyncClient(
+        transport=httpx.MockTransport(unavailable)))
+    with pytest.raises(EngineUnavailable) as info:
+        await engine.complete(LLMRequest(prompt="x"))
+    assert info.value.retryable and len(seen) == 1
