@@ -31,6 +31,7 @@ log = get_logger(__name__)
 
 PUBLISH_ACK_TIMEOUT_S = 5.0
 PUBLISH_RETRY_S = 60.0
+NO_INSTANCE_WAIT_S = 30.0
 
 
 class Runtime:
@@ -157,10 +158,7 @@ class Runtime:
             await self.waiter.watch(spec.run, spec.future, fut._resolve, check_stored=check_stored)
             if fut.available():
                 return  # resolved already (a re-executed driver finds its earlier results)
-            node = node or self.view.choose_node(spec.agent, spec.session)
-            if node is None:
-                raise NoInstance(f"no instance of agent {spec.agent!r} is running",
-                                 details={"agent": spec.agent})
+            node = node or await self._node_for(spec.agent, spec.session)
             headers = spec.headers(self.view.snapshot.revision if self.view.snapshot else None)
             await self._publish_call(self.bus.names.call(node, spec.agent), payload, headers)
             await record(self.bus, spec.run, Event.FUTURE_CREATED, {
@@ -175,6 +173,20 @@ class Runtime:
             log.warning("future.publish_failed", run_id=spec.run, future_id=spec.future,
                         error=str(exc))
             await self._resolve_failed(fut, spec, err)
+
+    async def _node_for(self, agent: str, session: str) -> str:
+        """The node to send a call to; with no live instance anywhere (hosts restarting,
+        their heartbeats briefly gone after a NATS restart) wait for one, up to
+        `NO_INSTANCE_WAIT_S`, as a local controller waits for an instance."""
+        give_up = time.monotonic() + NO_INSTANCE_WAIT_S
+        while True:
+            node = self.view.choose_node(agent, session)
+            if node is not None:
+                return node
+            if time.monotonic() > give_up:
+                raise NoInstance(f"no instance of agent {agent!r} came up within "
+                                 f"{NO_INSTANCE_WAIT_S:.0f}s", details={"agent": agent})
+            await asyncio.sleep(0.2)
 
     async def _publish_call(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         """Publish a call and wait for the stream to store it; while NATS is away (a restart)
