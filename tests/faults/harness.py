@@ -72,13 +72,14 @@ class Servers:
         return server.proc
 
     def start_valkey(self) -> subprocess.Popen[bytes]:
-        # `start_valkey` has no fsync option; `--appendfsync always`: a write acknowledged to
-        # a client (idempotency keys, ledger records, the tool's counters) is on disk, so a
-        # SIGKILL loses none of them (the default, everysec, may lose the last second)
+        # `start_valkey` has no fsync option. `--appendfsync always` (NALAR_FAULTS_APPENDFSYNC
+        # to change it): a write acknowledged to a client (idempotency keys, ledger records,
+        # the tool's counters) is on disk before the reply, whatever happens next
+        fsync = os.environ.get("NALAR_FAULTS_APPENDFSYNC", "always")
         out = open(self.root / "valkey.log", "ab")
         proc = subprocess.Popen(
             [valkey_server_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--dir", str(self.redis_dir), "--appendonly", "yes", "--appendfsync", "always",
+             "--dir", str(self.redis_dir), "--appendonly", "yes", "--appendfsync", fsync,
              "--save", "", "--protected-mode", "yes", "--daemonize", "no"],
             stdout=out, stderr=out, preexec_fn=die_with_parent, start_new_session=True)
         out.close()
@@ -94,6 +95,7 @@ class Unit:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     died_at: float | None = None
+    next_delay: float | None = None  # this once, instead of the supervisor's delay
 
 
 class Supervisor:
@@ -110,9 +112,12 @@ class Supervisor:
         unit = self.units[name] = Unit(name, start)
         unit.proc = start()
 
-    def kill(self, name: str) -> float:
+    def kill(self, name: str, restart_after: float | None = None) -> float:
+        """SIGKILL a unit; the next `tick` after `restart_after` s (default: the supervisor's
+        delay) starts it again."""
         unit = self.units[name]
         assert unit.proc is not None and unit.proc.poll() is None, f"{name} is not running"
+        unit.next_delay = restart_after
         at = now()
         unit.proc.send_signal(signal.SIGKILL)
         unit.proc.wait(10)
@@ -127,8 +132,10 @@ class Supervisor:
                     unit.died_at = t
                     self.log.append({"t": t, "unit": unit.name, "event": "exited",
                                      "rc": unit.proc.returncode})
-                if t - unit.died_at >= self.delay:
+                delay = self.delay if unit.next_delay is None else unit.next_delay
+                if t - unit.died_at >= delay:
                     unit.restarts += 1
+                    unit.next_delay = None
                     unit.proc = unit.start()
                     unit.died_at = None
                     self.log.append({"t": now(), "unit": unit.name, "event": "restarted"})
@@ -142,17 +149,26 @@ class Supervisor:
                 return
             time.sleep(min(0.1, left))
 
-    def wait_for(self, ready: Callable[[], bool], timeout: float) -> bool:
+    def wait_for(self, ready: Callable[[], bool], timeout: float,
+                 stable: float = 0.0) -> float | None:
+        """Tick until `ready()` has been true for `stable` seconds in a row (exceptions count
+        as not ready); returns the time that streak began, None on timeout."""
         end = time.monotonic() + timeout
+        since: float | None = None
         while time.monotonic() < end:
             self.tick()
             try:
-                if ready():
-                    return True
+                ok = bool(ready())
             except Exception:
-                pass
+                ok = False
+            if not ok:
+                since = None
+            else:
+                since = since or now()
+                if now() - since >= stable:
+                    return since
             time.sleep(0.2)
-        return False
+        return None
 
     def stop(self) -> None:
         """SIGTERM every service, then the servers last."""
@@ -517,7 +533,8 @@ def build_report(load: Load, faults: list[Fault], effects: list[Effects],
         dup_steps, reexec_steps = [], []
         for r in runs:
             for e in by_run.get(str(r.run_id), []):
-                extra = [float(x.split("|")[0]) for x in e.exec_log[1:]]
+                extra = [float(x.split("|")[0]) for x in e.exec_log[1:]] or \
+                    [float(r.accepted_at or 0)]
                 if e.effect > 1 and any(window_of(t) == i for t in extra):
                     dup_steps.append(f"{r.run_id}:{e.step}")
                 if e.execs > 1 and any(window_of(t) == i for t in extra):
@@ -577,7 +594,15 @@ def build_report(load: Load, faults: list[Fault], effects: list[Effects],
             "created_runs": len(created),
         },
         "supervisor": [{**e, "t": round(e["t"] - t0, 2)} for e in sup_log],
+        "runs": [{"run": r.run_id, "key": r.key, "gateway": r.gateway, "failover": r.failover,
+                  "post_errors": r.post_errors, "status": r.status, "result": r.result,
+                  "accepted_s": _rel(r.accepted_at, t0), "finished_s": _rel(r.finished_at, t0),
+                  "error": r.error} for r in runs],
     }
+
+
+def _rel(t: float | None, t0: float) -> float | None:
+    return None if t is None else round(float(t) - t0, 3)
 
 
 def _why(r: Run) -> str:
@@ -619,6 +644,3 @@ def write_json(path: Path, report: dict[str, Any]) -> None:
 __all__ = ["APP", "EXPECTED", "STEPS", "Fault", "Load", "Stack", "build_report",
            "created_events", "read_effects", "table", "write_json"]
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -45,26 +45,34 @@ ENV = {
 }
 RESTART_DELAY_S = 1.0  # the supervisor's RestartSec
 STEADY_S = float(os.environ.get("NALAR_FAULTS_STEADY_S", "5"))  # load between faults
-SETTLE_CAP_S = 60.0  # longest wait for a fault's in-flight runs before the next fault
+SETTLE_CAP_S = 45.0  # longest wait for a fault's in-flight runs before the next fault
+READY_STABLE_S = 4.0  # "ready again" must hold this long (a stale view shows only later)
 FINAL_WAIT_S = 150.0  # for every accepted run to end, after the load stops
-RUN_TIMEOUT_S = 120.0  # each run's deadline (timeout_s): a stuck run fails, saying where
+RECOVERY_BOUND_S = 45.0  # every run in flight at a fault must have finished within this
+RUN_TIMEOUT_S = 90.0  # each run's deadline (timeout_s): a stuck run fails, saying where
 
 
-def _faults(stack: Stack) -> list[tuple[str, str, Callable[[], str]]]:
-    """(name, description, target chooser) in the order they strike."""
+def _faults(stack: Stack) -> list[tuple[str, str, Callable[[], str], float | None]]:
+    """(name, description, target chooser, restart delay or None for the supervisor's) in
+    the order they strike."""
     def active_gc() -> str:
         leader = stack.leader()
         assert leader in ("gc-a", "gc-b"), f"no active global controller: {leader!r}"
         return leader
 
     return [
-        ("agent-host", "SIGKILL an agent host (node n1)", lambda: "host-n1a"),
-        ("local-controller", "SIGKILL node n2's local controller", lambda: "lc-n2"),
-        ("global-controller", "SIGKILL the active global controller", active_gc),
-        ("state-store", "SIGKILL the state store", lambda: "state-store"),
-        ("gateway", "SIGKILL gateway gw1 (clients fail over to gw2)", lambda: "gw1"),
-        ("nats", "SIGKILL nats-server, start it again (same port and data)", lambda: "nats"),
-        ("redis", "SIGKILL valkey, start it again (same port, its AOF)", lambda: "valkey"),
+        # the host comes back (same host id) after its instances expired from the table
+        ("agent-host", "SIGKILL agent host n1a, restarted after 5 s", lambda: "host-n1a", 5.0),
+        # ... or at once, before they expire: its controller never sees them go
+        ("agent-host-quick", "SIGKILL agent host n2a, restarted at once", lambda: "host-n2a",
+         0.0),
+        ("local-controller", "SIGKILL node n2's local controller", lambda: "lc-n2", None),
+        ("global-controller", "SIGKILL the active global controller", active_gc, None),
+        ("state-store", "SIGKILL the state store", lambda: "state-store", None),
+        ("gateway", "SIGKILL gateway gw1 (clients fail over to gw2)", lambda: "gw1", None),
+        ("nats", "SIGKILL nats-server, start it again (same port and data)", lambda: "nats",
+         None),
+        ("redis", "SIGKILL valkey, start it again (same port, its AOF)", lambda: "valkey", None),
     ]
 
 
@@ -73,23 +81,25 @@ def test_faults(tmp_path: Path) -> None:
     load: Load | None = None
     try:
         stack.start()
-        assert stack.sup.wait_for(stack.ready, 90), f"stack not ready\n{stack.logs()}"
+        assert stack.sup.wait_for(stack.ready, 90) is not None, \
+            f"stack not ready\n{stack.logs()}"
         load = Load(stack.urls, clients=4, interval=1.0, run_timeout_s=RUN_TIMEOUT_S)
         load.start()
         t0 = load.started_at
         stack.sup.sleep(STEADY_S + 2)  # baseline
         faults: list[Fault] = []
-        for name, what, choose in _faults(stack):
+        for name, what, choose, restart_after in _faults(stack):
             stack.sup.sleep(random.uniform(0, 1))  # not in step with the clients
             target = choose()
-            at = stack.sup.kill(target)
+            at = stack.sup.kill(target, restart_after)
             fault = Fault(name, what, at, target)
             faults.append(fault)
             print(f"[{at - t0:6.1f}s] fault {name}: {what} ({target})", flush=True)
             inflight = {r.run_id for r in load.open_runs() if r.accepted_at and r.accepted_at < at}
-            stack.sup.sleep(RESTART_DELAY_S + 0.5)
-            if stack.sup.wait_for(stack.ready, SETTLE_CAP_S):
-                fault.ready_after_s = round(time.time() - at, 2)
+            stack.sup.sleep((RESTART_DELAY_S if restart_after is None else restart_after) + 0.5)
+            ready_at = stack.sup.wait_for(stack.ready, SETTLE_CAP_S, stable=READY_STABLE_S)
+            if ready_at is not None:
+                fault.ready_after_s = round(ready_at - at, 2)
             stack.sup.wait_for(lambda ids=inflight: not any(
                 r.run_id in ids for r in load.open_runs()), SETTLE_CAP_S)  # type: ignore[misc]
             stack.sup.sleep(STEADY_S)
@@ -135,6 +145,13 @@ def test_faults(tmp_path: Path) -> None:
                             f"{totals['runs_per_key']}")
         if totals["repost_mismatch"]:
             problems.append(f"a repeated POST named another run: {totals['repost_mismatch']}")
+        slow = [f"{row['fault']}: {row['inflight_at_fault']} runs in flight, the last ended "
+                f"{row['drain_s']} s after the fault" for row in report["rows"][1:]
+                if row["inflight_at_fault"] and (row["drain_s"] is None
+                                                 or row["drain_s"] > RECOVERY_BOUND_S)]
+        if slow:
+            problems.append(f"runs in flight at a fault took longer than {RECOVERY_BOUND_S} s "
+                            f"to finish: {slow}")
         if totals["created_runs"] != len(runs):
             problems.append(f"{totals['created_runs']} runs created for {len(runs)} accepted")
         assert not problems, "\n".join(problems) + f"\nreport: {path}\nlogs: {stack.log_dir}"

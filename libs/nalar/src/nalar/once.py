@@ -141,10 +141,7 @@ class once:  # used like a function: `with nalar.once("x") as op`
             return
         key = self._ledger_key(ctx)
         if exc is not None:
-            try:
-                await ctx.ledger.abandon(ctx.run, key, ctx.owner)
-            except Exception:
-                pass  # the claim expires by itself
+            await _abandon(ctx, key)  # so the retry runs at once, not after the claim expires
             return
         op.result = await _finish(ctx, key, op.result)
         op.done = True
@@ -154,6 +151,19 @@ class once:  # used like a function: `with nalar.once("x") as op`
 
 
 FINISH_RETRY_S = 30.0
+
+
+async def _abandon(ctx: CallContext, key: str) -> None:
+    """Free the claim of a failed attempt; while Redis is away try a few times (about 3 s),
+    then leave it to expire."""
+    delay = 0.1
+    for _ in range(5):
+        try:
+            await ctx.ledger.abandon(ctx.run, key, ctx.owner)
+            return
+        except Exception:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 async def _finish(ctx: CallContext, key: str, value: Any) -> Any:

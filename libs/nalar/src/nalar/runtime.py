@@ -160,7 +160,11 @@ class Runtime:
                 return  # resolved already (a re-executed driver finds its earlier results)
             node = node or await self._node_for(spec.agent, spec.session)
             headers = spec.headers(self.view.snapshot.revision if self.view.snapshot else None)
-            await self._publish_call(self.bus.names.call(node, spec.agent), payload, headers)
+            if await self._publish_call(self.bus.names.call(node, spec.agent), payload,
+                                        headers):
+                # published before (a driver re-run without knowing it): its result may be
+                # stored already, before this watch began
+                await self.waiter.check(spec.run, spec.future)
             await record(self.bus, spec.run, Event.FUTURE_CREATED, {
                 "future": spec.future, "agent": spec.agent, "method": spec.method,
                 "deps": list(spec.deps), "parent": spec.parent, "session": spec.session,
@@ -188,18 +192,18 @@ class Runtime:
                                  f"{NO_INSTANCE_WAIT_S:.0f}s", details={"agent": agent})
             await asyncio.sleep(0.2)
 
-    async def _publish_call(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+    async def _publish_call(self, subject: str, payload: bytes, headers: dict[str, str]) -> bool:
         """Publish a call and wait for the stream to store it; while NATS is away (a restart)
         try again with the same message id, which the stream stores once, for up to
-        `PUBLISH_RETRY_S`."""
+        `PUBLISH_RETRY_S`. True when the stream had it already (a duplicate)."""
         give_up = time.monotonic() + PUBLISH_RETRY_S
         delay = 0.2
         while True:
             try:
                 ack = await self.bus.js.publish_async(subject, payload, headers=headers)
                 async with asyncio.timeout(PUBLISH_ACK_TIMEOUT_S):
-                    await ack
-                return
+                    stored = await ack
+                return bool(getattr(stored, "duplicate", False))
             except NalarError:
                 raise
             except Exception as exc:

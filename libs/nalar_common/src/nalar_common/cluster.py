@@ -121,6 +121,15 @@ class ClusterView:
         self._initial_done: set[str] = set()
         self._changed = asyncio.Event()
         self._rng = random.Random()
+        self._rewatch = {"policy": asyncio.Event(), "instances": asyncio.Event()}
+        bus.on_reconnect(self._on_reconnect)
+
+    async def _on_reconnect(self) -> None:
+        """A watcher is an ordered consumer held in the server's memory: a restarted
+        nats-server has forgotten it, and nats.py notices only after two missed idle
+        heartbeats (10-20 s), while every heartbeat goes unseen: start the watches again."""
+        for ev in self._rewatch.values():
+            ev.set()
 
     async def run(self) -> None:
         """Watch both buckets until cancelled."""
@@ -128,8 +137,22 @@ class ClusterView:
         pol = await self._bus.kv(names.policy_bucket, history=10)
         inst = await self._bus.kv(names.instances_bucket, history=1, ttl=self._ttl)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._watch(pol, self._on_policy, "policy"))
-            tg.create_task(self._watch(inst, self._on_instance, "instances"))
+            tg.create_task(self._watch_again(pol, self._on_policy, "policy"))
+            tg.create_task(self._watch_again(inst, self._on_instance, "instances"))
+
+    async def _watch_again(self, kv: KeyValue, apply: Any, what: str) -> None:
+        """`_watch`, started afresh after every reconnect."""
+        while True:
+            self._rewatch[what].clear()
+            watch = asyncio.ensure_future(self._watch(kv, apply, what))
+            again = asyncio.ensure_future(self._rewatch[what].wait())
+            done, _ = await asyncio.wait({watch, again}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (watch, again):
+                task.cancel()
+            await asyncio.gather(watch, again, return_exceptions=True)
+            if watch in done:
+                watch.result()  # the watch ended by itself: raise what ended it
+                return
 
     async def _watch(self, kv: KeyValue, apply: Any, what: str) -> None:
         watcher = await kv.watchall()

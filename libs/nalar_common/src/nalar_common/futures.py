@@ -175,6 +175,11 @@ class FutureWaiter:
             await self._release_idle(run)
         return len(found)
 
+    async def check(self, run: str, future: str) -> None:
+        """Look a pending future up in the stream now (its result may predate our watch)."""
+        if (run, future) in self._pending:
+            await self._lookup([(run, future)])
+
     async def get(self, run: str, future: str) -> FutureResult | None:
         """The stored result, if the future has resolved."""
         stored = await self._bus.direct_get_last(self._bus.names.futures_stream,

@@ -115,6 +115,7 @@ async def deadline_error(bus: Bus, run: str, deadline: float | None) -> Timeout:
     """The error a run resolves to when its deadline passes: where it was stuck."""
     stuck = await where_stuck(bus, run)
     where = "; ".join(f"{s['agent']}.{s['method']} (future {s['future']}): {s['state']}"
-                      for s in stuck if s["future"] != "0")[:1000] or "in its workflow code"
-    return Timeout(f"run {run} passed its deadline; stuck at {where}",
+                      for s in stuck if s["future"] != "0")[:1000]
+    where = f"stuck at {where}" if where else "no call pending: stuck in its workflow code"
+    return Timeout(f"run {run} passed its deadline; {where}",
                    details={"deadline": deadline, "stuck": stuck})

@@ -72,7 +72,8 @@ class AgentHost:
         self.store = store
         self.states = SessionStates(store, lease_ttl_ms=settings.state_lease_ttl_ms,
                                     wait_s=settings.state_wait_s) if store else None
-        self.ledger = Ledger(store.r, self.names, ttl_s=settings.ledger_ttl_s) if store else None
+        self.ledger = Ledger(store.r, self.names, ttl_s=settings.ledger_ttl_s,
+                             claim_ttl_ms=settings.ledger_claim_ttl_ms) if store else None
         self._stopping = asyncio.Event()
         self.draining = False
         self._running: dict[str, dict[str, tuple[asyncio.Future[Any], threading.Event]]] = {}
@@ -243,7 +244,7 @@ class AgentHost:
                 fn = wf.fn
                 await record(self.bus, call.run, Event.STARTED, {
                     "workflow": call.method, "host": self.host_id, "node": self.node,
-                    "attempt": call.attempt}, acked=True)
+                    "attempt": int(headers.get(H.ATTEMPT) or call.attempt)}, acked=True)
             else:
                 fn = lookup(inst.target, call.method, call.agent)
             args, kwargs = resolve_args(call, body.get("deps") or {})

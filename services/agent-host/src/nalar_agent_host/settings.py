@@ -22,6 +22,9 @@ class AgentHostSettings(BaseSettings):
     state_wait_s: float = 60.0
     ledger_ttl_s: int = Field(default=7 * 24 * 3600, description="How long the idempotency "
                               "ledger keeps a side effect's recorded result")
+    ledger_claim_ttl_ms: int = Field(default=3_000, description="How long a side effect's "
+                                     "claim outlives its attempt (renewed every third of it "
+                                     "while it runs): a retry after a crash waits this long")
     slots: int = Field(default=0, description="Most agent instances run at once (provisioning "
                        "may add instances up to it); 0 = no limit")
     engine_startup_s: float = Field(default=0.0, description="Time a newly provisioned "

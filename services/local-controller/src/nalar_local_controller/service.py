@@ -708,7 +708,14 @@ class LocalController:
                 log.info("instance.joined", instance=iid, agent=info.agent)
                 self._steal(q)
             else:
+                restarted = (info.pid, info.started_at) != (q.info.pid, q.info.started_at)
                 q.info = info
+                if restarted and q.inflight:  # a new process under the same id: what the
+                    lost = list(q.inflight.values())  # old one ran is gone with it
+                    q.inflight.clear()
+                    log.warning("instance.restarted", instance=iid, requeued=len(lost))
+                    for held in lost:
+                        self._run_again(held)
                 if info.draining and q.queued:
                     self._requeue(q)
         for iid in [i for i in self.queues if i not in live]:
@@ -742,14 +749,22 @@ class LocalController:
             self.stats["requeued"] += 1
         for held in queued:
             self._place(held)
-        for held in inflight:  # it may have run part-way: the next copy is a new attempt
-            held.deliveries += 1
-            held.headers = {**held.headers,
-                            H.ATTEMPT: str(int(held.headers.get(H.ATTEMPT) or 1) + 1)}
-            if held.deliveries > self.settings.max_deliver:
-                self._spawn(self._dead_letter_held(held))
-            else:
-                self._spawn(self._place_later(held, self._backoff(held.deliveries)))
+        for held in inflight:
+            self._run_again(held)
+
+    def _run_again(self, held: Held) -> None:
+        """A dispatched call that did not finish (its instance was lost, or its dispatch) may
+        have run part-way: it runs again as the next attempt after a backoff — unless it has
+        been delivered `max_deliver` times (a call that kills its hosts): then it is
+        dead-lettered."""
+        held.instance, held.token = None, ""
+        held.deliveries += 1
+        held.headers = {**held.headers,
+                        H.ATTEMPT: str(int(held.headers.get(H.ATTEMPT) or 1) + 1)}
+        if held.deliveries > self.settings.max_deliver:
+            self._spawn(self._dead_letter_held(held))
+        else:
+            self._spawn(self._place_later(held, self._backoff(held.deliveries)))
 
     def _backoff(self, deliveries: int) -> float:
         base = self.settings.redelivery_backoff_s * 2.0 ** max(0, deliveries - 2)
@@ -864,9 +879,8 @@ class LocalController:
                 queue.inflight.pop(held.key, None)
             log.warning("dispatch.lost", run_id=held.run, future_id=held.future,
                         instance=held.instance)
-            held.instance, held.token = None, ""
             self.stats["reconciled"] += 1
-            self._place(held)
+            self._run_again(held)
         await self._flush_outbox()
 
     async def _finish_resolved(self, calls: list[Held]) -> list[Held]:

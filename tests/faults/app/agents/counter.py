@@ -19,6 +19,8 @@ import time
 
 import nalar
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 _client: redis.Redis | None = None
 _lock = threading.Lock()
@@ -28,8 +30,11 @@ def _redis() -> redis.Redis:
     global _client
     with _lock:
         if _client is None:
+            # no retries inside the client: a command whose reply was lost may have been
+            # applied, and sending it again would be a second side effect; the call's retry
+            # policy (and the idempotency ledger) decide what runs again
             _client = redis.Redis.from_url(os.environ["NALAR_REDIS_URL"], socket_timeout=5,
-                                           socket_connect_timeout=2)
+                                           socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
         return _client
 
 

@@ -1,5 +1,6 @@
-"""The fault suite's workflow: `n` tool calls, the first half in parallel, the rest chained
-through futures; the result (sum of squares) is known in advance."""
+"""The fault suite's workflow: `n` tool calls, the first half in parallel, then (once those
+have finished, as an agent loop would) the rest chained through futures; the result, the sum
+of squares, is known in advance."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ def expected(n: int) -> int:
 def pipeline(n: int = 4) -> int:
     c = nalar.stub(Counter)
     parallel = [c.square(i) for i in range(n // 2)]
-    chained = []
+    total = sum(f.value(timeout=600) for f in parallel)
     prev = None
+    chained = []
     for i in range(n // 2, n):
         prev = c.square(i, after=prev)
         chained.append(prev)
-    return sum(f.value(timeout=600) for f in parallel + chained)
+    return total + sum(f.value(timeout=600) for f in chained)
