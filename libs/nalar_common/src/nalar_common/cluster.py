@@ -5,6 +5,7 @@ current policy snapshot (KV `nalar_policy`), each kept current by one KV watcher
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -146,10 +147,13 @@ class ClusterView:
             self._rewatch[what].clear()
             watch = asyncio.ensure_future(self._watch(kv, apply, what))
             again = asyncio.ensure_future(self._rewatch[what].wait())
-            done, _ = await asyncio.wait({watch, again}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (watch, again):
-                task.cancel()
-            await asyncio.gather(watch, again, return_exceptions=True)
+            try:
+                done, _ = await asyncio.wait({watch, again},
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when this task is cancelled (the process stops)
+                for task in (watch, again):
+                    task.cancel()
+                await asyncio.gather(watch, again, return_exceptions=True)
             if watch in done:
                 watch.result()  # the watch ended by itself: raise what ended it
                 return
@@ -172,7 +176,8 @@ class ClusterView:
                     self._mark_ready(what)
                 self._changed.set()
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):  # the connection may be closed already
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _unreadable(self, kv: KeyValue, entry: Any, what: str, exc: Exception) -> None:
         """A value nobody wrote properly: ignored (the last good one stands) and
