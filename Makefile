@@ -49,6 +49,7 @@ test-e2e: setup
 # fault injection under load (docs/reliability.md): prints the table; the JSON report and every
 # process's log stay under .nalar/test-faults/ (pytest empties it at the start of each run)
 test-faults: setup
+	mkdir -p $(CURDIR)/.nalar
 	$(VENV)/bin/python -m pytest -q -s -m faults --basetemp=$(CURDIR)/.nalar/test-faults tests/faults
 
 lint: setup
