@@ -71,10 +71,11 @@ class Operation:
 class once:  # used like a function: `with nalar.once("x") as op`
     """A block whose effect happens once per call, across retries and re-runs."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, _ctx: CallContext | None = None) -> None:
         if not name or not isinstance(name, str):
             raise ValueError("once() needs a non-empty name")
         self.name = name
+        self._given = _ctx  # the host runs a whole tool call as one block, outside its context
         self._ctx: CallContext | None = None
         self._op: Operation | None = None
         self._renewer: asyncio.Future[None] | None = None
@@ -102,7 +103,7 @@ class once:  # used like a function: `with nalar.once("x") as op`
 
     # -- shared ----------------------------------------------------------------
     def _bind(self) -> CallContext:
-        ctx = self._ctx = current()
+        ctx = self._ctx = self._given or current()
         if ctx.ledger is None:
             raise NalarError("no idempotency ledger in this process", code="no_ledger")
         return ctx
@@ -199,24 +200,10 @@ def idempotency_key(name: str | None = None) -> str:
 async def run_once(ctx: CallContext, name: str, run: Callable[[], Awaitable[Any]]) -> Any:
     """Run a whole call as one `once` block (a tool with `idempotent=False`)."""
     ctx.operation = name
-    async with _Bound(ctx, name) as op:
+    async with once(name, _ctx=ctx) as op:
         if not op.done:
             op.result = await run()
     return op.result
-
-
-class _Bound(once):
-    """A `once` block for a given context (the host runs it outside the call's context)."""
-
-    def __init__(self, ctx: CallContext, name: str) -> None:
-        super().__init__(name)
-        self._given = ctx
-
-    def _bind(self) -> CallContext:
-        self._ctx = self._given
-        if self._given.ledger is None:
-            raise NalarError("no idempotency ledger in this process", code="no_ledger")
-        return self._given
 
 
 __all__ = ["MemoryLedger", "Operation", "idempotency_key", "once", "run_once"]

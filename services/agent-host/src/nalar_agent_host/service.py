@@ -254,8 +254,7 @@ class AgentHost:
             ctx.ledger, ctx.instance = self.ledger, inst.info.instance
             spec = None if is_driver else self.app.agents.get(call.agent)
             mspec = spec.methods.get(call.method) if spec is not None else None
-            limit = _time_left(mspec.timeout if mspec is not None else None, call.deadline,
-                               headers.get(H.DEADLINE))
+            limit = _time_left(mspec.timeout if mspec is not None else None, call.deadline)
             run = self._runner(call, ctx, mspec,
                                lambda: invoke(fn, args, kwargs, ctx, pool, limit))
             if spec is not None and spec.uses_state and call.session and self.states:
@@ -276,7 +275,7 @@ class AgentHost:
             if inst is not None:
                 inst.inflight -= 1
         if isinstance(error, Timeout):
-            error = await self._past_deadline(call, headers, inst, error)
+            error = await self._past_deadline(call, inst, error)
         if error is not None and not is_driver and ctx is not None and msg.reply and \
                 await self._retry(call, headers, token, msg.reply, ctx, error):
             return
@@ -324,7 +323,7 @@ class AgentHost:
         if mspec is None or call.run in self._cancelled:
             return False
         delay = mspec.retry.delay(ctx.attempt, error)
-        deadline = call.deadline or _float(headers.get(H.DEADLINE))
+        deadline = call.deadline
         if delay is None or (deadline is not None and time.time() + delay >= deadline):
             return False
         self.stats["retried"] += 1
@@ -338,11 +337,11 @@ class AgentHost:
                          retry_after=delay)
         return True
 
-    async def _past_deadline(self, call: CallSpec, headers: dict[str, str],
-                             inst: Instance | None, error: NalarError) -> NalarError:
+    async def _past_deadline(self, call: CallSpec, inst: Instance | None,
+                             error: NalarError) -> NalarError:
         """A call cut short by its deadline (not its method's timeout) says so; a driver
         says where its run was stuck."""
-        deadline = call.deadline or _float(headers.get(H.DEADLINE))
+        deadline = call.deadline
         if deadline is None or time.time() < deadline - 0.05:
             return error
         if call.agent == DRIVER_AGENT:
@@ -581,17 +580,9 @@ def body_call(data: bytes) -> bytes:
         return data
 
 
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
-def _time_left(timeout: float | None, deadline: float | None, header: str | None) -> float | None:
+def _time_left(timeout: float | None, deadline: float | None) -> float | None:
     """How long a call may run: its method's timeout, cut short by the deadline of its call
     or run (a call already past its deadline gets none)."""
-    deadline = deadline or _float(header)
     if deadline is None:
         return timeout
     left = max(0.001, deadline - time.time())

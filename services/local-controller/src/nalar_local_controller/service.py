@@ -450,26 +450,32 @@ class LocalController:
                            _int(h.get(H.CONTEXT_TOKENS), None))
         self.stats["completed"] += 1
         if queue is not None:
-            self._dispatch(queue)
-            if queue.free_slots > 0 and not queue.queued:
-                self._steal(queue)
+            self._refill(queue)
             await self._flush_outbox()
         await held.ack()
+
+    def _refill(self, queue: InstanceQueue) -> None:
+        """A slot of the instance came free: its next queued call, else one stolen."""
+        self._dispatch(queue)
+        if queue.free_slots > 0 and not queue.queued:
+            self._steal(queue)
+
+    @staticmethod
+    def _next_attempt(held: Held) -> None:
+        held.instance, held.token = None, ""
+        held.headers = {**held.headers,
+                        H.ATTEMPT: str(_int(held.headers.get(H.ATTEMPT), 1) + 1)}
 
     def _retry_later(self, held: Held, queue: InstanceQueue | None, delay: float) -> None:
         """Free the slot now; place the call again after `delay` as its next attempt (still
         held and claimed: the message is acked only when an attempt ends it)."""
         if queue is not None:
             queue.inflight.pop(held.key, None)
-        held.instance, held.token = None, ""
-        held.headers = {**held.headers,
-                        H.ATTEMPT: str(_int(held.headers.get(H.ATTEMPT), 1) + 1)}
+        self._next_attempt(held)
         self.stats["retried"] += 1
         self._spawn(self._place_later(held, delay))
         if queue is not None:
-            self._dispatch(queue)
-            if queue.free_slots > 0 and not queue.queued:
-                self._steal(queue)
+            self._refill(queue)
             self._outbox_ready.set()
 
     async def _forward(self, held: Held, node: str, instance: str | None = None) -> None:
@@ -743,11 +749,9 @@ class LocalController:
         queued, inflight = queue.drain()
         log.warning("instance.lost", instance=queue.info.instance,
                     requeued=len(queued) + len(inflight))
-        for held in queued + inflight:
-            held.instance = None
-            held.token = ""
-            self.stats["requeued"] += 1
+        self.stats["requeued"] += len(queued) + len(inflight)
         for held in queued:
+            held.instance = None
             self._place(held)
         for held in inflight:
             self._run_again(held)
@@ -757,10 +761,8 @@ class LocalController:
         have run part-way: it runs again as the next attempt after a backoff — unless it has
         been delivered `max_deliver` times (a call that kills its hosts): then it is
         dead-lettered."""
-        held.instance, held.token = None, ""
+        self._next_attempt(held)
         held.deliveries += 1
-        held.headers = {**held.headers,
-                        H.ATTEMPT: str(int(held.headers.get(H.ATTEMPT) or 1) + 1)}
         if held.deliveries > self.settings.max_deliver:
             self._spawn(self._dead_letter_held(held))
         else:
@@ -901,7 +903,7 @@ class LocalController:
             queue = self.queues.get(held.instance or "")
             if queue is not None:
                 queue.inflight.pop(held.key, None)
-                self._dispatch(queue)
+                self._refill(queue)
             self.stats["reconciled"] += 1
             await held.ack()
         return [h for s, h in subjects.items() if s not in found]
