@@ -15,8 +15,9 @@ LLM ?=
 VLLM_VENV := .venv-vllm
 VLLM_MODEL := .nalar/models/smollm2-135m
 VLLM_PORT ?= 8100
+BENCH_VENV := .venv-bench
 
-.PHONY: setup run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-engine bench-control-plane bench-skewed clean vllm test-vllm
+.PHONY: setup run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-engine bench-control-plane bench-skewed bench-env clean vllm test-vllm
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -69,6 +70,16 @@ bench-control-plane: setup
 
 bench-skewed: setup
 	$(VENV)/bin/python bench/skewed_analyst.py
+
+# the Ray Serve peer of the paper benchmarks (bench/ray_peer/) and the plots, in their own
+# environment with the workspace's libraries editable; the stamp makes a second run a no-op
+$(BENCH_VENV)/.installed: bench/requirements-bench.txt | $(UV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) $(BENCH_VENV)
+	$(UV) pip install -q --python $(BENCH_VENV)/bin/python -r bench/requirements-bench.txt \
+	  -e libs/nalar_common -e libs/nalar
+	touch $@
+
+bench-env: $(BENCH_VENV)/.installed
 
 # vLLM (CPU) in its own environment plus SmolLM2-135M converted for it (docs/vllm.md); the
 # stamps make a second `make vllm` a no-op

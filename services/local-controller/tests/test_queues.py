@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from nalar_common.cluster import InstanceInfo, PolicySnapshot
@@ -61,15 +62,17 @@ def test_choose_least_loaded_then_session_pin() -> None:
 
 def test_a_session_stays_where_its_cache_is_until_the_queue_is_too_long() -> None:
     """Affinity with spill-over, decided locally: the instance that served the session last
-    keeps it while its queue is at most `spill_queue` calls per slot."""
+    keeps it while waiting there costs less than recomputing its KV context elsewhere, and
+    its queue is at most `spill_queue` calls per slot."""
     lc = _bare_lc()
     home, other = _queue("home"), _queue("other")
     lc.queues = {"home": home, "other": other}
-    home.finished(_held("0", session="s"), 0.1, 300, 250)
-    assert home.holds("s") and home.context["s"] == 250
+    home.finished(_held("0", session="s"), 0.1, 300, 20_000)
+    assert home.holds("s") and home.context["s"] == 20_000
     for i in range(2):
         home.push(_held(f"q{i}", session="x"))
-    assert lc._choose(_held("9", session="s")) is home  # 2 queued: still worth waiting
+    # 2 queued × 0.1 s < 20,000 tokens at 8,000 tokens/s: still worth waiting
+    assert lc._choose(_held("9", session="s")) is home
     home.push(_held("q2", session="x"))
     assert lc._choose(_held("9", session="s")) is other  # 3 > 2 per slot: spill over
     # the policy's affinity stands in for a session this controller never served
@@ -118,6 +121,7 @@ async def test_stale_done_is_ignored_and_current_done_frees_the_slot() -> None:
     """A `done` from an earlier dispatch of the same call (e.g. before a controller restart)
     must neither ack the call nor free the slot of the copy that is running now."""
     lc = LocalController.__new__(LocalController)
+    lc.settings = LocalControllerSettings()
     lc.stats = {"completed": 0}
     lc._outbox = []
 
@@ -239,3 +243,56 @@ def test_an_idle_instance_takes_queued_calls_not_tied_elsewhere() -> None:
     lc.settings.spill_queue = 1  # now too long: the cached session spills over too
     lc._steal(idle)
     assert [h.future for h in idle.take(lambda h: False)] == ["2"]
+
+
+def test_sticky_placement_keeps_a_session_on_one_instance_and_never_steals() -> None:
+    """The static baseline: a session's calls go to the instance its hash names whatever
+    the queues, and an idle instance takes nothing."""
+    lc = _bare_lc()
+    lc.settings.placement = "sticky"
+    lc.stats = {"stolen": 0, "dispatched": 0}
+    queues = {iid: _queue(iid) for iid in ("a", "b", "c")}
+    lc.queues = dict(queues)
+    homes = {s: lc._choose(_held("1", session=s)) for s in ("s1", "s2", "s3", "s4", "s5")}
+    assert len({id(q) for q in homes.values()}) > 1  # sessions spread over instances
+    home = homes["s1"]
+    assert home is not None
+    for i in range(5):
+        home.push(_held(f"q{i}", session="s1"))
+    assert lc._choose(_held("9", session="s1")) is home  # a long queue changes nothing
+    idle = next(q for q in queues.values() if q is not home)
+    lc._steal(idle)
+    assert home.queued == 5 and idle.queued == 0 and lc.stats["stolen"] == 0
+
+
+def test_creation_placement_joins_the_shortest_queue_and_ignores_the_cache() -> None:
+    """The Ayo-like baseline: the shortest queue when the call is placed, no KV-cache
+    affinity, no policy routes, no stealing later."""
+    lc = _bare_lc()
+    lc.settings.placement = "creation"
+    lc.stats = {"stolen": 0, "dispatched": 0}
+    home, other = _queue("home"), _queue("other")
+    lc.queues = {"home": home, "other": other}
+    home.finished(_held("0", session="s"), 0.1, 300, 250)
+    home.push(_held("q0", session="x"))
+    assert lc._choose(_held("9", session="s")) is other  # its cache is at home: ignored
+    lc.view.snapshot = PolicySnapshot(sessions={"s": {"A": "home"}})
+    assert lc._choose(_held("9", session="s")) is other
+    home.push(_held("q1", session="x"))
+    lc._steal(other)
+    assert home.queued == 2 and lc.stats["stolen"] == 0
+
+
+def test_a_session_leaves_its_cache_when_waiting_costs_more_than_recomputing_it() -> None:
+    """Behind a long call (it ran 4 s already, so it is likely a long one) a short context is
+    cheaper to recompute on an idle instance than to wait for."""
+    lc = _bare_lc()
+    home, other = _queue("home"), _queue("other")
+    lc.queues = {"home": home, "other": other}
+    home.finished(_held("0", session="s"), 0.5, 300, 800)
+    running = _held("long", session="x")
+    running.dispatched_at = time.time() - 4.0
+    home.inflight[running.key] = running
+    assert lc._choose(_held("9", session="s")) is other
+    home.inflight.clear()
+    assert lc._choose(_held("9", session="s")) is home  # free there again: the cache wins

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import os
 import sys
 import time
@@ -48,6 +49,7 @@ log = get_logger(__name__)
 _T = TypeVar("_T")
 
 _REQUIRED = (H.RUN, H.FUTURE, H.AGENT, H.METHOD)
+DEFAULT_PREFILL_RATE = 8000.0  # tokens/s, when an engine reports none
 
 
 def _float(value: str | None) -> float | None:
@@ -63,6 +65,13 @@ def _int(value: str | None, default: _T) -> int | _T:
         return int(value) if value else default
     except ValueError:
         return default
+
+
+def _prefill_rate(q: InstanceQueue) -> float:
+    """Prompt tokens per wall second of the instance's engine (what recomputing a moved
+    session's KV context costs there)."""
+    rate = (q.info.engine or {}).get("prefill_tokens_per_s")
+    return float(rate) if isinstance(rate, (int, float)) and rate > 0 else DEFAULT_PREFILL_RATE
 
 
 class LocalController:
@@ -324,8 +333,10 @@ class LocalController:
     def _choose(self, held: Held) -> InstanceQueue | None:
         """The instance for a call, decided here without waiting for anyone: the stateful
         pin; the session's route from the policy; else among the instances the policy allows,
-        the one holding the session's KV cache unless its queue is too long (spill-over);
-        else the shortest queue (join-shortest-queue)."""
+        the one where the call is expected to finish first: its expected wait there, plus
+        recomputing the session's KV context where it is not cached (a queue longer than
+        `spill_queue` per slot gives up the cache). The baselines' placements (`sticky`,
+        `creation`) stop after the pin."""
         candidates = [q for q in self.queues.values()
                       if q.info.agent == held.agent and not q.info.draining]
         if not candidates:
@@ -334,6 +345,12 @@ class LocalController:
             for q in candidates:
                 if q.info.instance == held.pinned:
                     return q
+        if self.settings.placement == "sticky":
+            ordered = sorted(candidates, key=lambda q: q.info.instance)
+            digest = hashlib.blake2b((held.session or held.run).encode(), digest_size=8)
+            return ordered[int.from_bytes(digest.digest(), "big") % len(ordered)]
+        if self.settings.placement == "creation":
+            return min(candidates, key=lambda q: (q.load(), q.dispatched))
         snap = self.view.snapshot
         allowed = candidates
         if snap is not None:
@@ -346,11 +363,24 @@ class LocalController:
             if weights:
                 allowed = [q for q in candidates if weights.get(q.info.instance, 1.0) > 0] \
                     or candidates
+        now = time.time()
         home = self._home(held, allowed, snap) if held.session else None
         if home is not None and \
-                home.queued <= self.settings.spill_queue * max(1, home.info.concurrency):
-            return home
-        return min(allowed, key=lambda q: (q.load(), q.dispatched))
+                home.queued > self.settings.spill_queue * max(1, home.info.concurrency):
+            home = None  # spill over: too long a queue to wait for the cache
+        context = max((q.context.get(held.session, 0) for q in allowed), default=0) \
+            if held.session else 0
+        if home is not None and not context:
+            return home  # the policy's word for a session not seen here: its size unknown
+
+        def cost(q: InstanceQueue) -> tuple[float, float, int]:
+            """Expected wait there, plus recomputing the session's KV context where it is
+            not cached (a long call running ahead counts long: heavy-tailed run times)."""
+            wait = 0.0 if q.free_slots > q.queued else q.work_s(now)
+            recompute = 0.0 if q is home or not context else context / _prefill_rate(q)
+            return wait + recompute, q.load(), q.dispatched
+
+        return min(allowed, key=cost)
 
     @staticmethod
     def _home(held: Held, allowed: list[InstanceQueue],
@@ -367,7 +397,7 @@ class LocalController:
         """An instance has free slots and nothing queued while another instance of its agent
         here has a queue: take calls from the longest one (those not tied to it: a stateful
         pin, a policy route, or a session whose KV cache is there while its queue is short)."""
-        if idle.info.stateful or idle.info.draining:
+        if idle.info.stateful or idle.info.draining or self.settings.placement != "dynamic":
             return
         donors = [q for q in self.queues.values() if q is not idle and q.queued
                   and q.info.agent == idle.info.agent and not q.info.stateful

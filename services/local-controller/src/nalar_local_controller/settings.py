@@ -1,5 +1,7 @@
 """Local controller settings (`NALAR_LC_...`)."""
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -29,6 +31,13 @@ class LocalControllerSettings(BaseSettings):
                                      "already (its done was lost), or still running on its "
                                      "host, or dispatched again")
     control_timeout_s: float = 2.0
+    placement: Literal["dynamic", "sticky", "creation"] = Field(
+        default="dynamic", description="How calls are placed on instances: `dynamic` (the "
+        "policy's routes, KV-cache affinity with spill-over, join-shortest-queue, idle "
+        "instances take queued calls); `sticky` (a session's calls always go to one instance "
+        "chosen by hash, first come first served, nothing moves: a static runtime); "
+        "`creation` (the shortest queue when the call is created, never revisited). The last "
+        "two are the benchmark's baselines")
     spawn_hosts: int = Field(default=0, description="Agent host processes this controller "
                              "may start itself when a snapshot provisions an instance and no "
                              "host of the node has a free slot (stopped again on release)")

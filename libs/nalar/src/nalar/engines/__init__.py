@@ -3,9 +3,10 @@ provider). An agent host builds one from `LLMSettings` and every agent on it sha
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import fields
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nalar.engines.base import (
@@ -32,6 +33,19 @@ class LLMSettings(BaseSettings):
                           "(vLLM) for telemetry")
     time_scale: float = 1.0
     seed: int = 0
+    sim_params: dict[str, Any] = Field(default_factory=dict, description="Overrides of the "
+                                       "simulated engine's parameters (`SimulatedParams`), "
+                                       "e.g. {\"max_batch\": 8, \"overload\": \"fail\"}")
+
+    @field_validator("sim_params")
+    @classmethod
+    def _known_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        known = {f.name for f in fields(SimulatedParams)} - {"time_scale", "seed"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown simulated engine parameter(s) {unknown}; "
+                             f"known: {sorted(known)}")
+        return value
 
 
 def build_engine(settings: LLMSettings) -> Engine:
@@ -44,7 +58,8 @@ def build_engine(settings: LLMSettings) -> Engine:
                                        if u.strip()],
                             api_key=settings.api_key, model=settings.model,
                             timeout_s=settings.timeout_s, scrape_metrics=settings.metrics)
-    return SimulatedEngine(SimulatedParams(time_scale=settings.time_scale, seed=settings.seed))
+    return SimulatedEngine(SimulatedParams(time_scale=settings.time_scale, seed=settings.seed,
+                                           **settings.sim_params))
 
 
 __all__ = ["Completion", "Engine", "EngineOverloaded", "EngineUnavailable", "LLMRequest",

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import math
 import random
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -107,6 +108,8 @@ class SimulatedEngine:
         self._wake: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self.completed = 0
+        self._busy_s = 0.0  # wall time with at least one sequence admitted
+        self._busy_since: float | None = None
 
     # -- public ------------------------------------------------------------------------------
     async def complete(self, request: LLMRequest, on_token: OnToken | None = None) -> Completion:
@@ -145,7 +148,15 @@ class SimulatedEngine:
                 "prefill_tokens_per_s": self.p.prefill_tokens_per_s / max(self.p.time_scale,
                                                                           1e-9),
                 "prefix_cache_queries": self.cache.queries,
-                "prefix_cache_hits": self.cache.hits, "completed": self.completed}
+                "prefix_cache_hits": self.cache.hits, "completed": self.completed,
+                "busy_s": round(self.busy_s(), 4)}
+
+    def busy_s(self) -> float:
+        """Wall seconds this engine has had work admitted (load imbalance is measured on
+        it)."""
+        if self._busy_since is None:
+            return self._busy_s
+        return self._busy_s + time.monotonic() - self._busy_since
 
     def holds_session(self, session: str) -> bool:
         return self.cache.holds(session)
@@ -186,6 +197,8 @@ class SimulatedEngine:
             seq.started = now
             seq.ready_at = now + prefill * scale
             self._kv_used += seq.kv
+            if not self._running:
+                self._busy_since = time.monotonic()
             self._running.append(seq)
 
     async def _schedule(self) -> None:
@@ -226,6 +239,9 @@ class SimulatedEngine:
             return
         self._running.remove(seq)
         self._kv_used -= seq.kv
+        if not self._running and self._busy_since is not None:
+            self._busy_s += time.monotonic() - self._busy_since
+            self._busy_since = None
         self.cache.store(seq.request.session, seq.kv)
         self.completed += 1
         completion = Completion(

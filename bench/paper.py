@@ -1,0 +1,90 @@
+"""The paper's evaluation at this machine's scale (issue 7): three workloads (financial
+analyst, router, recursive SWE) on four systems side by side in one run (Nalar with its
+policies; Nalar with control off: static sticky FCFS; placement fixed at creation: Ayo-like;
+Ray Serve), open-loop Poisson load over HTTP, with the simulated engine standing in for GPUs.
+
+    make bench         # reduced sweep, < 10 min: bench/results/paper_quick.json
+    make bench-full    # every rate, 3 repetitions: bench/results/paper_full.json
+    .venv/bin/python bench/paper.py --workloads fa --systems nalar,static --rates 2,4 --reps 1
+
+Writes the JSON, PNG plots (bench/results/plots/) and a section of bench/RESULTS.md.
+Parameters next to the paper's: bench/PAPER.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paperbench import report, runner, systems
+from paperbench.workloads import workloads
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=("quick", "full"), default="quick")
+    ap.add_argument("--workloads", default="fa,router,swe")
+    ap.add_argument("--systems", default=",".join(systems.SYSTEMS))
+    ap.add_argument("--rates", default="", help="override the rates (batch sizes for swe)")
+    ap.add_argument("--reps", type=int, default=0, help="repetitions (default 1 quick, 3 full)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--measure-s", type=float, default=0.0, help="override the window")
+    ap.add_argument("--out", default="", help="JSON path (default results/paper_<mode>.json)")
+    ap.add_argument("--no-results-md", action="store_true")
+    args = ap.parse_args()
+    reps = args.reps or (1 if args.mode == "quick" else 3)
+    chosen = [workloads()[n] for n in args.workloads.split(",") if n]
+    names = [s for s in args.systems.split(",") if s]
+    unknown = set(names) - set(systems.SYSTEMS)
+    if unknown:
+        ap.error(f"unknown systems {sorted(unknown)}; known: {systems.SYSTEMS}")
+    command = "python bench/paper.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    started = time.time()
+    result: dict[str, object] = {
+        "meta": {"command": command.strip(), "mode": args.mode, "reps": reps,
+                 "seed": args.seed, "machine": f"{platform.machine()}, "
+                 f"{len(__import__('os').sched_getaffinity(0))} cores, "
+                 f"Python {platform.python_version()}",
+                 "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started))},
+        "workloads": {}}
+    out = Path(args.out) if args.out else OUT / f"paper_{args.mode}.json"
+    for w in chosen:
+        if args.measure_s:
+            w.measure_s = args.measure_s
+            if args.mode == "quick":
+                w.warmup_s = min(w.warmup_s, args.measure_s / 4)
+        elif args.mode == "quick" and not w.batch:
+            w.warmup_s, w.measure_s, w.drain_s = 5.0, 20.0, 25.0
+        rates = [float(x) for x in args.rates.split(",")] if args.rates else \
+            (w.quick_rates if args.mode == "quick" else w.rates)
+        per: dict[str, object] = {}
+        for system in names:
+            t0 = time.monotonic()
+            print(f"{w.name} on {system}: rates {rates}", flush=True)
+            with tempfile.TemporaryDirectory(prefix=f"paper-{w.name}-{system}-") as tmp:
+                per[system] = runner.run_system(system, w, rates, reps, args.seed, Path(tmp),
+                                                lambda line: print(line, flush=True))
+            print(f"  ({time.monotonic() - t0:.0f} s)", flush=True)
+        result["workloads"][w.name] = report.workload_result(w, per)  # type: ignore[index]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, default=str))  # after every workload
+    result["meta"]["elapsed_s"] = round(time.time() - started)  # type: ignore[index]
+    out.write_text(json.dumps(result, indent=1, default=str))
+    plots = report.plot(out, OUT / "plots")
+    md = report.markdown(result, plots)
+    print(md)
+    if not args.no_results_md:
+        report.update_results_md(md, args.mode)
+
+
+if __name__ == "__main__":
+    main()

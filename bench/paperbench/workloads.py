@@ -1,0 +1,149 @@
+"""The paper's three workloads at this machine's scale: the engines (hosts) each system
+gets, the arrival schedules, and the rates swept. Parameters next to the paper's are in
+bench/PAPER.md."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from paperbench.loadgen import Arrival
+
+TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "GOOG", "TSLA", "JPM", "XOM", "KO", "PFE")
+QUESTIONS = ("Should I buy?", "Is it overvalued?", "What are the main risks?",
+             "How does it compare to its sector?", "Is the dividend safe?")
+FA_AGENTS = "FAAnalyst,FAStock,FABond,FAResearch,FANews,FASummarizer"
+REBALANCE = "nalar_global_controller.policies:Rebalancer"
+DEFAULT_POLICIES = ("LeastLoadedRouting", "SessionAffinity", "HeadOfLineMigration",
+                    "SessionPriority")
+
+
+@dataclass(frozen=True)
+class Host:
+    """One agent host: one engine, i.e. one GPU."""
+
+    host_id: str
+    agents: str  # what it starts with
+    slots: int = 0  # instances it may run at once (0: no limit)
+
+
+@dataclass
+class Workload:
+    name: str
+    title: str
+    time_scale: float
+    hosts: list[Host]
+    ray_args: list[str]
+    rebalance: bool  # Nalar runs the Rebalancer too (pools of one agent type per engine)
+    rates: list[float]  # runs per second (router, fa) swept; a batch size for swe
+    quick_rates: list[float]
+    warmup_s: float = 10.0
+    measure_s: float = 40.0
+    drain_s: float = 40.0
+    startup_s: float = 0.0  # a provisioned instance's engine start-up (wall seconds)
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def batch(self) -> bool:
+        return self.name == "swe"
+
+    def policies(self) -> str:
+        names = [f"nalar_global_controller.policies:{p}" for p in DEFAULT_POLICIES]
+        return ",".join(names + ([REBALANCE] if self.rebalance else []))
+
+    def schedule(self, rate: float, seed: int) -> list[Arrival]:
+        return {"fa": fa_schedule, "router": router_schedule,
+                "swe": swe_schedule}[self.name](self, rate, seed)
+
+
+def fa_schedule(w: Workload, rate: float, seed: int) -> list[Arrival]:
+    """Sessions arrive as a Poisson process; each asks a geometric number of follow-ups
+    (mean `followups`) after exponential think times; `rate` counts every run."""
+    rng = random.Random(seed)
+    followups, think_s = w.extra["followups"], w.extra["think_s"]
+    session_rate = rate / (1.0 + followups)
+    p_more = followups / (1.0 + followups)
+    end = w.warmup_s + w.measure_s
+    out: list[Arrival] = []
+    # sessions start before the load does, so follow-ups are in steady state from t = 0
+    t, n = -think_s * (1.0 + followups), 0
+    tag = f"{seed}-{rate:g}"
+    while True:
+        t += rng.expovariate(session_rate)
+        if t >= end:
+            break
+        session, ticker = f"fa-{tag}-{n}", rng.choice(TICKERS)
+        n += 1
+        at, turn, prev = t, 0, None
+        while at < end:
+            out.append(Arrival(at, "fa_query", {"ticker": ticker, "question":
+                                                rng.choice(QUESTIONS), "turn": turn},
+                               session, prev))
+            prev = len(out) - 1
+            if rng.random() >= p_more:
+                break
+            at += rng.expovariate(1.0 / think_s)
+            turn += 1
+    return _sorted(out)
+
+
+def _sorted(arrivals: list[Arrival]) -> list[Arrival]:
+    """From t = 0 on, sorted by time, each follow-up's `after` renumbered to match (None
+    where its predecessor was before the start)."""
+    order = sorted((i for i, a in enumerate(arrivals) if a.t >= 0), key=lambda i: arrivals[i].t)
+    new_index = {old: new for new, old in enumerate(order)}
+    return [Arrival(a.t, a.workflow, a.input, a.session, new_index.get(a.after)
+                    if a.after is not None else None)
+            for a in (arrivals[old] for old in order)]
+
+
+def router_schedule(w: Workload, rate: float, seed: int) -> list[Arrival]:
+    """Independent queries, Poisson; the share of coding queries drifts from 10% to 90%
+    over the measuring window (10% during the warm-up)."""
+    rng = random.Random(seed)
+    end = w.warmup_s + w.measure_s
+    out: list[Arrival] = []
+    t, n = 0.0, 0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= end:
+            break
+        drift = min(1.0, max(0.0, (t - w.warmup_s) / w.measure_s))
+        kind = "code" if rng.random() < 0.1 + 0.8 * drift else "chat"
+        qid = f"q-{seed}-{rate:g}-{n}"
+        n += 1
+        out.append(Arrival(t, "route_query", {"query_id": qid, "kind": kind}, qid))
+    return out
+
+
+def swe_schedule(w: Workload, batch: float, seed: int) -> list[Arrival]:
+    """A fixed batch of items, all submitted at once."""
+    return [Arrival(0.0, "swe_item", {"item": f"swe-{seed}-{i}"}, f"swe-{seed}-{i}")
+            for i in range(int(batch))]
+
+
+def workloads() -> dict[str, Workload]:
+    return {
+        "fa": Workload(
+            "fa", "Financial analyst", time_scale=0.25,
+            hosts=[Host(f"gpu{i}", FA_AGENTS) for i in range(4)],
+            ray_args=["--engines", "4"], rebalance=False,
+            rates=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], quick_rates=[2.0, 4.0],
+            extra={"followups": 2.0, "think_s": 8.0}),
+        "router": Workload(
+            "router", "Router", time_scale=0.25,
+            hosts=[Host("cls", "RouterClassifier"),
+                   *(Host(f"chat{i}", "RouterChat", slots=1) for i in range(2)),
+                   *(Host(f"code{i}", "RouterCoder", slots=1) for i in range(2))],
+            ray_args=["--chat", "2", "--code", "2"], rebalance=True,
+            rates=[4.0, 6.0, 8.0, 10.0, 12.0, 14.0], quick_rates=[6.0, 10.0],
+            startup_s=2.0),
+        "swe": Workload(
+            "swe", "Recursive software engineering", time_scale=0.25,
+            hosts=[*(Host(f"plan{i}", "SWEPlanner", slots=1) for i in range(2)),
+                   *(Host(f"dev{i}", "SWEDeveloper", slots=1) for i in range(2)),
+                   *(Host(f"test{i}", "SWETester", slots=1) for i in range(2))],
+            ray_args=["--planner", "2", "--developer", "2", "--tester", "2"],
+            rebalance=True, rates=[24.0, 48.0], quick_rates=[24.0], startup_s=2.0,
+            drain_s=240.0),
+    }
