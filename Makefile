@@ -17,7 +17,7 @@ VLLM_MODEL := .nalar/models/smollm2-135m
 VLLM_PORT ?= 8100
 BENCH_VENV := .venv-bench
 
-.PHONY: setup run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-engine bench-control-plane bench-skewed bench-env clean vllm test-vllm
+.PHONY: setup run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-engine bench-control-plane bench-skewed bench-env bench bench-full clean vllm test-vllm
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -80,6 +80,14 @@ $(BENCH_VENV)/.installed: bench/requirements-bench.txt | $(UV)
 	touch $@
 
 bench-env: $(BENCH_VENV)/.installed
+
+# the paper's three workloads on Nalar, two baselines and Ray Serve (bench/PAPER.md):
+# a reduced sweep (< 10 min) and the whole one
+bench: setup bench-env
+	$(VENV)/bin/python bench/paper.py --mode quick
+
+bench-full: setup bench-env
+	$(VENV)/bin/python bench/paper.py --mode full
 
 # vLLM (CPU) in its own environment plus SmolLM2-135M converted for it (docs/vllm.md); the
 # stamps make a second `make vllm` a no-op

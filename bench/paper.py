@@ -63,7 +63,7 @@ def main() -> None:
             if args.mode == "quick":
                 w.warmup_s = min(w.warmup_s, args.measure_s / 4)
         elif args.mode == "quick" and not w.batch:
-            w.warmup_s, w.measure_s, w.drain_s = 5.0, 20.0, 25.0
+            w.warmup_s, w.measure_s, w.drain_s = 3.0, 12.0, 15.0
         rates = [float(x) for x in args.rates.split(",")] if args.rates else \
             (w.quick_rates if args.mode == "quick" else w.rates)
         per: dict[str, object] = {}

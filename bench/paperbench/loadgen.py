@@ -75,7 +75,7 @@ async def drive(url: str, arrivals: list[Arrival], *, measure: tuple[float, floa
     async with httpx.AsyncClient(base_url=url, limits=limits, trust_env=False) as http:
         t0 = loop.time() + 0.2
         end = max((a.t for a in arrivals), default=0.0)
-        deadline = t0 + max(end, measure[1]) + drain_s
+        deadline = t0 + max(end, measure[1] if measure[1] < math.inf else 0.0) + drain_s
 
         async def start(rec: Record) -> None:
             await asyncio.sleep(max(0.0, t0 + rec.arrival.t - loop.time()))
@@ -99,7 +99,10 @@ async def drive(url: str, arrivals: list[Arrival], *, measure: tuple[float, floa
         _, pending = await asyncio.wait(tasks, timeout=max(1.0, deadline - loop.time() + 5))
         for task in pending:
             task.cancel()
-        await window
+        if window.done() or measure[1] < math.inf:
+            await window
+        else:
+            window.cancel()  # a batch: no window end to wait for
     for rec in records:
         if rec.status == "not sent":
             rec.status = "unfinished"

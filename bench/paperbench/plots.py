@@ -48,7 +48,7 @@ def main(path: Path, out: Path) -> None:
                     if not s["sustained"]:
                         ax.annotate("x", (s["rate"], s["latency"]["p99_s"]),
                                     color=COLOR[system], ha="center", va="bottom")
-            ax.set_xlabel("offered load (runs/s)")
+            ax.set_xlabel("rate (runs/s, as scheduled)")
             ax.set_ylabel("latency (s)")
             ax.set_yscale("log")
         ax.set_title(f"{wr['title']} ({mode})")

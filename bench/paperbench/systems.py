@@ -49,17 +49,21 @@ class Running:
     url: str
     engines_path: str  # GET it for the engines' load
     pids: dict[str, int] = field(default_factory=dict)
+    no_engine: set[str] = field(default_factory=set)  # hosts whose engine nothing uses
 
     def engines(self) -> list[dict[str, Any]]:
-        """One row per engine (GPU): `id`, `pool`, `busy_s`."""
+        """One row per engine (GPU): `id`, `pool`, `busy_s`, `seq_s`."""
         body = httpx.get(self.url + self.engines_path, timeout=10, trust_env=False).json()
         if "engines" in body:  # the Ray peer
             return list(body["engines"])
         rows: dict[str, dict[str, Any]] = {}
         for inst in body["instances"]:
             engine = inst.get("engine") or {}
-            row = rows.setdefault(inst["host"], {"id": inst["host"], "pool": "", "busy_s":
-                                                 float(engine.get("busy_s", 0.0))})
+            if inst["host"] in self.no_engine:
+                continue
+            row = rows.setdefault(inst["host"], {
+                "id": inst["host"], "pool": "", "busy_s": float(engine.get("busy_s", 0.0)),
+                "seq_s": float(engine.get("seq_s", 0.0))})
             if inst["agent"] != DRIVER_AGENT:
                 row["pool"] = ",".join(sorted({*row["pool"].split(","), inst["agent"]} - {""}))
         return list(rows.values())
@@ -112,7 +116,8 @@ def _nalar(system: str, w: Workload, tmp: Path, seed: int) -> Iterator[Running]:
         svc.wait_until(ready, timeout=90, what=f"{system} for {w.name}")
         pids = {name: p.pid for name, p in svc.procs.items()}
         pids.update({"nats-server": nats_srv.pid, "valkey-server": valkey.pid})
-        yield Running(system, svc.url, "/v1/cluster", pids)
+        yield Running(system, svc.url, "/v1/cluster", pids,
+                      {h.host_id for h in w.hosts if not h.engine})
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ class Host:
     host_id: str
     agents: str  # what it starts with
     slots: int = 0  # instances it may run at once (0: no limit)
+    engine: bool = True  # its agents use its engine (the router's classifier does not)
 
 
 @dataclass
@@ -128,15 +129,15 @@ def workloads() -> dict[str, Workload]:
             "fa", "Financial analyst", time_scale=0.25,
             hosts=[Host(f"gpu{i}", FA_AGENTS) for i in range(4)],
             ray_args=["--engines", "4"], rebalance=False,
-            rates=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], quick_rates=[2.0, 4.0],
+            rates=[2.0, 4.0, 5.0, 6.0, 7.0, 8.0], quick_rates=[4.0, 7.0],
             extra={"followups": 2.0, "think_s": 8.0}),
         "router": Workload(
-            "router", "Router", time_scale=0.25,
-            hosts=[Host("cls", "RouterClassifier"),
+            "router", "Router", time_scale=1.0,
+            hosts=[Host("cls", "RouterClassifier", engine=False),
                    *(Host(f"chat{i}", "RouterChat", slots=1) for i in range(2)),
                    *(Host(f"code{i}", "RouterCoder", slots=1) for i in range(2))],
             ray_args=["--chat", "2", "--code", "2"], rebalance=True,
-            rates=[4.0, 6.0, 8.0, 10.0, 12.0, 14.0], quick_rates=[6.0, 10.0],
+            rates=[3.0, 5.0, 7.0, 9.0, 11.0, 13.0], quick_rates=[6.0, 9.0],
             startup_s=2.0),
         "swe": Workload(
             "swe", "Recursive software engineering", time_scale=0.25,

@@ -71,7 +71,7 @@ class EngineReplica:
     def publish(self) -> None:
         """Write the engine's figures as of now (`running` > 0: busy_s still growing)."""
         s = self.engine.stats()
-        row = {"id": self.id, "pool": self.pool, "busy_s": s["busy_s"],
+        row = {"id": self.id, "pool": self.pool, "busy_s": s["busy_s"], "seq_s": s["seq_s"],
                "completed": s["completed"], "prefix_cache_hits": s["prefix_cache_hits"],
                "prefix_cache_queries": s["prefix_cache_queries"], "running": s["running"],
                "at": time.time()}
@@ -88,21 +88,29 @@ def read_engine_stats(stats_dir: str) -> list[dict[str, Any]]:
         at, running = row.pop("at"), row.pop("running")
         if running:
             row["busy_s"] = round(row["busy_s"] + max(0.0, now - at), 4)
+            row["seq_s"] = round(row["seq_s"] + running * max(0.0, now - at), 4)
         rows.append(row)
     return rows
 
 
-@serve.deployment(max_ongoing_requests=12, **_OPTS)
+@serve.deployment(max_ongoing_requests=6 * w.FA_ROLE_CONCURRENCY, **_OPTS)
 class FAHost(EngineReplica):
-    """All six financial-analyst roles on one engine (a Nalar agent host's layout)."""
+    """All six financial-analyst roles on one engine (a Nalar agent host's layout), each
+    role `w.FA_ROLE_CONCURRENCY` calls at a time, as the Nalar agents declare."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.role_slots: dict[str, asyncio.Semaphore] = {}
 
     async def _answer(self, role: str, ticker: str, question: str, turn: int,
                       session: str | None) -> dict[str, object]:
-        delay = w.fa_tool_s(role, session or "", turn)
-        if delay:
-            await asyncio.sleep(delay)
-        c = await self.generate(w.fa_prompt(role, session or "", ticker, question, turn),
-                                w.FA_MAX_TOKENS, session)
+        slot = self.role_slots.setdefault(role, asyncio.Semaphore(w.FA_ROLE_CONCURRENCY))
+        async with slot:
+            delay = w.fa_tool_s(role, session or "", turn)
+            if delay:
+                await asyncio.sleep(delay)
+            c = await self.generate(w.fa_prompt(role, session or "", ticker, question, turn),
+                                    w.FA_MAX_TOKENS, session)
         return {"role": role, "tokens": c.completion_tokens, "cached": c.cached_tokens}
 
     async def plan(self, ticker: str, question: str, turn: int,

@@ -42,10 +42,10 @@ def tool_delay_s(kind: str, *key: object, low: float = 0.5, high: float = 2.0) -
 # -- engines, per workload (`SimulatedParams` overrides; `NALAR_LLM_SIM_PARAMS` in Nalar) ------
 ENGINE: dict[str, dict[str, Any]] = {
     # one engine per GPU shared by every agent of the host; sessions' KV caches stay there
-    "fa": {"max_batch": 16, "output_median_tokens": 90, "output_sigma": 1.1,
+    "fa": {"max_batch": 16, "output_median_tokens": 100, "output_sigma": 0.8,
            "cache_capacity_tokens": 120_000},
     # a chat or coding model per GPU; past its KV budget an engine refuses work (an OOM)
-    "router": {"max_batch": 64, "kv_budget_tokens": 7_000, "overload": "fail",
+    "router": {"max_batch": 64, "kv_budget_tokens": 6_000, "overload": "fail",
                "output_median_tokens": 120, "output_sigma": 0.7},
     # one model per agent type (planner, developer, tester)
     "swe": {"max_batch": 16, "output_median_tokens": 150, "output_sigma": 0.8},
@@ -55,6 +55,7 @@ ENGINE: dict[str, dict[str, Any]] = {
 FA_DOC_TOKENS = 3_000  # the filing / FinQA context the session starts with
 FA_TURN_TOKENS = 200  # what each earlier turn adds to the session's context
 FA_SPECIALISTS = ("stock", "bond", "research", "news")
+FA_ROLE_CONCURRENCY = 1  # calls of one agent an engine's host runs at once
 FA_MAX_TOKENS = 1_500  # heavy tail: a few very long answers block whoever queues behind them
 
 
@@ -71,7 +72,7 @@ def fa_prompt(role: str, session: str, ticker: str, question: str, turn: int) ->
 
 
 def fa_tool_s(role: str, session: str, turn: int) -> float:
-    """Research and news agents search the web first (0.5–2 s); stock and bond read data."""
+    """Research and news agents search the web first (0.5-2 s); stock and bond read data."""
     if role not in ("research", "news"):
         return 0.0
     return tool_delay_s(role, session, turn)
@@ -79,12 +80,12 @@ def fa_tool_s(role: str, session: str, turn: int) -> float:
 
 # -- router ------------------------------------------------------------------------------
 ROUTER_BRANCHES = ("chat", "code")
-ROUTER_PROMPT_TOKENS = {"chat": 250, "code": 700}
+ROUTER_PROMPT_TOKENS = {"chat": 250, "code": 500}
 ROUTER_MAX_TOKENS = 1_200
 
 
 def classify_s(query_id: str) -> float:
-    """The classifier is a small model on its own CPU: 50–200 ms."""
+    """The classifier is a small model on its own CPU: 50-200 ms."""
     return tool_delay_s("classify", query_id, low=0.05, high=0.2)
 
 
@@ -105,7 +106,7 @@ def swe_prompt(role: str, item: str, depth: int, part: int = 0) -> str:
 
 
 def swe_doc_s(item: str, depth: int, part: int) -> float:
-    """Documentation retrieval (a vector search): 10–50 ms."""
+    """Documentation retrieval (a vector search): 10-50 ms."""
     return tool_delay_s("docs", item, depth, part, low=0.01, high=0.05)
 
 

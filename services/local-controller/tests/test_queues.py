@@ -38,6 +38,20 @@ def test_priority_then_fifo() -> None:
     assert q.pop() is None
 
 
+def test_within_a_priority_the_earliest_run_deadline_goes_first() -> None:
+    """An older run's call (earlier deadline) runs before a newer run's that arrived first,
+    so a run already under way finishes first; FIFO queues keep arrival order."""
+    edf, fifo = _queue("i1"), InstanceQueue(InstanceInfo(instance="i2", host="i2", node="n1",
+                                                         agent="A", concurrency=1), edf=False)
+    for q in (edf, fifo):
+        for fut, deadline in [("new", 200.0), ("old", 100.0), ("none", None)]:
+            h = _held(fut)
+            h.deadline = deadline
+            q.push(h)
+    assert [edf.pop().future for _ in range(3)] == ["old", "new", "none"]  # type: ignore[union-attr]
+    assert [fifo.pop().future for _ in range(3)] == ["new", "old", "none"]  # type: ignore[union-attr]
+
+
 def test_load_counts_queue_and_inflight_per_slot() -> None:
     q = _queue("i1", concurrency=2)
     q.push(_held("1"))
@@ -71,7 +85,7 @@ def test_a_session_stays_where_its_cache_is_until_the_queue_is_too_long() -> Non
     assert home.holds("s") and home.context["s"] == 20_000
     for i in range(2):
         home.push(_held(f"q{i}", session="x"))
-    # 2 queued × 0.1 s < 20,000 tokens at 8,000 tokens/s: still worth waiting
+    # 2 queued x 0.1 s < 20,000 tokens at 8,000 tokens/s: still worth waiting
     assert lc._choose(_held("9", session="s")) is home
     home.push(_held("q2", session="x"))
     assert lc._choose(_held("9", session="s")) is other  # 3 > 2 per slot: spill over

@@ -20,37 +20,37 @@ async def _answer(role: str, ticker: str, question: str, turn: int) -> dict[str,
     return {"role": role, "tokens": c.completion_tokens, "cached": c.cached_tokens}
 
 
-@nalar.agent(concurrency=1)
+@nalar.agent(concurrency=w.FA_ROLE_CONCURRENCY)
 class FAAnalyst:
     async def plan(self, ticker: str, question: str, turn: int) -> dict[str, object]:
         return await _answer("analyst", ticker, question, turn)
 
 
-@nalar.agent(concurrency=1)
+@nalar.agent(concurrency=w.FA_ROLE_CONCURRENCY)
 class FAStock:
     async def answer(self, ticker: str, question: str, turn: int) -> dict[str, object]:
         return await _answer("stock", ticker, question, turn)
 
 
-@nalar.agent(concurrency=1)
+@nalar.agent(concurrency=w.FA_ROLE_CONCURRENCY)
 class FABond:
     async def answer(self, ticker: str, question: str, turn: int) -> dict[str, object]:
         return await _answer("bond", ticker, question, turn)
 
 
-@nalar.agent(concurrency=1)
+@nalar.agent(concurrency=w.FA_ROLE_CONCURRENCY)
 class FAResearch:
     async def answer(self, ticker: str, question: str, turn: int) -> dict[str, object]:
         return await _answer("research", ticker, question, turn)
 
 
-@nalar.agent(concurrency=1)
+@nalar.agent(concurrency=w.FA_ROLE_CONCURRENCY)
 class FANews:
     async def answer(self, ticker: str, question: str, turn: int) -> dict[str, object]:
         return await _answer("news", ticker, question, turn)
 
 
-@nalar.agent(concurrency=1)
+@nalar.agent(concurrency=w.FA_ROLE_CONCURRENCY)
 class FASummarizer:
     async def summarize(self, ticker: str, question: str, turn: int) -> dict[str, object]:
         return await _answer("summary", ticker, question, turn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -58,15 +59,18 @@ class Held:
 
 
 class InstanceQueue:
-    """Queued and in-flight calls of one agent instance, highest priority first, then FIFO;
+    """Queued and in-flight calls of one agent instance, highest priority first, then the
+    earliest run deadline (with one run timeout: the oldest run's calls first; `edf=False`:
+    arrival order), then arrival;
     and what it learnt from finished calls: service time and tokens per call, and the
     sessions it served last (their KV context is cached in its engine)."""
 
     RECENT = 256
 
-    def __init__(self, info: InstanceInfo) -> None:
+    def __init__(self, info: InstanceInfo, *, edf: bool = True) -> None:
         self.info = info
-        self._heap: list[tuple[int, int, Held]] = []
+        self.edf = edf  # within a priority: earliest run deadline first; else arrival order
+        self._heap: list[tuple[int, tuple[float, int], Held]] = []
         self.inflight: dict[str, Held] = {}
         self.latencies: deque[float] = deque(maxlen=512)
         self.dispatched = 0  # breaks ties between equally loaded instances (round robin)
@@ -109,7 +113,8 @@ class InstanceQueue:
 
     def push(self, held: Held) -> None:
         held.instance = self.info.instance
-        heapq.heappush(self._heap, (-held.priority, held.seq, held))
+        due = held.deadline if self.edf and held.deadline is not None else math.inf
+        heapq.heappush(self._heap, (-held.priority, (due, held.seq), held))
 
     def pop(self) -> Held | None:
         """The next call to run; on a stateful agent, never a second one of a session that

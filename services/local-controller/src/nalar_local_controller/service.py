@@ -740,7 +740,7 @@ class LocalController:
         for iid, info in live.items():
             q = self.queues.get(iid)
             if q is None:
-                q = self.queues[iid] = InstanceQueue(info)
+                q = self.queues[iid] = InstanceQueue(info, edf=self.settings.placement == "dynamic")
                 log.info("instance.joined", instance=iid, agent=info.agent)
                 self._steal(q)
             else:

@@ -110,6 +110,8 @@ class SimulatedEngine:
         self.completed = 0
         self._busy_s = 0.0  # wall time with at least one sequence admitted
         self._busy_since: float | None = None
+        self._seq_s = 0.0  # sequence-seconds: the running sequences integrated over time
+        self._seq_at = time.monotonic()
 
     # -- public ------------------------------------------------------------------------------
     async def complete(self, request: LLMRequest, on_token: OnToken | None = None) -> Completion:
@@ -149,7 +151,18 @@ class SimulatedEngine:
                                                                           1e-9),
                 "prefix_cache_queries": self.cache.queries,
                 "prefix_cache_hits": self.cache.hits, "completed": self.completed,
-                "busy_s": round(self.busy_s(), 4)}
+                "busy_s": round(self.busy_s(), 4), "seq_s": round(self.seq_s(), 4)}
+
+    def seq_s(self) -> float:
+        """Sequence-seconds served: how much work it did (with continuous batching an
+        engine is busy nearly always under load; this still tells a loaded one)."""
+        return self._seq_s + len(self._running) * (time.monotonic() - self._seq_at)
+
+    def _count(self) -> None:
+        """Bring the sequence-seconds up to now (before the running set changes)."""
+        now = time.monotonic()
+        self._seq_s += len(self._running) * (now - self._seq_at)
+        self._seq_at = now
 
     def busy_s(self) -> float:
         """Wall seconds this engine has had work admitted (load imbalance is measured on
@@ -199,6 +212,7 @@ class SimulatedEngine:
             self._kv_used += seq.kv
             if not self._running:
                 self._busy_since = time.monotonic()
+            self._count()
             self._running.append(seq)
 
     async def _schedule(self) -> None:
@@ -237,6 +251,7 @@ class SimulatedEngine:
                 pass
         if seq.emitted < seq.output_tokens:
             return
+        self._count()
         self._running.remove(seq)
         self._kv_used -= seq.kv
         if not self._running and self._busy_since is not None:
