@@ -138,7 +138,7 @@ class InstanceQueue:
     def take(self, keep: Any) -> list[Held]:
         """Take the queued calls for which `keep` is false out of the queue (in order; `keep`
         is asked once per call, first in line first)."""
-        kept: list[tuple[int, int, Held]] = []
+        kept: list[tuple[int, tuple[float, int], Held]] = []
         taken: list[Held] = []
         for entry in sorted(self._heap):
             if keep(entry[2]):
