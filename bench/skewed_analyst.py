@@ -46,7 +46,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from nalar_common.subjects import Names
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from e2e_stack import Services, start_services  # noqa: E402
+from paperbench.stats import summary as lat_summary  # noqa: E402
 from procstat import CLK_TCK, cpu_seconds  # noqa: E402
 
 APP = ROOT / "examples" / "financial_analyst"
@@ -114,24 +115,6 @@ def schedule(args: argparse.Namespace) -> list[Arrival]:
             turn += 1
     out.sort(key=lambda a: a.t)
     return out
-
-
-# -- statistics --------------------------------------------------------------------------------
-def pct(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); nan when there are no samples."""
-    if not samples:
-        return math.nan
-    s = sorted(samples)
-    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
-
-
-def lat_summary(samples: Sequence[float]) -> dict[str, float]:
-    if not samples:
-        return {"avg_s": math.nan, "p50_s": math.nan, "p95_s": math.nan, "p99_s": math.nan,
-                "max_s": math.nan}
-    return {"avg_s": round(sum(samples) / len(samples), 3),
-            **{f"p{q}_s": round(pct(samples, q), 3) for q in (50, 95, 99)},
-            "max_s": round(max(samples), 3)}
 
 
 # -- processes ---------------------------------------------------------------------------------
