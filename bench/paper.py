@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -55,7 +56,7 @@ def main() -> None:
     result: dict[str, object] = {
         "meta": {"command": command.strip(), "mode": args.mode, "reps": reps,
                  "seed": args.seed, "machine": f"{platform.machine()}, "
-                 f"{len(__import__('os').sched_getaffinity(0))} cores, "
+                 f"{len(os.sched_getaffinity(0))} cores, "
                  f"Python {platform.python_version()}",
                  "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started))},
         "workloads": {}}

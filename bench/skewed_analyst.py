@@ -54,13 +54,13 @@ from typing import Any
 import httpx
 import nats
 from nalar_common.envelope import Envelope
-from nalar_common.servers import start_nats, start_valkey
 from nalar_common.subjects import Names
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from e2e_stack import Services, start_services  # noqa: E402
 from paperbench.stats import summary as lat_summary  # noqa: E402
+from paperbench.systems import start_servers  # noqa: E402
 from procstat import CLK_TCK, cpu_seconds  # noqa: E402
 
 APP = ROOT / "examples" / "financial_analyst"
@@ -136,11 +136,7 @@ class Stack:
 def started_stack(system: str, args: argparse.Namespace, tmp: Path) -> Iterator[Stack]:
     """Servers and services for one system, stopped (services first) on the way out."""
     with contextlib.ExitStack() as cleanup:
-        nats_srv = start_nats(tmp / "nats", log_file=tmp / "nats-server.log")
-        cleanup.callback(nats_srv.stop)
-        valkey = start_valkey(tmp / "valkey", appendonly=False,
-                              log_file=tmp / "valkey-server.log")
-        cleanup.callback(valkey.stop)
+        nats_srv, valkey = start_servers(tmp, cleanup)
         extra = {"NALAR_LOG_LEVEL": args.log_level}
         if system == "off":
             extra["NALAR_GC_POLICIES"] = ""  # the global controller runs no policy

@@ -79,14 +79,19 @@ def started(system: str, w: Workload, tmp: Path, seed: int) -> Iterator[Running]
             yield running
 
 
+def start_servers(tmp: Path, cleanup: contextlib.ExitStack) -> tuple[Any, Any]:
+    """nats-server (JetStream) and valkey (no AOF) in `tmp`, stopped by `cleanup`."""
+    nats_srv = start_nats(tmp / "nats", log_file=tmp / "nats-server.log")
+    cleanup.callback(nats_srv.stop)
+    valkey = start_valkey(tmp / "valkey", appendonly=False, log_file=tmp / "valkey-server.log")
+    cleanup.callback(valkey.stop)
+    return nats_srv, valkey
+
+
 @contextlib.contextmanager
 def _nalar(system: str, w: Workload, tmp: Path, seed: int) -> Iterator[Running]:
     with contextlib.ExitStack() as cleanup:
-        nats_srv = start_nats(tmp / "nats", log_file=tmp / "nats-server.log")
-        cleanup.callback(nats_srv.stop)
-        valkey = start_valkey(tmp / "valkey", appendonly=False,
-                              log_file=tmp / "valkey-server.log")
-        cleanup.callback(valkey.stop)
+        nats_srv, valkey = start_servers(tmp, cleanup)
         env = {"NALAR_LOG_LEVEL": "WARNING", "NALAR_NODE_NAME": "n1",
                "NALAR_GC_POLICIES": w.policies() if system == "nalar" else "",
                "NALAR_LC_PLACEMENT": PLACEMENT[system],

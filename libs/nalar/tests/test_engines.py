@@ -155,3 +155,15 @@ async def test_openai_client_does_not_retry_on_its_own() -> None:
     with pytest.raises(EngineUnavailable) as info:
         await engine.complete(LLMRequest(prompt="x"))
     assert info.value.retryable and len(seen) == 1
+
+
+async def test_busy_time_and_sequence_seconds() -> None:
+    """Busy time counts the wall time with work admitted; sequence-seconds count each running
+    sequence, so three at once add up to about three times the busy time."""
+    engine = SimulatedEngine(time_scale=0.01)
+    await asyncio.gather(*(engine.complete(LLMRequest(prompt=f"q {i}", max_tokens=40))
+                           for i in range(3)))
+    idle = engine.stats()
+    assert idle["running"] == 0 and 0 < idle["busy_s"] < idle["seq_s"] <= 3 * idle["busy_s"] + 1e-3
+    await asyncio.sleep(0.05)
+    assert engine.stats()["busy_s"] == idle["busy_s"]  # idle time is not busy time

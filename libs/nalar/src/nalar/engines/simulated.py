@@ -109,9 +109,8 @@ class SimulatedEngine:
         self._loop_task: asyncio.Task[None] | None = None
         self.completed = 0
         self._busy_s = 0.0  # wall time with at least one sequence admitted
-        self._busy_since: float | None = None
         self._seq_s = 0.0  # sequence-seconds: the running sequences integrated over time
-        self._seq_at = time.monotonic()
+        self._counted_at = time.monotonic()
 
     # -- public ------------------------------------------------------------------------------
     async def complete(self, request: LLMRequest, on_token: OnToken | None = None) -> Completion:
@@ -156,20 +155,19 @@ class SimulatedEngine:
     def seq_s(self) -> float:
         """Sequence-seconds served: how much work it did (with continuous batching an
         engine is busy nearly always under load; this still tells a loaded one)."""
-        return self._seq_s + len(self._running) * (time.monotonic() - self._seq_at)
-
-    def _count(self) -> None:
-        """Bring the sequence-seconds up to now (before the running set changes)."""
-        now = time.monotonic()
-        self._seq_s += len(self._running) * (now - self._seq_at)
-        self._seq_at = now
+        return self._seq_s + len(self._running) * (time.monotonic() - self._counted_at)
 
     def busy_s(self) -> float:
-        """Wall seconds this engine has had work admitted (load imbalance is measured on
-        it)."""
-        if self._busy_since is None:
-            return self._busy_s
-        return self._busy_s + time.monotonic() - self._busy_since
+        """Wall seconds this engine has had work admitted."""
+        return self._busy_s + (time.monotonic() - self._counted_at if self._running else 0.0)
+
+    def _count(self) -> None:
+        """Bring busy time and sequence-seconds up to now (before the running set changes)."""
+        now = time.monotonic()
+        if self._running:
+            self._busy_s += now - self._counted_at
+            self._seq_s += len(self._running) * (now - self._counted_at)
+        self._counted_at = now
 
     def holds_session(self, session: str) -> bool:
         return self.cache.holds(session)
@@ -210,8 +208,6 @@ class SimulatedEngine:
             seq.started = now
             seq.ready_at = now + prefill * scale
             self._kv_used += seq.kv
-            if not self._running:
-                self._busy_since = time.monotonic()
             self._count()
             self._running.append(seq)
 
@@ -254,9 +250,6 @@ class SimulatedEngine:
         self._count()
         self._running.remove(seq)
         self._kv_used -= seq.kv
-        if not self._running and self._busy_since is not None:
-            self._busy_s += time.monotonic() - self._busy_since
-            self._busy_since = None
         self.cache.store(seq.request.session, seq.kv)
         self.completed += 1
         completion = Completion(
