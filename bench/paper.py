@@ -35,9 +35,9 @@ def main() -> None:
     ap.add_argument("--mode", choices=("quick", "full"), default="quick")
     ap.add_argument("--workloads", default="fa,router,swe")
     ap.add_argument("--systems", default=",".join(systems.SYSTEMS))
-    ap.add_argument("--ray-workloads", default="",
-                    help="workloads Ray Serve runs (default: fa in quick mode, where its "
-                    "target is, to keep `make bench` under 10 min; every one in full mode)")
+    ap.add_argument("--all-systems", action="store_true",
+                    help="quick mode: every system on every workload (by default each "
+                    "workload runs the systems its targets compare, to stay under 10 min)")
     ap.add_argument("--rates", default="", help="override the rates (batch sizes for swe)")
     ap.add_argument("--reps", type=int, default=0, help="repetitions (default 1 quick, 3 full)")
     ap.add_argument("--seed", type=int, default=7)
@@ -62,18 +62,17 @@ def main() -> None:
         "workloads": {}}
     out = Path(args.out) if args.out else OUT / f"paper_{args.mode}.json"
     for w in chosen:
+        if args.mode == "quick" and not w.batch:
+            w.warmup_s, w.measure_s, w.drain_s = w.quick_windows
         if args.measure_s:
             w.measure_s = args.measure_s
             if args.mode == "quick":
                 w.warmup_s = min(w.warmup_s, args.measure_s / 4)
-        elif args.mode == "quick" and not w.batch:
-            w.warmup_s, w.measure_s, w.drain_s = 3.0, 12.0, 15.0
         rates = [float(x) for x in args.rates.split(",")] if args.rates else \
             (w.quick_rates if args.mode == "quick" else w.rates)
-        ray_on = (args.ray_workloads or ("fa" if args.mode == "quick" else args.workloads))
         per: dict[str, object] = {}
         for system in names:
-            if system == "ray" and w.name not in ray_on.split(","):
+            if args.mode == "quick" and not args.all_systems and system not in w.quick_systems:
                 continue
             t0 = time.monotonic()
             print(f"{w.name} on {system}: rates {rates}", flush=True)

@@ -39,6 +39,8 @@ def test_router_mix_drifts_from_chat_to_code() -> None:
         return sum(a.input["kind"] == "code" for a in part) / len(part)
 
     assert code_share(0, 40) < 0.25 and code_share(270, 310) > 0.75
+    # it drifts over the first half of the window, then holds
+    assert 0.4 < code_share(70, 100) < 0.6 and code_share(160, 310) > 0.8
 
 
 def test_statistics() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import statistics
 from pathlib import Path
@@ -104,11 +105,21 @@ def merge(w: Workload, reps: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_system(system: str, w: Workload, rates: list[float], reps: int, seed: int,
                tmp: Path, log: Any) -> dict[str, Any]:
+    """Every step on one stack, except where the system changes its pools under load (Nalar
+    with the Rebalancer): then each step starts a fresh stack, so each starts from the same
+    pools as the other systems."""
     steps: list[dict[str, Any]] = []
-    with systems.started(system, w, tmp, seed) as running:
+    fresh = system == "nalar" and w.rebalance is not None
+    with contextlib.ExitStack() as stack:
+        running = None
         for rate in rates:
             done = []
             for rep in range(reps):
+                if running is None or fresh:
+                    stack.close()
+                    where = tmp / f"r{rate:g}-{rep}" if fresh else tmp
+                    where.mkdir(exist_ok=True)
+                    running = stack.enter_context(systems.started(system, w, where, seed))
                 step = asyncio.run(_run_step(w, running, rate, seed + 1000 * rep, rep))
                 done.append(step)
                 log(f"  {w.name} {system} rate={rate:g} rep={rep}: "
@@ -117,8 +128,8 @@ def run_system(system: str, w: Workload, rates: list[float], reps: int, seed: in
                     f"unfinished={step['unfinished']} p50={step['latency']['p50_s']} "
                     f"p99={step['latency']['p99_s']} cv={step['imbalance_cv']}"
                     + (f" makespan={step.get('makespan_s')}" if w.batch else ""))
-                asyncio.run(loadgen.until_idle(lambda: asyncio.to_thread(_total_busy,
-                                                                         running)))
+                if not fresh:
+                    asyncio.run(_until_idle(running))
             steps.append(merge(w, done))
     if not w.batch:
         unloaded = steps[0]["latency"]["p50_s"] if steps else math.nan
@@ -126,6 +137,10 @@ def run_system(system: str, w: Workload, rates: list[float], reps: int, seed: in
             s["sustained"], s["why_not"] = stats.sustained(s, unloaded)
     return {"steps": steps,
             "max_sustained_rate": None if w.batch else stats.highest_sustained(steps)}
+
+
+async def _until_idle(running: systems.Running) -> None:
+    await loadgen.until_idle(lambda: asyncio.to_thread(_total_busy, running))
 
 
 def _total_busy(running: systems.Running) -> float:

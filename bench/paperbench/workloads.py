@@ -4,6 +4,7 @@ bench/PAPER.md."""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 
@@ -14,6 +15,9 @@ QUESTIONS = ("Should I buy?", "Is it overvalued?", "What are the main risks?",
              "How does it compare to its sector?", "Is the dividend safe?")
 FA_AGENTS = "FAAnalyst,FAStock,FABond,FAResearch,FANews,FASummarizer"
 REBALANCE = "nalar_global_controller.policies:Rebalancer"
+# also even out pools that run near saturation (where engines run out of KV cache) before
+# anything queues
+EVEN_OUT = {"balance": 0.2, "cooldown_s": 1.0}
 DEFAULT_POLICIES = ("LeastLoadedRouting", "SessionAffinity", "HeadOfLineMigration",
                     "SessionPriority")
 
@@ -35,13 +39,19 @@ class Workload:
     time_scale: float
     hosts: list[Host]
     ray_args: list[str]
-    rebalance: bool  # Nalar runs the Rebalancer too (pools of one agent type per engine)
+    # Nalar runs the Rebalancer too, with these parameters (pools of one agent type per
+    # engine); None: not
+    rebalance: dict[str, float] | None
     rates: list[float]  # runs per second (router, fa) swept; a batch size for swe
     quick_rates: list[float]
     warmup_s: float = 10.0
     measure_s: float = 40.0
     drain_s: float = 40.0
     startup_s: float = 0.0  # a provisioned instance's engine start-up (wall seconds)
+    # `make bench`: warm-up, measured window and drain (seconds), and the systems run (those
+    # the workload's targets compare)
+    quick_windows: tuple[float, float, float] = (3.0, 12.0, 15.0)
+    quick_systems: tuple[str, ...] = ("nalar", "static", "ayo", "ray")
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -50,7 +60,9 @@ class Workload:
 
     def policies(self) -> str:
         names = [f"nalar_global_controller.policies:{p}" for p in DEFAULT_POLICIES]
-        return ",".join(names + ([REBALANCE] if self.rebalance else []))
+        if self.rebalance is None:
+            return ",".join(names)
+        return json.dumps([*names, {"class": REBALANCE, "params": self.rebalance}])
 
     def schedule(self, rate: float, seed: int) -> list[Arrival]:
         return {"fa": fa_schedule, "router": router_schedule,
@@ -66,8 +78,9 @@ def fa_schedule(w: Workload, rate: float, seed: int) -> list[Arrival]:
     p_more = followups / (1.0 + followups)
     end = w.warmup_s + w.measure_s
     out: list[Arrival] = []
-    # sessions start before the load does, so follow-ups are in steady state from t = 0
-    t, n = -think_s * (1.0 + followups), 0
+    # sessions start well before the load does (long enough that hardly any session that
+    # started earlier would still be going), so follow-ups are in steady state from t = 0
+    t, n = -think_s * (1.0 + followups) * 5, 0
     tag = f"{seed}-{rate:g}"
     while True:
         t += rng.expovariate(session_rate)
@@ -100,16 +113,18 @@ def _sorted(arrivals: list[Arrival]) -> list[Arrival]:
 
 def router_schedule(w: Workload, rate: float, seed: int) -> list[Arrival]:
     """Independent queries, Poisson; the share of coding queries drifts from 10% to 90%
-    over the measuring window (10% during the warm-up)."""
+    over the first `drift` of the measuring window (10% during the warm-up), then stays
+    there: the skew builds, then persists, as in the paper's traces."""
     rng = random.Random(seed)
     end = w.warmup_s + w.measure_s
+    drift_s = w.measure_s * w.extra.get("drift", 1.0)
     out: list[Arrival] = []
     t, n = 0.0, 0
     while True:
         t += rng.expovariate(rate)
         if t >= end:
             break
-        drift = min(1.0, max(0.0, (t - w.warmup_s) / w.measure_s))
+        drift = min(1.0, max(0.0, (t - w.warmup_s) / drift_s))
         kind = "code" if rng.random() < 0.1 + 0.8 * drift else "chat"
         qid = f"q-{seed}-{rate:g}-{n}"
         n += 1
@@ -128,23 +143,26 @@ def workloads() -> dict[str, Workload]:
         "fa": Workload(
             "fa", "Financial analyst", time_scale=0.25,
             hosts=[Host(f"gpu{i}", FA_AGENTS) for i in range(4)],
-            ray_args=["--engines", "4"], rebalance=False,
-            rates=[2.0, 4.0, 5.0, 6.0, 7.0, 8.0], quick_rates=[4.0, 7.0],
+            ray_args=["--engines", "4"], rebalance=None,
+            rates=[2.0, 3.0, 4.0, 5.0, 6.0, 7.0], quick_rates=[3.0, 5.0],
             extra={"followups": 2.0, "think_s": 8.0}),
         "router": Workload(
             "router", "Router", time_scale=1.0,
             hosts=[Host("cls", "RouterClassifier", engine=False),
                    *(Host(f"chat{i}", "RouterChat", slots=1) for i in range(2)),
                    *(Host(f"code{i}", "RouterCoder", slots=1) for i in range(2))],
-            ray_args=["--chat", "2", "--code", "2"], rebalance=True,
-            rates=[3.0, 5.0, 7.0, 9.0, 11.0, 13.0], quick_rates=[6.0, 9.0],
-            startup_s=2.0),
+            ray_args=["--chat", "2", "--code", "2"], rebalance=EVEN_OUT,
+            rates=[3.0, 5.0, 7.0, 9.0, 11.0, 13.0], quick_rates=[5.0, 7.0],
+            startup_s=2.0, extra={"drift": 0.5},
+            # the drift needs time next to a 2 s start-up
+            quick_windows=(4.0, 24.0, 15.0), quick_systems=("nalar", "static")),
         "swe": Workload(
             "swe", "Recursive software engineering", time_scale=0.25,
             hosts=[*(Host(f"plan{i}", "SWEPlanner", slots=1) for i in range(2)),
                    *(Host(f"dev{i}", "SWEDeveloper", slots=1) for i in range(2)),
                    *(Host(f"test{i}", "SWETester", slots=1) for i in range(2))],
             ray_args=["--planner", "2", "--developer", "2", "--tester", "2"],
-            rebalance=True, rates=[24.0, 48.0], quick_rates=[24.0], startup_s=2.0,
+            rebalance=EVEN_OUT, rates=[48.0, 96.0], quick_rates=[48.0], startup_s=2.0,
+            quick_systems=("nalar", "static"),
             drain_s=240.0),
     }

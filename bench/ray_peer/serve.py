@@ -110,7 +110,7 @@ class FAHost(EngineReplica):
             if delay:
                 await asyncio.sleep(delay)
             c = await self.generate(w.fa_prompt(role, session or "", ticker, question, turn),
-                                    w.FA_MAX_TOKENS, session)
+                                    w.fa_max_tokens(session or ""), session)
         return {"role": role, "tokens": c.completion_tokens, "cached": c.cached_tokens}
 
     async def plan(self, ticker: str, question: str, turn: int,

@@ -12,6 +12,7 @@ Parameters next to the paper's are in `bench/PAPER.md`.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 from typing import Any
@@ -42,7 +43,9 @@ def tool_delay_s(kind: str, *key: object, low: float = 0.5, high: float = 2.0) -
 # -- engines, per workload (`SimulatedParams` overrides; `NALAR_LLM_SIM_PARAMS` in Nalar) ------
 ENGINE: dict[str, dict[str, Any]] = {
     # one engine per GPU shared by every agent of the host; sessions' KV caches stay there
-    "fa": {"max_batch": 16, "output_median_tokens": 100, "output_sigma": 0.8,
+    # (answers as long as the model would write, 400 tokens median, cut at the length the
+    # session asks for: `fa_max_tokens`)
+    "fa": {"max_batch": 16, "output_median_tokens": 400, "output_sigma": 0.5,
            "cache_capacity_tokens": 120_000},
     # a chat or coding model per GPU; past its KV budget an engine refuses work (an OOM)
     "router": {"max_batch": 64, "kv_budget_tokens": 6_000, "overload": "fail",
@@ -56,7 +59,19 @@ FA_DOC_TOKENS = 3_000  # the filing / FinQA context the session starts with
 FA_TURN_TOKENS = 200  # what each earlier turn adds to the session's context
 FA_SPECIALISTS = ("stock", "bond", "research", "news")
 FA_ROLE_CONCURRENCY = 1  # calls of one agent an engine's host runs at once
-FA_MAX_TOKENS = 1_500  # heavy tail: a few very long answers block whoever queues behind them
+# how much a session asks for (a one-line take or a full report): log-normal across sessions,
+# the same for all of a session's turns; heavy tail: a few sessions' long answers block
+# whoever queues behind them, and a sticky session keeps its weight on one engine
+FA_DETAIL_MEDIAN_TOKENS = 100
+FA_DETAIL_SIGMA = 0.9
+FA_MAX_TOKENS = 1_500
+
+
+def fa_max_tokens(session: str) -> int:
+    """The answer length a session asks for (`max_tokens` of each of its calls)."""
+    n = _rng("detail", session).lognormvariate(math.log(FA_DETAIL_MEDIAN_TOKENS),
+                                               FA_DETAIL_SIGMA)
+    return max(30, min(FA_MAX_TOKENS, int(n)))
 
 
 def fa_context(session: str, turn: int) -> str:

@@ -152,3 +152,41 @@ def test_default_policies_load() -> None:
     configured = load_policies('[{"class": "nalar_global_controller.policies:Rebalancer", '
                                '"params": {"high": 2.0}}]')
     assert isinstance(configured[0], Rebalancer) and configured[0].high == 2.0
+
+
+def test_rebalancer_moves_as_many_as_the_skew_needs_in_one_start_up() -> None:
+    rows = _pool(hot_queue=4, max_instances=8)
+    for n in (5, 6):
+        rows[f"h{n}.Code"] = {**rows["h3.Code"], "instance": f"h{n}.Code", "host": f"h{n}"}
+    # Chat: 5 calls per slot on 2 instances wants ceil(2 * 5 / 1.5) - 2 = 5 more; Code (4
+    # instances, min 1) can spare 3
+    snap = _decide(Rebalancer(), rows).snapshot
+    assert len(snap.releases) == 3 and {r["instance"] for r in snap.releases} < set(rows)
+    assert snap.provisions == [{"agent": "Chat", "node": "n2"}] * 3
+    # a mild skew moves one; max_moves bounds a large one
+    assert len(_decide(Rebalancer(), _pool(hot_queue=1, max_instances=8, startup_s=0.5) | {
+        k: v for k, v in rows.items() if k.endswith("Code")}).snapshot.releases) == 1
+    assert len(_decide(Rebalancer(max_moves=2), rows).snapshot.releases) == 2
+
+
+def test_rebalancer_evens_out_a_near_saturated_pool_before_it_queues() -> None:
+    def pool() -> dict[str, dict[str, Any]]:
+        rows = _pool(hot_queue=0, max_instances=4, startup_s=1.0)
+        for r in rows.values():
+            r["concurrency"] = 8
+        for name in ("h1.Chat", "h2.Chat"):  # 7 of 8 slots busy, nothing queued
+            rows[name].update(inflight=7, queued_work_s=0.0)
+        rows["h3.Code"]["inflight"] = 1
+        return rows
+
+    assert _decide(Rebalancer(), pool()).snapshot.provisions == []  # off by default
+    policy = Rebalancer(balance=0.2)
+    # Chat 0.875 per slot, Code 0.0625: one more Chat instance makes it 0.58 and Code 0.125,
+    # once that has held for a start-up time
+    assert _decide(policy, pool(), now=1000.0).snapshot.provisions == []
+    snap = _decide(policy, pool(), now=1001.0).snapshot
+    assert snap.provisions == [{"agent": "Chat", "node": "n2"}] and \
+        snap.releases == [{"instance": "h4.Code", "node": "n2"}]
+    # a gain under `balance` does nothing however long it lasts
+    mild = Rebalancer(balance=0.4)
+    assert not any(_decide(mild, pool(), now=t).snapshot.provisions for t in (1000.0, 1005.0))

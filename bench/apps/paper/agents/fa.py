@@ -16,7 +16,7 @@ async def _answer(role: str, ticker: str, question: str, turn: int) -> dict[str,
     if delay:
         await asyncio.sleep(delay)
     c = await nalar.llm.agenerate(w.fa_prompt(role, session, ticker, question, turn),
-                                  max_tokens=w.FA_MAX_TOKENS)
+                                  max_tokens=w.fa_max_tokens(session))
     return {"role": role, "tokens": c.completion_tokens, "cached": c.cached_tokens}
 
 

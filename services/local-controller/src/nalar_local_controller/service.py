@@ -661,15 +661,19 @@ class LocalController:
         """Releases first: a host whose instance is released has a slot for the new one."""
         for action in releases:
             await self._release(action)
+        assigned: set[tuple[str, str]] = set()  # (host, agent) started by this snapshot
         for action in provisions:
-            await self._provision(action, snap)
+            await self._provision(action, snap, assigned)
 
-    async def _provision(self, action: dict[str, str], snap: PolicySnapshot) -> None:
+    async def _provision(self, action: dict[str, str], snap: PolicySnapshot,
+                         assigned: set[tuple[str, str]]) -> None:
         """Start an instance of the agent on a host of this node that has a free slot (first
-        the hosts whose instance this snapshot released)."""
+        the hosts whose instance this snapshot released), not one already starting it for
+        this snapshot (several provisions of one agent each get their own host)."""
         agent = action["agent"]
         mine = [i for i in self.view.live() if i.node == self.node]
-        has_agent = {i.host for i in mine if i.agent == agent and not i.draining}
+        has_agent = {i.host for i in mine if i.agent == agent and not i.draining} | \
+            {h for h, a in assigned if a == agent}
         freed = {i.host for i in mine if i.instance in {r.get("instance") for r in
                                                         snap.releases}}
         hosts = sorted({i.host for i in mine if i.host not in has_agent and
@@ -678,6 +682,7 @@ class LocalController:
         for host in hosts:
             result = await self._control(host, {"op": "assign", "agent": agent})
             if result.get("ok"):
+                assigned.add((host, agent))
                 self.stats["provisioned"] += 1
                 log.info("instance.provisioned", agent=agent, host=host,
                          status=result.get("status"))
