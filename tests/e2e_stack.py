@@ -45,7 +45,8 @@ def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: i
     proc = subprocess.Popen(
         [sys.executable, "-m", "nalar", "up", "--app", str(app), "--nodes", str(nodes),
          "--hosts-per-node", str(hosts_per_node), "--port", str(port), "--prefix", prefix,
-         "--data-dir", str(log.parent / "data"), *args],
+         "--data-dir", str(log.parent / "data"), "--key-file", str(log.parent / "api-key"),
+         *args],
         env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

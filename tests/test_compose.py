@@ -5,6 +5,7 @@ settings field, the stack has the shape `nalar up` starts. Needs no Docker engin
 from __future__ import annotations
 
 import importlib.util
+import os
 import shlex
 import shutil
 import subprocess
@@ -15,7 +16,13 @@ import pytest
 import yaml
 from nalar.engines import LLMSettings
 from nalar_agent_host.settings import AgentHostSettings
-from nalar_common.settings import LogSettings, NatsSettings, NodeSettings, RedisSettings
+from nalar_common.settings import (
+    AuthSettings,
+    LogSettings,
+    NatsSettings,
+    NodeSettings,
+    RedisSettings,
+)
 from nalar_gateway.settings import GatewaySettings
 from nalar_global_controller.settings import GlobalControllerSettings
 from nalar_local_controller.settings import LocalControllerSettings
@@ -30,7 +37,7 @@ IMAGE_ROOT = Path("/app")  # where deploy/Dockerfile puts the repository
 SETTINGS: tuple[type[BaseSettings], ...] = (
     NatsSettings, RedisSettings, LogSettings, NodeSettings, GatewaySettings,
     GlobalControllerSettings, LocalControllerSettings, AgentHostSettings, StateStoreSettings,
-    LLMSettings,
+    LLMSettings, AuthSettings,
 )
 
 
@@ -158,6 +165,30 @@ def test_build_dockerfiles_exist(services: dict[str, dict[str, Any]]) -> None:
 @pytest.mark.skipif(shutil.which("docker-compose") is None,
                     reason="docker-compose is not on PATH (install it to validate the file)")
 def test_docker_compose_config_accepts_file() -> None:
+    env = {"PATH": os.environ["PATH"], "NALAR_NATS_PASSWORD": "n" * 24,
+           "NALAR_REDIS_PASSWORD": "r" * 24}
     proc = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=60, check=False, env=env)
     assert proc.returncode == 0, proc.stderr
+    # without the passwords the stack does not start at all
+    bare = {"PATH": os.environ["PATH"]}
+    proc = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False, env=bare)
+    assert proc.returncode != 0 and "NALAR_NATS_PASSWORD" in proc.stderr + proc.stdout
+
+
+def test_servers_require_credentials_and_callers_keys(
+        services: dict[str, dict[str, Any]]) -> None:
+    assert "--pass" in services["nats"]["command"]
+    assert "--requirepass" in services["redis"]["command"]
+    for name, svc in services.items():
+        env = environment(svc)
+        if module_of(svc) is None:
+            continue
+        assert env.get("NALAR_NATS_USER") and env.get("NALAR_NATS_PASSWORD"), name
+        if "NALAR_REDIS_URL" in env:
+            assert env["NALAR_REDIS_URL"].startswith("redis://:${NALAR_REDIS_PASSWORD"), name
+        assert "NALAR_AUTH_ANONYMOUS" not in env, f"{name}: callers without a key let in"
+        if module_of(svc) in ("nalar_gateway", "nalar_local_controller"):
+            policy = env.get("NALAR_AUTH_POLICY_FILE", "")
+            assert (ROOT / Path(policy).relative_to(IMAGE_ROOT)).is_file(), (name, policy)

@@ -114,22 +114,32 @@ def test_nalar_up_embedded_servers_and_crash_of_a_part(tmp_path: Path) -> None:
     from nalar_common.servers import free_port
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NALAR_NATS_URL", "NALAR_REDIS_URL")}
+    env = {k: v for k, v in os.environ.items()  # as a user has it: keys required
+           if k not in ("NALAR_NATS_URL", "NALAR_REDIS_URL", "NALAR_AUTH_ANONYMOUS")}
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "nalar", "up", "--app", str(BASIC_APP), "--nodes", "1",
-             "--port", str(port), "--data-dir", str(tmp_path / "data")],
+             "--port", str(port), "--data-dir", str(tmp_path / "data"),
+             "--key-file", str(tmp_path / "api-key")],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_for(lambda: "Nalar is up" in log.read_text())
         text = log.read_text()
         assert f"http://127.0.0.1:{port}" in text and "nats://127.0.0.1:" in text
         assert "redis://127.0.0.1:" in text and str(tmp_path / "data") in text
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/workflows/typed/runs",
-                       params={"wait": 30}, json={"input": {"count": 1, "label": "up"}})
+        # the dev key: printed, written owner-only, and the only way in
+        key = (tmp_path / "api-key").read_text().strip()
+        assert f"NALAR_API_KEY={key}" in text and key.startswith("nk_")
+        assert (tmp_path / "api-key").stat().st_mode & 0o077 == 0
+        url = f"http://127.0.0.1:{port}/v1/workflows/typed/runs"
+        body = {"input": {"count": 1, "label": "up"}}
+        assert httpx.post(url, json=body).status_code == 401
+        r = httpx.post(url, params={"wait": 30}, json=body,
+                       headers={"Authorization": f"Bearer {key}"})
         assert r.json()["result"] == "up:1"
+        assert r.json()["started_by"] == {"name": "dev", "roles": ["admin"],
+                                          "tenant": "default", "via": "api_key"}
         assert (tmp_path / "data" / "nats" / "jetstream").is_dir()
         assert list((tmp_path / "data" / "valkey").glob("appendonly*")), "AOF is on"
         kids = _children(proc.pid)
@@ -155,7 +165,8 @@ def test_nalar_up_stops_cleanly_on_sigint(tmp_path: Path, nats_url: str,
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "nalar", "up", "--app", str(BASIC_APP), "--nodes", "1",
-             "--port", str(port), "--prefix", "sigint", "--data-dir", str(tmp_path / "d")],
+             "--port", str(port), "--prefix", "sigint", "--data-dir", str(tmp_path / "d"),
+             "--key-file", str(tmp_path / "api-key")],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     _wait_for(lambda: "Nalar is up" in log.read_text())
     kids = _children(proc.pid)

@@ -143,7 +143,7 @@ def test_nalar_up_serves_it(project: Path, tmp_path: Path, nats_url: str, redis_
         proc = subprocess.Popen(
             [sys.executable, "-m", "nalar", "up", "--app", str(project), "--nodes", "1",
              "--port", str(port), "--prefix", names.prefix, "--data-dir", str(tmp_path / "data"),
-             "--llm-time-scale", "0.01"],
+             "--key-file", str(tmp_path / "api-key"), "--llm-time-scale", "0.01"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90

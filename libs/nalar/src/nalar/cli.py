@@ -23,7 +23,7 @@ def _up(args: argparse.Namespace) -> int:
         llm_time_scale=args.llm_time_scale,
         host_agents=[a for a in (args.host_agents or "").split(";") if a.strip()],
         host_slots=args.host_slots, engine_startup_s=args.engine_startup_s,
-        spawn_hosts=args.spawn_hosts, policies=args.policies))
+        spawn_hosts=args.spawn_hosts, policies=args.policies, key_file=Path(args.key_file)))
 
 
 async def _futures(run: str, nats_url: str, prefix: str) -> list[dict[str, Any]]:
@@ -83,8 +83,10 @@ def _run(args: argparse.Namespace) -> int:
     if not args.local:
         import httpx
 
+        from nalar.credentials import auth_headers
+
         r = httpx.post(f"{args.url}/v1/workflows/{args.workflow}/runs",
-                       params={"wait": args.wait},
+                       params={"wait": args.wait}, headers=auth_headers(),
                        json={"input": input, **({"session_id": session} if session else {})},
                        timeout=args.wait + 30)
         print(json.dumps(r.json(), default=str))
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--data-dir", default=".nalar/data")
+    up.add_argument("--key-file", default=".nalar/api-key",
+                    help="where the dev API key is written (and reused from)")
     up.add_argument("--prefix", default=os.environ.get("NALAR_NATS_PREFIX", ""))
     up.add_argument("--llm-time-scale", type=float, default=1.0,
                     help="scale every simulated LLM delay (0.01 = 100x faster)")
@@ -147,11 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--llm-time-scale", type=float, default=1.0)
     run.set_defaults(fn=_run)
 
-    from nalar import ops, scaffold, stubgen
+    from nalar import keys, ops, scaffold, stubgen
 
     stubgen.register(sub)
     scaffold.register(sub)
     ops.register(sub)
+    keys.register(sub)
 
     args = parser.parse_args(argv)
     return int(args.fn(args))

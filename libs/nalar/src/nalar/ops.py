@@ -11,6 +11,12 @@ from typing import Any
 
 import httpx
 
+from nalar.credentials import auth_headers
+
+
+def _http() -> httpx.Client:
+    """A client with the caller's API key on every request (one command, one client)."""
+    return httpx.Client(headers=auth_headers())
 
 def _url(args: argparse.Namespace) -> str:
     return str(args.url).rstrip("/")
@@ -22,21 +28,21 @@ def _print(r: httpx.Response) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    return _print(httpx.get(f"{_url(args)}/v1/cluster", timeout=10))
+    return _print(_http().get(f"{_url(args)}/v1/cluster", timeout=10))
 
 
 def _policy(args: argparse.Namespace) -> int:
     base = f"{_url(args)}/v1/policy"
     if args.action == "show":
-        return _print(httpx.get(base, timeout=10))
+        return _print(_http().get(base, timeout=10))
     if args.action == "history":
-        out: Any = httpx.get(base, params={"history": True}, timeout=10).json()
+        out: Any = _http().get(base, params={"history": True}, timeout=10).json()
         print(json.dumps(out.get("history", []), indent=2))
         return 0
     if not args.policies:
         print("nalar policy set: name at least one module:Class", file=sys.stderr)
         return 2
-    return _print(httpx.put(base, json={"policies": args.policies}, timeout=10))
+    return _print(_http().put(base, json={"policies": args.policies}, timeout=10))
 
 
 def _dlq(args: argparse.Namespace) -> int:
@@ -45,7 +51,7 @@ def _dlq(args: argparse.Namespace) -> int:
         params: dict[str, Any] = {"limit": args.limit}
         if args.kind:
             params["kind"] = args.kind
-        r = httpx.get(base, params=params, timeout=30)
+        r = _http().get(base, params=params, timeout=30)
         if r.status_code >= 400:
             return _print(r)
         rows = r.json()["dead_letters"]
@@ -60,8 +66,8 @@ def _dlq(args: argparse.Namespace) -> int:
         print(f"nalar dlq {args.action}: give the dead letter's id", file=sys.stderr)
         return 2
     if args.action == "show":
-        return _print(httpx.get(f"{base}/{args.id}", timeout=10))
-    return _print(httpx.post(f"{base}/{args.id}/{args.action}", timeout=30))
+        return _print(_http().get(f"{base}/{args.id}", timeout=10))
+    return _print(_http().post(f"{base}/{args.id}/{args.action}", timeout=30))
 
 
 def register(sub: Any) -> None:

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import redis.asyncio as aioredis
+from nalar_common.auth import KeyStore
+from nalar_common.errors import Unauthenticated
 from nalar_common.servers import ServerProcess, die_with_parent, start_nats, start_valkey
+from nalar_common.subjects import Names
+
+from nalar.credentials import DEFAULT_KEY_FILE
 
 
 @dataclass
@@ -43,6 +49,7 @@ class UpOptions:
     policies: str = ""  # NALAR_GC_POLICIES; empty = the built-in defaults
     ready_timeout_s: float = 90.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    key_file: Path = DEFAULT_KEY_FILE  # the dev API key is written here
 
 
 @dataclass
@@ -63,6 +70,7 @@ class Stack:
         self.redis_url = opts.redis_url or ""
         self._stop = asyncio.Event()
         self.exit_reason = ""
+        self.api_key = ""
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -91,6 +99,8 @@ class Stack:
         if sys.stdout.isatty():
             base.setdefault("NALAR_LOG_JSON", "false")
         app = str(o.app.resolve())
+        # the app's authorization rules, for the gateway and every local controller
+        base.setdefault("NALAR_AUTH_POLICY_FILE", str(o.app.resolve() / "config" / "policy.yaml"))
         gc = {**base, "NALAR_GC_POLICIES": o.policies} if o.policies else dict(base)
         kids = [Child("state-store", "nalar_state_store", dict(base)),
                 Child("global-controller", "nalar_global_controller", gc)]
@@ -153,6 +163,7 @@ class Stack:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
         self.start_servers()
+        self.api_key = await self.dev_key()
         self.children = self.plan()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -173,6 +184,28 @@ class Stack:
             return 1
         return 0
 
+    async def dev_key(self) -> str:
+        """An admin key for this machine's user: the one in `key_file` while it is still
+        valid in this stack's store, else a new one written there (owner-only)."""
+        client = aioredis.Redis.from_url(self.redis_url)
+        store = KeyStore(client, Names(self.opts.prefix))
+        path = self.opts.key_file
+        try:
+            try:
+                old = path.read_text().strip()
+                await store.verify(old)
+                return old
+            except (OSError, Unauthenticated):
+                pass
+            key = await store.create("dev", ["admin"], "default")
+        finally:
+            await client.aclose()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(key + "\n")
+        return key
+
     def banner(self) -> None:
         self.say("")
         self.say(f"  Nalar is up: app {self.opts.app}")
@@ -182,6 +215,9 @@ class Stack:
         self.say(f"  redis     {self.redis_url}")
         self.say(f"  data      {self.opts.data_dir.resolve()}")
         self.say(f"  nodes     {self.opts.nodes} x {self.opts.hosts_per_node} agent host(s)")
+        self.say(f"  api key   in {self.opts.key_file} (the nalar command and the examples "
+                 f"read it there), or export:")
+        self.say(f"  NALAR_API_KEY={self.api_key}")
         self.say("  Ctrl-C stops everything.")
         self.say("")
 

@@ -5,7 +5,8 @@
     │   ├── InvalidInput       "invalid_input"
     │   ├── NotFound           "not_found"
     │   ├── Conflict           "conflict"
-    │   ├── PermissionDenied   "permission_denied"
+    │   ├── Unauthenticated    "unauthenticated"    no or bad credentials (401)
+    │   ├── PermissionDenied   "permission_denied"  a policy denies it (403)
     │   ├── MalformedMessage   "malformed_message"
     │   ├── AgentError         "agent_error"        user code raised
     │   ├── DependencyFailed   "dependency_failed"  an argument future failed
@@ -89,6 +90,13 @@ class PermissionDenied(TerminalError):
     http_status = 403
 
 
+class Unauthenticated(TerminalError):
+    """The caller sent no credentials, or ones that do not check out."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
 class MalformedMessage(TerminalError):
     code = "malformed_message"
 
@@ -131,6 +139,6 @@ class NoInstance(RetryableError):
 _BY_CODE: dict[str, type[NalarError]] = {
     c.code: c
     for c in (NalarError, TerminalError, RetryableError, InvalidInput, NotFound, Conflict,
-              PermissionDenied, MalformedMessage, AgentError, DependencyFailed, Cancelled,
-              Timeout, DeadLettered, Unavailable, NoInstance)
+              Unauthenticated, PermissionDenied, MalformedMessage, AgentError,
+              DependencyFailed, Cancelled, Timeout, DeadLettered, Unavailable, NoInstance)
 }

@@ -45,3 +45,23 @@ class NodeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NALAR_NODE_", extra="ignore")
 
     name: str = "n1"
+
+
+class AuthSettings(BaseSettings):
+    """Who may call (the gateway) and what they may run (the gateway and local controllers)."""
+
+    model_config = SettingsConfigDict(env_prefix="NALAR_AUTH_", extra="ignore")
+
+    jwt_issuer: str | None = Field(default=None, description="`iss` a bearer JWT must carry")
+    jwt_audience: str | None = Field(default=None, description="`aud` a bearer JWT must carry")
+    jwt_key: str | None = Field(default=None, description="Key that verifies bearer JWTs: a "
+                                "shared secret (HS256/384/512) or a PEM public key "
+                                "(RS*/ES*/PS*); unset: JWTs are not accepted")
+    jwt_roles_claim: str = "roles"
+    jwt_tenant_claim: str = "tenant"
+    anonymous: str | None = Field(default=None, description="JSON principal (`name`, "
+                                  "`roles`, `tenant`) given to callers without credentials; "
+                                  "unset (the default): they get 401. For tests and "
+                                  "single-user machines only")
+    policy_file: str = Field(default="config/policy.yaml", description="Authorization rules; "
+                             "a missing file allows everything")

@@ -1,9 +1,14 @@
 """pytest plugin: real nats-server (-js) and valkey-server on free ports, or the servers named by
 `NALAR_TEST_NATS_URL` / `NALAR_TEST_REDIS_URL`; each test gets its own name prefix.
+
+Services the tests start (and inherit this environment) let callers without credentials in
+as `TEST_PRINCIPAL` (an admin), and the `nalar` command finds no API key, unless a test says
+otherwise: the auth tests start their stacks with `NALAR_AUTH_ANONYMOUS` empty.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +19,13 @@ import pytest
 from nalar_common.servers import ServerProcess, start_nats, start_valkey
 from nalar_common.settings import NatsSettings
 from nalar_common.subjects import Names
+
+TEST_PRINCIPAL = json.dumps({"name": "test", "roles": ["admin"], "tenant": "default"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("NALAR_AUTH_ANONYMOUS", TEST_PRINCIPAL)
+    os.environ.setdefault("NALAR_API_KEY_FILE", os.devnull)  # not the developer's key
 
 
 @pytest.fixture(scope="session")

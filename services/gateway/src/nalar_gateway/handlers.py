@@ -7,10 +7,12 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from nalar_common.errors import InvalidInput, NalarError, NotFound
+from fastapi.security import APIKeyHeader, HTTPBearer
+from nalar_common.auth import Principal
+from nalar_common.errors import InvalidInput, NalarError, NotFound, Unauthenticated
 from nalar_common.logging import get_logger
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,8 +31,10 @@ class PayloadTooLarge(NalarError):
 
 
 def error_response(exc: NalarError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
     return JSONResponse({"error": {"code": exc.error_code, "message": exc.message,
-                                   "details": exc.details}}, status_code=exc.http_status)
+                                   "details": exc.details}}, status_code=exc.http_status,
+                        headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -109,7 +113,25 @@ _RUN_BODY = {"requestBody": {"required": False, "content": {"application/json": 
     "schema": RunRequest.model_json_schema()}}}}
 
 
+# declared for the OpenAPI document; `Gateway.auth` reads the headers itself
+_BEARER = HTTPBearer(auto_error=False, description="An API key (`nk_...`) or a JWT")
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
+
+
 def router(gw: Gateway) -> APIRouter:
+    async def principal(request: Request, _b: Any = Security(_BEARER),
+                        _k: Any = Security(_API_KEY)) -> Principal:
+        return await gw.auth(request)
+
+    public = APIRouter()
+    r = APIRouter(dependencies=[Depends(principal)])
+    public.include_router(_public(gw))
+    _protected(gw, r, principal)
+    public.include_router(r)
+    return public
+
+
+def _public(gw: Gateway) -> APIRouter:
     r = APIRouter()
 
     @r.get("/healthz", tags=["ops"])
@@ -123,6 +145,10 @@ def router(gw: Gateway) -> APIRouter:
         return JSONResponse({"status": "ready" if ok else "not_ready", **state},
                             status_code=200 if ok else 503)
 
+    return r
+
+
+def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
     @r.get("/v1/workflows", tags=["workflows"])
     async def workflows() -> dict[str, Any]:
         return {"workflows": gw.workflows()}
@@ -130,10 +156,11 @@ def router(gw: Gateway) -> APIRouter:
     @r.post("/v1/workflows/{name}/runs", status_code=202, tags=["runs"],
             openapi_extra=_RUN_BODY)
     async def start_run(name: str, request: Request,
-                        wait: float | None = Query(default=None, ge=0)) -> JSONResponse:
+                        wait: float | None = Query(default=None, ge=0),
+                        who: Principal = Depends(principal)) -> JSONResponse:
         gw.check_workflow(name)  # an unknown workflow is a 404 whatever the body
         req = parse_run_request(await read_json(request, gw.settings.max_body_bytes))
-        view, _ = await gw.start_run(name, req)
+        view, _ = await gw.start_run(name, req, who)
         if wait:
             finished = await gw.wait_run(view["run_id"], wait)
             if finished and finished["status"] in ("succeeded", "failed", "cancelled"):
@@ -245,12 +272,13 @@ def router(gw: Gateway) -> APIRouter:
 
     # -- Ventis-compatible aliases ------------------------------------------------------
     @r.post("/{workflow}/run", status_code=202, tags=["ventis"])
-    async def ventis_run(workflow: str, request: Request) -> JSONResponse:
+    async def ventis_run(workflow: str, request: Request,
+                         who: Principal = Depends(principal)) -> JSONResponse:
         gw.check_workflow(workflow)
         data = await read_json(request, gw.settings.max_body_bytes)
         if not isinstance(data, dict):
             raise InvalidInput("body must be a JSON object of workflow arguments")
-        view, _ = await gw.start_run(workflow, RunRequest(input=data))
+        view, _ = await gw.start_run(workflow, RunRequest(input=data), who)
         return JSONResponse({"request_id": view["run_id"]}, status_code=202)
 
     @r.get("/status/{request_id}", tags=["ventis"])
@@ -266,5 +294,3 @@ def router(gw: Gateway) -> APIRouter:
         if "error" in view:
             out["error"] = view["error"]["message"]
         return out
-
-    return r

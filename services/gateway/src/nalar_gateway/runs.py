@@ -34,6 +34,9 @@ class RunReader:
             "created_at": created.get("ts"), "priority": created.get("priority", 0),
             "deadline": created.get("deadline"),
         }
+        who = created.get("principal")
+        if who:
+            out["started_by"] = {k: who.get(k) for k in ("name", "roles", "tenant", "via")}
         if Event.STARTED in events:
             out["status"] = "running"
             out["started_at"] = events[Event.STARTED].get("ts")

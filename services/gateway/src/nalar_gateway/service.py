@@ -12,6 +12,8 @@ from typing import Any
 from nalar.app import App, load_app
 from nalar.future import Future
 from nalar.runtime import Runtime
+from nalar_common.auth import Principal
+from nalar_common.authz import PolicyFile
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result, resume_driver
 from nalar_common.dlq import DeadLetters
@@ -22,6 +24,7 @@ from nalar_common.errors import (
     NalarError,
     NoInstance,
     NotFound,
+    PermissionDenied,
     Timeout,
     Unavailable,
 )
@@ -34,6 +37,7 @@ from nalar_common.subjects import Headers as H
 from nats.js.errors import KeyNotFoundError
 from pydantic import BaseModel
 
+from nalar_gateway.auth import Authenticator
 from nalar_gateway.inputs import RunRequest, input_model, validate_input
 from nalar_gateway.runs import RunReader
 from nalar_gateway.settings import GatewaySettings
@@ -43,8 +47,9 @@ log = get_logger(__name__)
 
 class Gateway:
     def __init__(self, bus: Bus, store: SessionStore, settings: GatewaySettings,
-                 app: App | None = None) -> None:
-        self.bus, self.store, self.settings = bus, store, settings
+                 auth: Authenticator, access: PolicyFile, app: App | None = None) -> None:
+        self.bus, self.store, self.settings, self.auth = bus, store, settings, auth
+        self.access = access
         self.app = app or load_app(settings.app)
         self.models: dict[str, type[BaseModel]] = {
             name: input_model(spec) for name, spec in self.app.workflows.items()}
@@ -87,10 +92,23 @@ class Gateway:
                            details={"workflow": workflow,
                                     "available": sorted(self.app.workflows)})
 
-    async def start_run(self, workflow: str, req: RunRequest) -> tuple[dict[str, Any], bool]:
-        """Admit a run; returns (run view, created) where created is False for a repeated
-        idempotency key, which returns the run that key already started."""
+    def authorize(self, principal: Principal, workflow: str) -> None:
+        """PermissionDenied unless the policy lets `principal` start `workflow`."""
+        decision = self.access.current().workflow(principal, workflow)
+        if not decision.allowed:
+            log.info("run.denied", workflow=workflow, principal=principal.name,
+                     rule=decision.rule, policy=decision.revision)
+            raise PermissionDenied(decision.why(f"workflow {workflow!r}", principal),
+                                   details={"workflow": workflow, "rule": decision.rule,
+                                            "policy_revision": decision.revision})
+
+    async def start_run(self, workflow: str, req: RunRequest,
+                        principal: Principal) -> tuple[dict[str, Any], bool]:
+        """Admit a run started by `principal`; returns (run view, created) where created is
+        False for a repeated idempotency key, which returns the run that key already
+        started."""
         self.check_workflow(workflow)
+        self.authorize(principal, workflow)
         inputs = validate_input(self.models[workflow], req.input)
         if not self.runtime.view.live_instances(DRIVER_AGENT):
             raise NoInstance("no agent host can run workflow drivers right now")
@@ -113,7 +131,7 @@ class Gateway:
         await record(self.bus, run_id, Event.CREATED, {
             "workflow": workflow, "session_id": session, "input": inputs,
             "priority": req.priority, "idempotency_key": req.idempotency_key,
-            "deadline": deadline,
+            "deadline": deadline, "principal": principal.to_dict(),
         }, acked=True, msg_id=f"{run_id}.created")
         try:
             await self.runtime.submit_root(run=run_id, session=session, workflow=workflow,
@@ -130,9 +148,11 @@ class Gateway:
                          {"status": "failed", "error": err.to_wire()}, acked=True,
                          msg_id=f"{run_id}.finished")
             raise err from exc
-        log.info("run.created", run_id=run_id, session_id=session, workflow=workflow)
+        log.info("run.created", run_id=run_id, session_id=session, workflow=workflow,
+                 principal=principal.name)
         return {"run_id": run_id, "session_id": session, "workflow": workflow,
-                "status": "queued", "created_at": time.time(), "deadline": deadline}, True
+                "status": "queued", "created_at": time.time(), "deadline": deadline,
+                "started_by": _who(principal)}, True
 
     async def _await_created(self, run_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
         """A concurrent POST with the same key may still be writing its `created` event;
@@ -285,3 +305,8 @@ class Gateway:
         except Exception:
             pass  # failed runs are reported by the run view
         return await self.reader.get(run_id)
+
+
+def _who(p: Principal) -> dict[str, Any]:
+    """What a run view shows of who started it."""
+    return {"name": p.name, "roles": list(p.roles), "tenant": p.tenant, "via": p.via}

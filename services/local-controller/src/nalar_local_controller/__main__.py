@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from nalar_common.authz import PolicyFile
 from nalar_common.process import serve
-from nalar_common.settings import LogSettings, NatsSettings, NodeSettings, RedisSettings
+from nalar_common.settings import (
+    AuthSettings,
+    LogSettings,
+    NatsSettings,
+    NodeSettings,
+    RedisSettings,
+)
 from nalar_common.state import SessionStore
 from nalar_common.subjects import Names
 
@@ -16,7 +25,8 @@ def main() -> None:
 
     async def build(bus):  # type: ignore[no-untyped-def]
         store = SessionStore.from_url(RedisSettings().url, Names(nats.prefix))
-        return LocalController(bus, node.name, LocalControllerSettings(), store=store)
+        return LocalController(bus, node.name, LocalControllerSettings(), store=store,
+                               access=PolicyFile(Path(AuthSettings().policy_file)))
 
     serve(f"local-controller:{node.name}", nats, LogSettings(), build)
 

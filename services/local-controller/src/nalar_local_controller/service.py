@@ -14,8 +14,10 @@ import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
+from nalar_common.authz import PolicyFile
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
 from nalar_common.cluster import ClusterView, PolicySnapshot
@@ -42,6 +44,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
+from nalar_local_controller.access import CallAccess
 from nalar_local_controller.queues import Held, InstanceQueue
 from nalar_local_controller.settings import LocalControllerSettings
 
@@ -78,8 +81,9 @@ class LocalController:
     RECENT_REPORTED = 64  # sessions per instance in telemetry, for the affinity policy
 
     def __init__(self, bus: Bus, node: str, settings: LocalControllerSettings,
-                 store: SessionStore | None = None) -> None:
+                 store: SessionStore | None = None, access: PolicyFile | None = None) -> None:
         self.bus, self.node, self.settings = bus, node, settings
+        self.access = CallAccess(bus, access or PolicyFile(Path("config/policy.yaml")))
         self.store = store  # for moving a migrated session's state lease
         self.names = bus.names
         self.view = ClusterView(bus)
@@ -104,7 +108,8 @@ class LocalController:
         self.stats = {"admitted": 0, "dispatched": 0, "completed": 0, "failed": 0,
                       "forwarded": 0, "requeued": 0, "malformed": 0, "migrated": 0,
                       "lease_transfers": 0, "provisioned": 0, "released": 0, "stolen": 0,
-                      "retried": 0, "dead_lettered": 0, "timed_out": 0, "reconciled": 0}
+                      "retried": 0, "dead_lettered": 0, "timed_out": 0, "reconciled": 0,
+                      "denied": 0}
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
@@ -173,6 +178,12 @@ class LocalController:
         key = f"{headers[H.RUN]}.{headers[H.FUTURE]}"
         if headers[H.RUN] in self._cancelled:
             await self._fail_headers(headers, Cancelled(f"run {headers[H.RUN]} was cancelled"))
+            await msg.ack()
+            return
+        denied = await self.access.check(headers)
+        if denied is not None:
+            self.stats["denied"] += 1
+            await self._fail_headers(headers, denied)
             await msg.ack()
             return
         existing = self.held.get(key)

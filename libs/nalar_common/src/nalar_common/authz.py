@@ -1,0 +1,202 @@
+"""Authorization rules (`config/policy.yaml`): who may start which workflows and call which
+agents and methods. The gateway checks a run's workflow; every local controller checks each
+agent call again with the principal that started the run.
+
+    rules:
+      - match: {role: admin}                  # principal attributes, request fields
+        access: all
+      - match: {tenant: acme, role: analyst}
+        workflows: [financial_analysis]        # or `all`
+        agents: [StockAgent, BondAgent.analyze]  # an agent, or one method of it
+      - match: {}                              # the default
+        access: [hello]                        # names of any kind: workflows, agents, A.m
+
+A rule's `match` compares each key with the principal (`name`, `tenant`, `via`, `role`: any
+of its roles, any other claim of its token) or the request (`workflow`: the run's
+workflow); a list value matches any of its items. Rules are tried most specific first (the
+most `match` keys), in file order among equals, and the first that matches decides: allowed
+if it grants the workflow (or agent, or method), denied otherwise. No rules: everything is
+allowed; rules, but none matches: denied. Ventis files (`match` / `access` only) load
+unchanged and mean the same, except that here `access` covers workflows too.
+
+`PolicyFile` rereads the file when it changes (at most once a second); a file that does
+not load keeps the rules in force and says why (`error`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nalar_common.auth import Principal
+from nalar_common.logging import get_logger
+
+log = get_logger(__name__)
+
+ALL = "all"
+_RULE_KEYS = {"match", "access", "workflows", "agents", "name"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    match: dict[str, tuple[str, ...]]
+    workflows: frozenset[str] | None  # None: all
+    agents: frozenset[str] | None  # "Agent" or "Agent.method"; None: all
+    index: int  # position in the file
+    name: str = ""
+
+    def matches(self, principal: Principal, request: dict[str, str]) -> bool:
+        return all(_values(principal, request, key) & set(want)
+                   for key, want in self.match.items())
+
+    def describe(self) -> str:
+        return self.name or f"rule {self.index + 1}"
+
+
+def _values(p: Principal, request: dict[str, str], key: str) -> set[str]:
+    if key in ("role", "roles"):
+        return set(p.roles)
+    if key in ("name", "tenant", "via"):
+        return {str(getattr(p, key))}
+    if key in request:
+        return {request[key]}
+    if key in p.attrs:
+        return {str(p.attrs[key])}
+    return set()
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str  # which rule decided ("" when there are no rules)
+    revision: str
+
+    def why(self, what: str, principal: Principal) -> str:
+        if self.rule:
+            return f"{self.rule} of policy {self.revision} denies {what} to {principal.name!r}"
+        return f"no rule of policy {self.revision} matches {principal.name!r} for {what}"
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    rules: tuple[Rule, ...] = ()
+    revision: str = "none"
+
+    def _decide(self, principal: Principal, request: dict[str, str],
+                granted: Any) -> Decision:
+        if not self.rules:
+            return Decision(True, "", self.revision)
+        for rule in self.rules:
+            if rule.matches(principal, request):
+                return Decision(bool(granted(rule)), rule.describe(), self.revision)
+        return Decision(False, "", self.revision)
+
+    def workflow(self, principal: Principal, workflow: str) -> Decision:
+        return self._decide(principal, {"workflow": workflow},
+                            lambda r: r.workflows is None or workflow in r.workflows)
+
+    def call(self, principal: Principal, workflow: str, agent: str, method: str) -> Decision:
+        return self._decide(principal, {"workflow": workflow},
+                            lambda r: r.agents is None or agent in r.agents
+                            or f"{agent}.{method}" in r.agents)
+
+
+def _names(value: Any, where: str) -> frozenset[str] | None:
+    if value == ALL:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{where}: `all` or a list of names")
+    return frozenset(value)
+
+
+def parse_policy(text: str) -> AccessPolicy:
+    """Rules from the YAML text; ValueError naming the rule and field that is wrong."""
+    try:
+        doc = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+    revision = hashlib.sha256(text.encode()).hexdigest()[:12]
+    if doc is None:
+        return AccessPolicy((), revision)
+    if not isinstance(doc, dict) or set(doc) - {"rules"}:
+        raise ValueError("the file is a mapping with one key, `rules`")
+    raw = doc.get("rules") or []
+    if not isinstance(raw, list):
+        raise ValueError("`rules` is a list")
+    rules = []
+    for i, item in enumerate(raw):
+        where = f"rule {i + 1}"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: a mapping with `match` and `access`")
+        unknown = set(item) - _RULE_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: "
+                             f"{sorted(_RULE_KEYS)})")
+        match = item.get("match")
+        match = {} if match is None else match
+        if not isinstance(match, dict):
+            raise ValueError(f"{where}: `match` is a mapping")
+        cond = {}
+        for key, val in match.items():
+            vals = val if isinstance(val, list) else [val]
+            if not vals or any(isinstance(v, dict | list) or v is None for v in vals):
+                raise ValueError(f"{where}: match.{key} is a value or a list of values")
+            cond[str(key)] = tuple(str(v) for v in vals)
+        access = _names(item["access"], f"{where}: access") if "access" in item \
+            else frozenset()
+        workflows = _names(item["workflows"], f"{where}: workflows") \
+            if "workflows" in item else access
+        agents = _names(item["agents"], f"{where}: agents") if "agents" in item else access
+        rules.append(Rule(cond, workflows, agents, i, str(item.get("name") or "")))
+    # most specific first; file order among equals (sorted() is stable)
+    ordered = sorted(rules, key=lambda r: -len(r.match))
+    return AccessPolicy(tuple(ordered), revision)
+
+
+@dataclass
+class PolicyFile:
+    """The rules in force from `path`, reread when the file changes."""
+
+    path: Path
+    check_every_s: float = 1.0
+    policy: AccessPolicy = field(default_factory=AccessPolicy)
+    error: str | None = None
+    _stamp: tuple[float, int] | None = None
+    _checked: float = -1e9
+
+    def current(self) -> AccessPolicy:
+        now = time.monotonic()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            self._reload()
+        return self.policy
+
+    def _reload(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._stamp is not None or self.policy.rules:
+                log.info("authz.policy_removed", path=str(self.path))
+            self.policy, self.error, self._stamp = AccessPolicy(), None, None
+            return
+        stamp = (st.st_mtime, st.st_size)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.policy = parse_policy(self.path.read_text())
+            self.error = None
+            log.info("authz.policy_loaded", path=str(self.path), rules=len(self.policy.rules),
+                     revision=self.policy.revision)
+        except (OSError, ValueError) as exc:
+            self.error = str(exc)
+            log.error("authz.policy_invalid", path=str(self.path), error=str(exc),
+                      kept=self.policy.revision)

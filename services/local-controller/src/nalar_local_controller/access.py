@@ -1,0 +1,64 @@
+"""Authorization of every agent call, with the principal that started the call's run (read
+from the run's `created` event, which only the gateway writes; never from the call)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from nalar_common.auth import Principal
+from nalar_common.authz import PolicyFile
+from nalar_common.bus import Bus
+from nalar_common.errors import PermissionDenied
+from nalar_common.journal import Event, decode
+from nalar_common.logging import get_logger
+from nalar_common.subjects import DRIVER_AGENT
+from nalar_common.subjects import Headers as H
+
+log = get_logger(__name__)
+
+UNKNOWN = Principal("", via="unknown")  # a run created without one (before auth existed)
+
+
+class CallAccess:
+    def __init__(self, bus: Bus, policy: PolicyFile, cache_size: int = 10_000) -> None:
+        self.bus, self.policy, self.cache_size = bus, policy, cache_size
+        self._runs: OrderedDict[str, tuple[Principal, str]] = OrderedDict()
+
+    async def check(self, headers: dict[str, str]) -> PermissionDenied | None:
+        """None when the call may run; the error to fail its future with otherwise."""
+        policy = self.policy.current()
+        agent, method = headers.get(H.AGENT, ""), headers.get(H.METHOD, "")
+        if not policy.rules or (agent.startswith("_") and agent != DRIVER_AGENT):
+            return None
+        principal, workflow = await self.run_principal(headers.get(H.RUN, ""))
+        if agent == DRIVER_AGENT:  # the run's driver: its method is the workflow
+            decision = policy.workflow(principal, method)
+            what = f"workflow {method!r}"
+        else:
+            decision = policy.call(principal, workflow, agent, method)
+            what = f"{agent}.{method}"
+        if decision.allowed:
+            return None
+        log.info("call.denied", run_id=headers.get(H.RUN), agent=agent, method=method,
+                 principal=principal.name, rule=decision.rule, policy=decision.revision)
+        return PermissionDenied(decision.why(what, principal), details={
+            "agent": agent, "method": method, "principal": principal.name,
+            "rule": decision.rule, "policy_revision": decision.revision})
+
+    async def run_principal(self, run: str) -> tuple[Principal, str]:
+        """(principal, workflow) of a run, cached (runs are immutable once created)."""
+        hit = self._runs.get(run)
+        if hit is not None:
+            self._runs.move_to_end(run)
+            return hit
+        n = self.bus.names
+        stored = await self.bus.direct_get_last(n.runs_stream, n.run_event(run, Event.CREATED))
+        created = decode(stored) if stored is not None else {}
+        who = created.get("principal")
+        found = (Principal.from_dict(who) if isinstance(who, dict) else UNKNOWN,
+                 str(created.get("workflow") or ""))
+        if stored is not None:
+            self._runs[run] = found
+            if len(self._runs) > self.cache_size:
+                self._runs.popitem(last=False)
+        return found
