@@ -44,6 +44,7 @@ from nalar_common.servers import (
 )
 from nalar_common.settings import NatsSettings
 from nalar_common.subjects import Names
+from nalar_common.testing import TEST_PRINCIPAL
 from procstat import CLK_TCK, cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,12 +188,13 @@ def started_stack(args: argparse.Namespace) -> Iterator[Stack]:
         port = free_port()
         up_log = tmp / "nalar-up.log"
         env = {**os.environ, "NALAR_NATS_URL": nats_srv.url, "NALAR_REDIS_URL": valkey.url,
-               "NALAR_LOG_LEVEL": args.log_level}
+               "NALAR_LOG_LEVEL": args.log_level, "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL}
         with open(up_log, "wb") as out:
             up = subprocess.Popen(
                 [sys.executable, "-m", "nalar", "up", "--app", str(APP),
                  "--nodes", str(args.nodes), "--hosts-per-node", str(args.hosts_per_node),
-                 "--port", str(port), "--prefix", prefix, "--data-dir", str(tmp / "data")],
+                 "--port", str(port), "--prefix", prefix, "--data-dir", str(tmp / "data"),
+                 "--key-file", str(tmp / "api-key")],
                 env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         cleanup.callback(_stop_process, up, 30)
         assert resp.stdout is not None

@@ -16,6 +16,7 @@ from typing import IO
 
 import httpx
 from nalar_common.servers import die_with_parent, free_port
+from nalar_common.testing import TEST_PRINCIPAL
 
 ROOT = Path(__file__).resolve().parents[1]
 BASIC_APP = ROOT / "tests" / "apps" / "basic"
@@ -40,7 +41,8 @@ def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: i
     port = free_port()
     prefix = "e" + uuid.uuid4().hex[:8]
     env = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url,
-           "NALAR_LOG_LEVEL": "INFO", **(extra_env or {})}
+           "NALAR_LOG_LEVEL": "INFO", "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL,
+           **(extra_env or {})}
     out = open(log, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "nalar", "up", "--app", str(app), "--nodes", str(nodes),
@@ -158,7 +160,8 @@ def start_services(app: Path, nats_url: str, redis_url: str, log_dir: Path,
     base = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url,
             "NALAR_NATS_PREFIX": prefix, "NALAR_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
             "NALAR_AGENT_HOST_APP": str(app), "NALAR_GATEWAY_APP": str(app),
-            "NALAR_GATEWAY_PORT": str(port), **(extra_env or {})}
+            "NALAR_GATEWAY_PORT": str(port), "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL,
+            **(extra_env or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
     handle = Services(f"http://127.0.0.1:{port}", nats_url, redis_url, prefix, log_dir)
     try:
