@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from paperbench import runner, stats
+from paperbench import report, runner, stats
 from paperbench.workloads import workloads
 
 
@@ -68,6 +68,7 @@ def test_each_workload_runs_on_the_stack(name: str, tmp_path: Path) -> None:
     w.time_scale, w.warmup_s, w.measure_s, w.drain_s = 0.05, 1.0, 3.0, 30.0
     rate = 3.0 if name == "swe" else 2.0
     result = runner.run_system("static", w, [rate], 1, 3, tmp_path, print)
+    report.judge(w, {"static": result})
     step = result["steps"][0]
     assert step["runs"] > 0 and step["completed"] == step["runs"], step["errors"]
     assert sum(step["engine_busy_s"].values()) > 0

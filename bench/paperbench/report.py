@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from paperbench import stats
 from paperbench.systems import BENCH_PY
 from paperbench.workloads import Workload
 
@@ -24,7 +25,24 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b and not (math.isnan(a) or math.isnan(b)) else math.nan
 
 
+def judge(w: Workload, per: dict[str, Any]) -> None:
+    """Mark each rate step sustained or not, against one reference for every system: the
+    lowest median at the lowest rate of any system in the run (the work itself, unloaded; a
+    system's own would excuse one that queues even at low load)."""
+    if w.batch:
+        for p in per.values():
+            p["max_sustained_rate"] = None
+        return
+    firsts = [float(p["steps"][0]["latency"]["p50_s"]) for p in per.values() if p["steps"]]
+    unloaded = min((x for x in firsts if not math.isnan(x)), default=math.nan)
+    for p in per.values():
+        for step in p["steps"]:
+            step["sustained"], step["why_not"] = stats.sustained(step, unloaded)
+        p["max_sustained_rate"] = stats.highest_sustained(p["steps"])
+
+
 def workload_result(w: Workload, per: dict[str, Any]) -> dict[str, Any]:
+    judge(w, per)
     out: dict[str, Any] = {"title": w.title, "time_scale": w.time_scale,
                            "engines": len(w.hosts), "warmup_s": w.warmup_s,
                            "measure_s": w.measure_s, "drain_s": w.drain_s, "systems": per}

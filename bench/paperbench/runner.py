@@ -131,12 +131,7 @@ def run_system(system: str, w: Workload, rates: list[float], reps: int, seed: in
                 if not fresh:
                     asyncio.run(_until_idle(running))
             steps.append(merge(w, done))
-    if not w.batch:
-        unloaded = steps[0]["latency"]["p50_s"] if steps else math.nan
-        for s in steps:
-            s["sustained"], s["why_not"] = stats.sustained(s, unloaded)
-    return {"steps": steps,
-            "max_sustained_rate": None if w.batch else stats.highest_sustained(steps)}
+    return {"steps": steps}
 
 
 async def _until_idle(running: systems.Running) -> None:

@@ -48,7 +48,7 @@ def sustained(step: dict[str, Any], unloaded_p50_s: float, *, max_failed: float 
               blowup: float = 4.0) -> tuple[bool, str]:
     """Whether a system sustains a rate step: at most 1% of its runs failed or did not finish
     in the drain window, and latency neither grows over the window nor blows up past
-    `blowup` times the median at the lowest rate."""
+    `blowup` times `unloaded_p50_s` (the best median at the lowest rate)."""
     runs = max(1, int(step["runs"]))
     bad = int(step["failed"]) + int(step["unfinished"])
     if bad / runs > max_failed:
@@ -59,7 +59,7 @@ def sustained(step: dict[str, Any], unloaded_p50_s: float, *, max_failed: float 
     if math.isnan(p50):
         return False, "no run finished"
     if unloaded_p50_s > 0 and p50 > blowup * unloaded_p50_s:
-        return False, f"p50 {p50:.2f} s > {blowup:g}x the lowest rate's {unloaded_p50_s:.2f} s"
+        return False, f"p50 {p50:.2f} s > {blowup:g}x the unloaded {unloaded_p50_s:.2f} s"
     return True, ""
 
 
