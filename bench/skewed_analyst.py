@@ -59,6 +59,7 @@ from nalar_common.subjects import Names
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from e2e_stack import Services, start_services  # noqa: E402
+from paperbench.loadgen import poisson  # noqa: E402
 from paperbench.stats import summary as lat_summary  # noqa: E402
 from paperbench.systems import start_servers  # noqa: E402
 from procstat import CLK_TCK, cpu_seconds  # noqa: E402
@@ -96,11 +97,8 @@ def schedule(args: argparse.Namespace) -> list[Arrival]:
     end = args.warmup_s + args.measure_s
     peak = max(args.high_rate, args.low_rate)
     out: list[Arrival] = []
-    t, n = 0.0, 0
-    while True:
-        t += rng.expovariate(peak)
-        if t >= end:
-            break
+    n = 0
+    for t in poisson(rng, peak, 0.0, end):
         if rng.random() * peak > rate_at(t, args):
             continue
         session, ticker = f"s{n:05d}", rng.choice(TICKERS)

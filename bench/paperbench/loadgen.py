@@ -7,13 +7,24 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Awaitable, Callable
+import random
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 FINAL = ("succeeded", "failed", "cancelled")
+
+
+def poisson(rng: random.Random, rate: float, start: float, end: float) -> Iterator[float]:
+    """Arrival times of a Poisson process of `rate` from `start` until `end`."""
+    t = start
+    while True:
+        t += rng.expovariate(rate)
+        if t >= end:
+            return
+        yield t
 
 
 @dataclass

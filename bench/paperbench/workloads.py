@@ -8,7 +8,7 @@ import json
 import random
 from dataclasses import dataclass, field
 
-from paperbench.loadgen import Arrival
+from paperbench.loadgen import Arrival, poisson
 
 TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "GOOG", "TSLA", "JPM", "XOM", "KO", "PFE")
 QUESTIONS = ("Should I buy?", "Is it overvalued?", "What are the main risks?",
@@ -80,14 +80,10 @@ def fa_schedule(w: Workload, rate: float, seed: int) -> list[Arrival]:
     out: list[Arrival] = []
     # sessions start well before the load does (long enough that hardly any session that
     # started earlier would still be going), so follow-ups are in steady state from t = 0
-    t, n = -think_s * (1.0 + followups) * 5, 0
+    start = -think_s * (1.0 + followups) * 5
     tag = f"{seed}-{rate:g}"
-    while True:
-        t += rng.expovariate(session_rate)
-        if t >= end:
-            break
+    for n, t in enumerate(poisson(rng, session_rate, start, end)):
         session, ticker = f"fa-{tag}-{n}", rng.choice(TICKERS)
-        n += 1
         at, turn, prev = t, 0, None
         while at < end:
             out.append(Arrival(at, "fa_query", {"ticker": ticker, "question":
@@ -119,15 +115,10 @@ def router_schedule(w: Workload, rate: float, seed: int) -> list[Arrival]:
     end = w.warmup_s + w.measure_s
     drift_s = w.measure_s * w.extra.get("drift", 1.0)
     out: list[Arrival] = []
-    t, n = 0.0, 0
-    while True:
-        t += rng.expovariate(rate)
-        if t >= end:
-            break
+    for n, t in enumerate(poisson(rng, rate, 0.0, end)):
         drift = min(1.0, max(0.0, (t - w.warmup_s) / drift_s))
         kind = "code" if rng.random() < 0.1 + 0.8 * drift else "chat"
         qid = f"q-{seed}-{rate:g}-{n}"
-        n += 1
         out.append(Arrival(t, "route_query", {"query_id": qid, "kind": kind}, qid))
     return out
 

@@ -35,7 +35,8 @@ async def _keys(args: argparse.Namespace) -> int:
             rows = await store.list()
             if args.json:
                 print(json.dumps(rows, indent=2))
-            for row in rows if not args.json else []:
+                return 0
+            for row in rows:
                 state = "revoked" if row["revoked_at"] else "active"
                 made = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["created_at"]))
                 print(f"{row['id']}  {state:<8} {row['name']:<20} tenant={row['tenant']} "

@@ -18,6 +18,7 @@ def _http() -> httpx.Client:
     """A client with the caller's API key on every request (one command, one client)."""
     return httpx.Client(headers=auth_headers())
 
+
 def _url(args: argparse.Namespace) -> str:
     return str(args.url).rstrip("/")
 

@@ -1,8 +1,9 @@
-"""Who a caller is: principals, API keys (hashed at rest in Redis) and JWT bearer tokens.
+"""Who a caller is: principals and API keys (hashed at rest in Redis).
 
-The gateway authenticates every request (`Authenticator`) and stamps the run with the
-principal it found; nothing about identity is ever read from a request body. Local
-controllers read the run's principal from where the gateway stored it, not from the call.
+The gateway authenticates every request (API keys here, JWTs in `nalar_gateway.auth`) and
+stamps the run with the principal it found; nothing about identity is ever read from a
+request body. Local controllers read the run's principal from where the gateway stored it,
+not from the call.
 
 An API key reads `nk_<id>_<secret>`: the id finds the record, the secret is compared by its
 SHA-256 digest (the secret is 256 random bits, so a fast hash is enough; only the digest is
@@ -36,9 +37,14 @@ class Principal:
     name: str
     roles: tuple[str, ...] = ()
     tenant: str = "default"
-    via: str = "api_key"  # api_key | jwt | anonymous | dev
+    via: str = "api_key"  # api_key | jwt | anonymous
     key_id: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)  # other claims (JWT)
+
+    def public(self) -> dict[str, Any]:
+        """What a run view shows of who started it."""
+        return {"name": self.name, "roles": list(self.roles), "tenant": self.tenant,
+                "via": self.via}
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -69,25 +75,20 @@ class KeyStore:
     def __init__(self, client: aioredis.Redis, names: Names) -> None:
         self.r, self.key = client, names.redis("apikeys")
 
-    async def create(self, name: str, roles: list[str], tenant: str = "default",
-                     key_id: str | None = None, secret: str | None = None) -> str:
+    async def create(self, name: str, roles: list[str], tenant: str = "default") -> str:
         """A new key for `name`; returns it in full (shown once: only its digest is kept)."""
         check_name("name", name)
         check_name("tenant", tenant)
         for role in roles:
             check_name("role", role)
-        key_id = key_id or "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789")
-                                   for _ in range(12))
-        secret = secret or secrets.token_urlsafe(32)
-        full = f"nk_{key_id}_{secret}"
-        if not _KEY.match(full):
-            raise ValueError("a key id is 12 lower-case letters or digits; a secret 20-128 "
-                             "URL-safe characters")
+        key_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                         for _ in range(12))
+        secret = secrets.token_urlsafe(32)
         record = {"id": key_id, "name": name, "roles": sorted(set(roles)), "tenant": tenant,
                   "digest": _digest(secret), "created_at": time.time(), "revoked_at": None}
         if not await self.r.hsetnx(self.key, key_id, json.dumps(record)):
             raise ValueError(f"key id {key_id} exists")
-        return full
+        return f"nk_{key_id}_{secret}"
 
     async def list(self) -> list[dict[str, Any]]:
         rows = [json.loads(v) for v in (await self.r.hgetall(self.key)).values()]

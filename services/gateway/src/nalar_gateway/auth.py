@@ -33,10 +33,8 @@ class Authenticator:
         self._algorithms = _ASYMMETRIC if key.lstrip().startswith("-----BEGIN") else _SYMMETRIC
 
     async def __call__(self, request: Request) -> Principal:
-        principal = await self.authenticate(request.headers.get("authorization"),
-                                            request.headers.get("x-api-key"))
-        request.state.principal = principal
-        return principal
+        return await self.authenticate(request.headers.get("authorization"),
+                                       request.headers.get("x-api-key"))
 
     async def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
         if api_key:

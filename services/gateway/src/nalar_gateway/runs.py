@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from nalar_common.auth import Principal
 from nalar_common.bus import Bus
 from nalar_common.envelope import Envelope
 from nalar_common.errors import NalarError
@@ -36,7 +37,7 @@ class RunReader:
         }
         who = created.get("principal")
         if who:
-            out["started_by"] = {k: who.get(k) for k in ("name", "roles", "tenant", "via")}
+            out["started_by"] = Principal.from_dict(who).public()
         if Event.STARTED in events:
             out["status"] = "running"
             out["started_at"] = events[Event.STARTED].get("ts")

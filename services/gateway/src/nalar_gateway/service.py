@@ -152,7 +152,7 @@ class Gateway:
                  principal=principal.name)
         return {"run_id": run_id, "session_id": session, "workflow": workflow,
                 "status": "queued", "created_at": time.time(), "deadline": deadline,
-                "started_by": _who(principal)}, True
+                "started_by": principal.public()}, True
 
     async def _await_created(self, run_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
         """A concurrent POST with the same key may still be writing its `created` event;
@@ -305,8 +305,3 @@ class Gateway:
         except Exception:
             pass  # failed runs are reported by the run view
         return await self.reader.get(run_id)
-
-
-def _who(p: Principal) -> dict[str, Any]:
-    """What a run view shows of who started it."""
-    return {"name": p.name, "roles": list(p.roles), "tenant": p.tenant, "via": p.via}

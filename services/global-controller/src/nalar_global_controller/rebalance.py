@@ -53,12 +53,11 @@ class Rebalancer:
         rows = agents[hot]
         first = next(iter(rows.values()))
         startup = float(first.get("startup_s", 0.0))
-        if not self._below_max(rows):
+        most = first.get("max_instances")
+        room = self.max_moves if most is None else min(self.max_moves, int(most) - len(rows))
+        if room <= 0:
             return
         if util[hot] > self.high and self._backlog_s(rows) > startup:
-            most = first.get("max_instances")
-            room = self.max_moves if most is None else \
-                min(self.max_moves, int(most) - len(rows))
             wanted = min(room, math.ceil(len(rows) * util[hot] / self.high) - len(rows))
         elif self._uneven(agents, util, hot, now, startup):
             wanted = 1
@@ -99,11 +98,6 @@ class Rebalancer:
         if self._uneven_since is None or self._uneven_since[0] != hot:
             self._uneven_since = (hot, now)
         return now - self._uneven_since[1] >= startup
-
-    @staticmethod
-    def _below_max(rows: dict[str, dict[str, Any]]) -> bool:
-        most = next(iter(rows.values())).get("max_instances")
-        return most is None or len(rows) < int(most)
 
     @staticmethod
     def _backlog_s(rows: dict[str, dict[str, Any]]) -> float:
