@@ -229,3 +229,27 @@ def test_policies_reload_without_a_restart(secured: StackHandle,
     assert run(secured, guest).status_code == 403
     set_policy("rules:\n  - match: {}\n    access: all\n")
     assert run(secured, guest).status_code == 200
+
+
+def test_a_tenant_sees_only_its_own_runs_and_sessions(secured: StackHandle) -> None:
+    acme = {"X-API-Key": keys(secured, "create", "--name", "a1", "--role", "runner",
+                              "--tenant", "acme").stdout.strip()}
+    zeta = {"X-API-Key": keys(secured, "create", "--name", "z1", "--role", "runner",
+                              "--tenant", "zeta").stdout.strip()}
+    admin = {"X-API-Key": (secured.log.parent / "api-key").read_text().strip()}
+    r = run(secured, acme)
+    assert r.status_code == 200, r.text
+    run_id, session = r.json()["run_id"], r.json()["session_id"]
+    base = f"{secured.url}/v1/runs/{run_id}"
+    for who, code in ((acme, 200), (admin, 200), (zeta, 404)):
+        for path in ("", "/futures", "/journal", "/events?follow=false"):
+            assert httpx.get(base + path, headers=who, timeout=30).status_code == code, path
+        got = httpx.get(f"{secured.url}/v1/sessions/{session}", headers=who, timeout=30)
+        assert got.status_code == code
+    for path, body in (("/cancel", None), ("/replay", {}), ("/signals/resume", {"value": 1})):
+        r = httpx.post(base + path, json=body, headers=zeta, timeout=30)
+        assert r.status_code == 404 and "does not exist" in r.json()["error"]["message"], path
+    # another tenant cannot join the session (and reach its state) either
+    r = run(secured, zeta, {"input": BODY["input"], "session_id": session})
+    assert r.status_code == 404, r.text
+    assert run(secured, acme, {"input": BODY["input"], "session_id": session}).status_code == 200

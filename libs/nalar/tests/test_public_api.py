@@ -6,11 +6,11 @@ import nalar_common
 
 def test_sdk_all() -> None:
     assert sorted(nalar.__all__) == [
-        "AgentError", "DependencyFailed", "Future", "NalarError", "NoInstance", "Retry",
-        "RetryableError", "Stub", "TerminalError", "Timeout", "Unavailable", "agent",
-        "cancelled", "current_attempt", "current_run_id", "current_session_id",
-        "idempotency_key", "llm", "managed_dict", "managed_list", "method", "once", "signal",
-        "stub", "tool", "workflow"]
+        "AgentError", "Cancelled", "DependencyFailed", "Future", "GuardrailExceeded",
+        "NalarError", "NoInstance", "PermissionDenied", "Retry", "RetryableError", "Stub",
+        "TerminalError", "Timeout", "Unavailable", "agent", "cancelled", "current_attempt",
+        "current_run_id", "current_session_id", "idempotency_key", "llm", "managed_dict",
+        "managed_list", "method", "once", "signal", "stub", "tool", "workflow"]
     for name in nalar.__all__:
         assert hasattr(nalar, name)
 

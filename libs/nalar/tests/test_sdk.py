@@ -187,3 +187,17 @@ def test_managed_state_detected_and_local_looking() -> None:
             nalar.managed_list("d")
     finally:
         leave(token)
+
+
+def test_replay_overrides_parse_as_json_or_text() -> None:
+    import argparse
+
+    import pytest
+    from nalar.runs_cli import parse_override
+
+    assert parse_override('3={"price": 500}') == ("3", {"price": 500})
+    assert parse_override("2=hello world") == ("2", "hello world")
+    assert parse_override("1_2=42") == ("1_2", 42)
+    assert parse_override("4=") == ("4", "")
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_override("nofuture")

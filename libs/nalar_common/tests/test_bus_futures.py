@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
@@ -20,6 +21,20 @@ async def test_topology_is_idempotent(bus: Bus) -> None:
     await bus.ensure_topology()
     info = await bus.js.stream_info(bus.names.futures_stream)
     assert info.config.max_msgs_per_subject == 1
+
+
+async def test_journal_retention_follows_the_settings(bus: Bus) -> None:
+    """`NALAR_NATS_RUNS_MAX_AGE_S` / `..._FUTURES_MAX_AGE_S`: a changed retention is applied
+    to the existing streams by the next process that starts; other limits are kept."""
+    await bus.ensure_topology()
+    runs = bus.names.runs_stream
+    old = (await bus.js.stream_info(runs)).config
+    await bus.js.update_stream(replace(old, max_msgs=123_456))  # an operator's own limit
+    bus.settings.runs_max_age_s, bus.settings.futures_max_age_s = 3600.0, 7200.0
+    await bus.ensure_topology()
+    info = (await bus.js.stream_info(runs)).config
+    assert info.max_age == 3600 and info.max_msgs == 123_456
+    assert (await bus.js.stream_info(bus.names.futures_stream)).config.max_age == 7200
 
 
 async def test_result_is_write_once(bus: Bus) -> None:

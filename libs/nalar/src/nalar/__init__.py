@@ -2,9 +2,12 @@
 
 from nalar_common.errors import (
     AgentError,
+    Cancelled,
     DependencyFailed,
+    GuardrailExceeded,
     NalarError,
     NoInstance,
+    PermissionDenied,
     RetryableError,
     TerminalError,
     Timeout,
@@ -23,10 +26,13 @@ from nalar.stub import Stub, stub
 
 __all__ = [
     "AgentError",
+    "Cancelled",
     "DependencyFailed",
     "Future",
+    "GuardrailExceeded",
     "NalarError",
     "NoInstance",
+    "PermissionDenied",
     "Retry",
     "RetryableError",
     "Stub",

@@ -151,11 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--llm-time-scale", type=float, default=1.0)
     run.set_defaults(fn=_run)
 
-    from nalar import keys, ops, scaffold, stubgen
+    from nalar import keys, ops, runs_cli, scaffold, stubgen
 
     stubgen.register(sub)
     scaffold.register(sub)
     ops.register(sub)
+    runs_cli.register(sub)
     keys.register(sub)
 
     args = parser.parse_args(argv)

@@ -39,6 +39,10 @@ class CallContext:
     ledger: Any = None  # the idempotency ledger (`nalar.once`, tools with idempotent=False)
     operation: str | None = None  # the ledger operation a non-idempotent tool call runs as
     instance: str = ""  # the agent instance running the call (names the ledger claim)
+    guard: Any = None  # nalar.guard.GuardClient when guardrails bind the run
+    on_llm: Any = None  # where each LLM request's record goes (the host: `llm` events)
+    replay: Any = None  # nalar.replay.RecordedLLM when a replay re-runs this call
+    _llm_seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -46,6 +50,11 @@ class CallContext:
     def owner(self) -> str:
         """Who holds a ledger claim: this attempt of this call, on this instance."""
         return f"{self.instance}/{self.run}.{self.future}.a{self.attempt}"
+
+    def next_llm(self) -> int:
+        """The n-th LLM request of this call (1, 2, ...): how a replay finds its record."""
+        with self._lock:
+            return next(self._llm_seq)
 
     def next_future_id(self) -> str:
         """Deterministic: the n-th call of future `3` is `3_n`; the driver (`0`) makes `n`."""

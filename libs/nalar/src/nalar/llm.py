@@ -18,6 +18,7 @@ from nalar.context import CallContext, current_or_none
 from nalar.engines import SimulatedEngine
 from nalar.engines.base import Completion, Engine, LLMRequest, OnToken
 from nalar.future import BlockingInEventLoop
+from nalar.replay import request_digest
 
 __all__ = ["Completion", "SimulatedEngine", "achat", "agenerate", "astream_chat", "chat",
            "engine", "generate", "stream_chat"]
@@ -69,9 +70,42 @@ async def _complete(request: LLMRequest, on_token: OnToken | None = None) -> Com
         if sink is not None:
             sink(piece)
 
-    completion = await engine().complete(request, tee if (on_token or sink) else None)
+    if ctx is None:
+        completion: Completion = await engine().complete(request, on_token)
+        return completion
+    n, asked = ctx.next_llm(), request_digest(request)
+    if ctx.replay is not None:  # a replay: the same request in the same place is answered
+        recorded: Completion | None = await ctx.replay.find(n, asked)
+        if recorded is not None:
+            if on_token is not None or sink is not None:
+                tee(recorded.text)
+            _journal(ctx, n, asked, recorded)
+            return recorded
+    completion = await _ask_engine(ctx, request, tee if (on_token or sink) else None)
     _record(ctx, completion)
+    _journal(ctx, n, asked, completion)
     return completion
+
+
+async def _ask_engine(ctx: CallContext, request: LLMRequest,
+                      on_token: OnToken | None) -> Completion:
+    """The engine call, inside the run's guardrails when they bind it (before the spend)."""
+    eng, guard = engine(), ctx.guard
+    if guard is None:
+        return await eng.complete(request, on_token)
+    reservation = await guard.before(eng, request)
+    try:
+        completion = await eng.complete(request, on_token)
+    except BaseException:
+        await guard.after(reservation, None)
+        raise
+    await guard.after(reservation, completion)
+    return completion
+
+
+def _journal(ctx: CallContext, n: int, asked: str, completion: Completion) -> None:
+    if ctx.on_llm is not None:
+        ctx.on_llm(n, asked, completion)
 
 
 def _blocking(coro: Any) -> Any:

@@ -28,6 +28,7 @@ class MethodSpec:
     timeout: float | None = None  # seconds a call may run; then it fails with `Timeout`
     retry: Retry = DEFAULT_RETRY
     idempotent: bool = True  # False: a tool with side effects, its result kept in the ledger
+    tool: bool = False  # `@nalar.tool`: it reaches outside (a replay never runs it)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def tool(fn: Any = None, /, *, idempotent: bool = True, timeout: float | None = 
     not happen twice: its result is recorded in the idempotency ledger under the call's future,
     and a retried or re-run call returns the recorded result instead of running again
     (`nalar.idempotency_key()` gives the key to pass on to an external API)."""
-    wrap = _hints(timeout=timeout, retry=retry, idempotent=idempotent)
+    wrap = _hints(timeout=timeout, retry=retry, idempotent=idempotent, tool=True)
     return wrap(fn) if fn is not None else wrap
 
 
@@ -117,7 +118,7 @@ def _methods(cls: type, default_timeout: float | None = None,
         out[name] = MethodSpec(name, inspect.iscoroutinefunction(fn), inspect.signature(fn),
                                inspect.getdoc(fn), hints.get("timeout", default_timeout),
                                hints.get("retry", default_retry),
-                               bool(hints.get("idempotent", True)))
+                               bool(hints.get("idempotent", True)), bool(hints.get("tool")))
     return out
 
 

@@ -101,6 +101,7 @@ class Stack:
         app = str(o.app.resolve())
         # the app's authorization rules, for the gateway and every local controller
         base.setdefault("NALAR_AUTH_POLICY_FILE", str(Path(app) / "config" / "policy.yaml"))
+        base.setdefault("NALAR_GUARDRAILS_FILE", str(Path(app) / "config" / "guardrails.yaml"))
         gc = {**base, "NALAR_GC_POLICIES": o.policies} if o.policies else dict(base)
         kids = [Child("state-store", "nalar_state_store", dict(base)),
                 Child("global-controller", "nalar_global_controller", gc)]

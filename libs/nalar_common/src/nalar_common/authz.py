@@ -26,18 +26,14 @@ not load keeps the rules in force and says why (`error`).
 from __future__ import annotations
 
 import hashlib
-import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from nalar_common.auth import Principal
-from nalar_common.logging import get_logger
-
-log = get_logger(__name__)
+from nalar_common.configfile import ConfigFile
 
 ALL = "all"
 _RULE_KEYS = {"match", "access", "workflows", "agents", "name"}
@@ -52,11 +48,30 @@ class Rule:
     name: str = ""
 
     def matches(self, principal: Principal, request: dict[str, str]) -> bool:
-        return all(_values(principal, request, key) & set(want)
-                   for key, want in self.match.items())
+        return matches(self.match, principal, request)
 
     def describe(self) -> str:
         return self.name or f"rule {self.index + 1}"
+
+
+def matches(cond: dict[str, tuple[str, ...]], principal: Principal,
+            request: dict[str, str]) -> bool:
+    """Whether every key of a `match` holds for the principal or the request."""
+    return all(_values(principal, request, key) & set(want) for key, want in cond.items())
+
+
+def parse_match(match: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """A `match` mapping: each key to a value or a list of values (any of them matches)."""
+    match = {} if match is None else match
+    if not isinstance(match, dict):
+        raise ValueError(f"{where}: `match` is a mapping")
+    cond = {}
+    for key, val in match.items():
+        vals = val if isinstance(val, list) else [val]
+        if not vals or any(isinstance(v, dict | list) or v is None for v in vals):
+            raise ValueError(f"{where}: match.{key} is a value or a list of values")
+        cond[str(key)] = tuple(str(v) for v in vals)
+    return cond
 
 
 def _values(p: Principal, request: dict[str, str], key: str) -> set[str]:
@@ -140,16 +155,7 @@ def parse_policy(text: str) -> AccessPolicy:
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: "
                              f"{sorted(_RULE_KEYS)})")
-        match = item.get("match")
-        match = {} if match is None else match
-        if not isinstance(match, dict):
-            raise ValueError(f"{where}: `match` is a mapping")
-        cond = {}
-        for key, val in match.items():
-            vals = val if isinstance(val, list) else [val]
-            if not vals or any(isinstance(v, dict | list) or v is None for v in vals):
-                raise ValueError(f"{where}: match.{key} is a value or a list of values")
-            cond[str(key)] = tuple(str(v) for v in vals)
+        cond = parse_match(item.get("match"), where)
         access = _names(item["access"], f"{where}: access") if "access" in item \
             else frozenset()
         workflows = _names(item["workflows"], f"{where}: workflows") \
@@ -161,42 +167,9 @@ def parse_policy(text: str) -> AccessPolicy:
     return AccessPolicy(tuple(ordered), revision)
 
 
-@dataclass
-class PolicyFile:
+class PolicyFile(ConfigFile[AccessPolicy]):
     """The rules in force from `path`, reread when the file changes."""
 
-    path: Path
-    check_every_s: float = 1.0
-    policy: AccessPolicy = field(default_factory=AccessPolicy)
-    error: str | None = None
-    _stamp: tuple[float, int] | None = None
-    _checked: float = -1e9
-
-    def current(self) -> AccessPolicy:
-        now = time.monotonic()
-        if now - self._checked >= self.check_every_s:
-            self._checked = now
-            self._reload()
-        return self.policy
-
-    def _reload(self) -> None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            if self._stamp is not None or self.policy.rules:
-                log.info("authz.policy_removed", path=str(self.path))
-            self.policy, self.error, self._stamp = AccessPolicy(), None, None
-            return
-        stamp = (st.st_mtime, st.st_size)
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp
-        try:
-            self.policy = parse_policy(self.path.read_text())
-            self.error = None
-            log.info("authz.policy_loaded", path=str(self.path), rules=len(self.policy.rules),
-                     revision=self.policy.revision)
-        except (OSError, ValueError) as exc:
-            self.error = str(exc)
-            log.error("authz.policy_invalid", path=str(self.path), error=str(exc),
-                      kept=self.policy.revision)
+    def __init__(self, path: Path, check_every_s: float = 1.0) -> None:
+        super().__init__(path, parse_policy, AccessPolicy(), what="authz.policy",
+                         check_every_s=check_every_s)

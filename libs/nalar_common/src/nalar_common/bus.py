@@ -105,8 +105,9 @@ class Bus:
         await self.kv(n.pins_bucket, history=1)
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
-        """Create the stream; if it exists, only fix what correctness depends on and keep the
-        limits an operator (or the first process) set, so processes never fight over them."""
+        """Create the stream; if it exists, fix what correctness depends on and its retention
+        (from the settings), and keep the other limits an operator (or the first process)
+        set."""
         try:
             await self.js.add_stream(config)
             return
@@ -115,9 +116,11 @@ class Bus:
                 raise
         assert config.name is not None
         current = (await self.js.stream_info(config.name)).config
-        if all(getattr(current, f) == getattr(config, f) for f in _ESSENTIAL):
+        if all(getattr(current, f) == getattr(config, f) for f in _ESSENTIAL) and \
+                (current.max_age or 0) == (config.max_age or 0):
             return
-        for f in ("max_age", "max_bytes", "max_msgs", "duplicate_window", "max_consumers"):
+        # retention (`max_age`) follows the settings: how long the journal and results stay
+        for f in ("max_bytes", "max_msgs", "duplicate_window", "max_consumers"):
             setattr(config, f, getattr(current, f))
         log.info("stream.updated", stream=config.name)
         await self.js.update_stream(config)

@@ -161,3 +161,23 @@ async def resume_driver(bus: Bus, run: str, node: str) -> bool:
     log.info("run.resumed", run_id=run, node=node)
     return True
 
+
+
+async def cancel_run(bus: Bus, run: str, session: str, workflow: str, error: NalarError,
+                     executor: str) -> bool:
+    """End a run as `cancelled` with `error`: its result is stored first (write-once, so a
+    run that finished meanwhile keeps its own outcome), then every controller and host hears
+    it and stops its calls. False when the run had already finished."""
+    from nalar_common.journal import Event, record
+
+    stored = await publish_result(bus, {
+        H.RUN: run, H.FUTURE: ROOT_FUTURE, H.SESSION: session, H.AGENT: DRIVER_AGENT,
+        H.METHOD: workflow}, error=error, executor=executor)
+    if not stored:
+        return False
+    await record(bus, run, Event.FINISHED, {"status": "cancelled", "error": error.to_wire()},
+                 acked=True, msg_id=f"{run}.finished")
+    await bus.nc.publish(bus.names.cancel(run), b"")
+    await bus.nc.flush()
+    log.info("run.cancelled", run_id=run, by=executor, reason=error.message[:200])
+    return True

@@ -43,6 +43,7 @@ class InstanceInfo:
     max_instances: int | None = None
     startup_s: float = 0.0  # what a new instance of this agent takes to start (its engine)
     slots_free: int | None = None  # more instances its host may start (None: no limit)
+    tools: list[str] = field(default_factory=list)  # its `@nalar.tool` methods (replays skip)
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()

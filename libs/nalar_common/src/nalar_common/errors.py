@@ -7,12 +7,14 @@
     │   ├── Conflict           "conflict"
     │   ├── Unauthenticated    "unauthenticated"    no or bad credentials (401)
     │   ├── PermissionDenied   "permission_denied"  a policy denies it (403)
+    │   ├── GuardrailExceeded  "guardrail_exceeded" a guardrail stops the spend (429)
     │   ├── MalformedMessage   "malformed_message"
     │   ├── AgentError         "agent_error"        user code raised
     │   ├── DependencyFailed   "dependency_failed"  an argument future failed
     │   ├── Cancelled          "cancelled"
     │   ├── Timeout            "timeout"
-    │   └── DeadLettered       "dead_lettered"      the call's dead letter was discarded
+    │   ├── DeadLettered       "dead_lettered"      the call's dead letter was discarded
+    │   └── ReplayDiverged     "replay_diverged"    a replay asked a tool something new
     └── RetryableError         may succeed later (HTTP 503)
         ├── Unavailable        "unavailable"
         └── NoInstance         "no_instance"        no instance can run the agent
@@ -90,6 +92,14 @@ class PermissionDenied(TerminalError):
     http_status = 403
 
 
+class GuardrailExceeded(TerminalError):
+    """A guardrail (`config/guardrails.yaml`) stopped a call or an LLM request before it
+    spent; `details` names the `guardrail`, its `scope`, `measure`, `max` and `value`."""
+
+    code = "guardrail_exceeded"
+    http_status = 429
+
+
 class Unauthenticated(TerminalError):
     """The caller sent no credentials, or ones that do not check out."""
 
@@ -128,6 +138,14 @@ class DeadLettered(TerminalError):
     http_status = 500
 
 
+class ReplayDiverged(TerminalError):
+    """A replay reached a tool call that the original run did not make with these arguments:
+    a replay never runs tools (override the call's future to give it a result)."""
+
+    code = "replay_diverged"
+    http_status = 409
+
+
 class Unavailable(RetryableError):
     code = "unavailable"
 
@@ -139,6 +157,7 @@ class NoInstance(RetryableError):
 _BY_CODE: dict[str, type[NalarError]] = {
     c.code: c
     for c in (NalarError, TerminalError, RetryableError, InvalidInput, NotFound, Conflict,
-              Unauthenticated, PermissionDenied, MalformedMessage, AgentError,
-              DependencyFailed, Cancelled, Timeout, DeadLettered, Unavailable, NoInstance)
+              Unauthenticated, PermissionDenied, GuardrailExceeded, MalformedMessage, AgentError,
+              DependencyFailed, Cancelled, Timeout, DeadLettered, ReplayDiverged, Unavailable,
+              NoInstance)
 }

@@ -25,6 +25,11 @@ class Event:
     RETRYING = "retrying"  # a call failed with an error its retry policy retries
     DEAD_LETTERED = "dead_lettered"  # a call was moved to the dead-letter stream
     DUPLICATE = "duplicate"  # a superseded attempt's result was dropped
+    PAUSED = "paused"  # a guardrail with action `pause` stopped a call: the run waits
+    RESUMED = "resumed"  # the run's `resume` signal came: the limits that paused it are lifted
+    GUARDRAIL = "guardrail"  # a guardrail rejected a call or aborted the run
+    LLM = "llm"  # one LLM request of a call: its digest, usage and answer (served in replays)
+    REPLAYED = "replayed"  # a replay served a call from the original run's journal
 
 
 ACKED_RETRY_S = 60.0

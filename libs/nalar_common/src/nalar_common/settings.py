@@ -65,3 +65,12 @@ class AuthSettings(BaseSettings):
                                   "single-user machines only")
     policy_file: str = Field(default="config/policy.yaml", description="Authorization rules; "
                              "a missing file allows everything")
+
+
+class GuardrailSettings(BaseSettings):
+    """What runs may spend (local controllers enforce it; docs/guardrails.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="NALAR_GUARDRAILS_", extra="ignore")
+
+    file: str = Field(default="config/guardrails.yaml", description="Limits on tokens, "
+                      "cost, LLM calls, iterations and wall time; a missing file sets none")

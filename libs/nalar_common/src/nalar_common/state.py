@@ -137,19 +137,30 @@ class SessionStore:
         await self.r.aclose()
 
     # -- registry ------------------------------------------------------------
-    async def register_run(self, session: str, run: str, workflow: str, created_at: float) -> None:
+    async def register_run(self, session: str, run: str, workflow: str, created_at: float,
+                           tenant: str | None = None) -> None:
+        """`tenant`: whose session it is (set by its first run; the gateway keeps other
+        tenants out of it)."""
         meta = self.names.session_key(session, "meta")
         async with self.r.pipeline(transaction=True) as p:
             p.hsetnx(meta, "created_at", created_at)
+            if tenant is not None:
+                p.hsetnx(meta, "tenant", tenant)
             p.hset(meta, mapping={"last_run": run, "last_seen": created_at})
             p.zadd(self.names.session_key(session, "runs"), {f"{run}|{workflow}": created_at})
             p.sadd(self.names.redis("sessions"), session)
             await p.execute()
 
+    async def session_tenant(self, session: str) -> tuple[bool, str | None]:
+        """(whether the session exists, the tenant it belongs to)."""
+        meta: Any = await self.r.hmget(self.names.session_key(session, "meta"),
+                                       ["created_at", "tenant"])
+        return meta[0] is not None, meta[1].decode() if meta[1] is not None else None
+
     async def session(self, session: str) -> dict[str, Any] | None:
         """Runs, agents with state (and their versions), and who holds each agent's lease."""
         k = self.names.session_key
-        meta = await self.r.hgetall(k(session, "meta"))
+        meta: Any = await self.r.hgetall(k(session, "meta"))
         if not meta:
             return None
         runs: Any = await self.r.zrange(k(session, "runs"), 0, -1, withscores=True)
@@ -167,6 +178,7 @@ class SessionStore:
                           "lease": holder.decode() if holder else None})
         return {
             "session_id": session,
+            "tenant": meta[b"tenant"].decode() if b"tenant" in meta else None,
             "created_at": float(meta[b"created_at"]),
             "last_seen": float(meta[b"last_seen"]),
             "runs": listed,

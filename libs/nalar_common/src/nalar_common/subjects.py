@@ -190,6 +190,19 @@ class Names:
     def all_cancels(self) -> str:
         return f"{self.root}.cancel.*"
 
+    def guardrail(self, node: str) -> str:
+        """Core subject on which agent hosts ask their local controller before each LLM
+        request of a run that guardrails bind (and settle after it)."""
+        return f"{self.root}.guard.{node}"
+
+    def resume(self, run: str) -> str:
+        """Core subject announcing that a run paused by a guardrail may go on."""
+        return f"{self.root}.resume.{run}"
+
+    @property
+    def all_resumes(self) -> str:
+        return f"{self.root}.resume.*"
+
     def telemetry(self, node: str) -> str:
         return f"{self.root}.tel.{node}"
 

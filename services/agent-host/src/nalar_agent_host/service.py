@@ -16,13 +16,16 @@ from nalar.app import App, load_app
 from nalar.context import CallContext
 from nalar.engines import Engine, SimulatedEngine
 from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
+from nalar.guard import GuardClient
 from nalar.once import run_once
 from nalar.registry import MethodSpec
+from nalar.replay import RecordedLLM
 from nalar.runtime import Runtime
 from nalar.signals import Suspend
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, publish_result, resume_driver
 from nalar_common.cluster import InstanceInfo
+from nalar_common.digest import args_digest
 from nalar_common.dlq import dead_letter
 from nalar_common.envelope import Envelope
 from nalar_common.errors import Cancelled, MalformedMessage, NalarError, NotFound, Timeout
@@ -39,6 +42,7 @@ from nalar_agent_host.sessions import SessionStates
 from nalar_agent_host.settings import AgentHostSettings
 
 log = get_logger(__name__)
+MAX_RECORDED_TEXT = 256 * 1024  # longer LLM answers are journaled without their text
 
 
 @dataclass
@@ -109,7 +113,8 @@ class AgentHost:
                             pid=os.getpid(), started_at=now, ts=now, stateful=spec.stateful,
                             uses_state=spec.uses_state,
                             min_instances=spec.min_instances, max_instances=spec.max_instances,
-                            startup_s=self.settings.engine_startup_s)
+                            startup_s=self.settings.engine_startup_s,
+                            tools=sorted(m.name for m in spec.methods.values() if m.tool))
         inst = self.instances[info.instance] = Instance(info, spec.cls())
         self.retired.pop(info.instance, None)
         return inst
@@ -231,6 +236,10 @@ class AgentHost:
         error: NalarError | None = None
         ctx: CallContext | None = None
         is_driver = call.agent == DRIVER_AGENT
+        audit: dict[str, Any] = {"attempt": int(headers.get(H.ATTEMPT) or call.attempt),
+                                 "node": self.node, "host": self.host_id,
+                                 "policy": {"placement": headers.get(H.POLICY_REV),
+                                            **(body.get("revisions") or {})}}
         if inst is not None:
             inst.inflight += 1
         try:
@@ -248,12 +257,22 @@ class AgentHost:
             else:
                 fn = lookup(inst.target, call.method, call.agent)
             args, kwargs = resolve_args(call, body.get("deps") or {})
+            audit["args_digest"] = args_digest(args, kwargs)
             attempt = int(headers.get(H.ATTEMPT) or call.attempt)
             ctx = context_for(self.runtime, call, attempt)
             ctx.on_token = self._token_sink(call)
+            ctx.on_llm = self._llm_sink(call)
+            if body.get("replay_of"):  # a replay re-runs this call: same LLM asks are served
+                ctx.replay = RecordedLLM(self.bus, str(body["replay_of"]), call.future)
             ctx.ledger, ctx.instance = self.ledger, inst.info.instance
+            if body.get("guard"):
+                ctx.guard = GuardClient(self.bus, self.node, run=call.run, future=call.future,
+                                        session=call.session, agent=call.agent,
+                                        method=call.method)
             spec = None if is_driver else self.app.agents.get(call.agent)
             mspec = spec.methods.get(call.method) if spec is not None else None
+            if mspec is not None and mspec.tool:
+                audit["kind"] = "tool"
             limit = _time_left(mspec.timeout if mspec is not None else None, call.deadline)
             run = self._runner(call, ctx, mspec,
                                lambda: invoke(fn, args, kwargs, ctx, pool, limit))
@@ -297,7 +316,8 @@ class AgentHost:
         await record(self.bus, call.run, Event.FUTURE_RESOLVED, {
             "future": call.future, "agent": call.agent, "method": call.method,
             "status": "ok" if error is None else "error", "executor": executor,
-            "timings": timings})
+            "timings": timings, **audit, "usage": _usage_summary(ctx),
+            **({"code": error.error_code} if error is not None else {})})
         if is_driver:
             await self._record_finished(call.run, error if published else None, published)
         if msg.reply:
@@ -402,20 +422,35 @@ class AgentHost:
         if msg.reply:
             await self._done(msg.reply, headers, token, self.host_id, "waiting")
 
+    def _llm_sink(self, call: CallSpec) -> Any:
+        """Each LLM request of a call becomes an `llm` event of its run: the request's digest,
+        its usage and the answer (what a replay serves instead of asking again)."""
+        assert self._tg is not None
+        tg = self._tg
+
+        def sink(n: int, request_digest: str, completion: Any) -> None:
+            text = completion.text if len(completion.text) <= MAX_RECORDED_TEXT else None
+            tg.create_task(self._record_quietly(call.run, Event.LLM, {
+                "future": call.future, "n": n, "digest": request_digest,
+                "model": completion.model, "engine": completion.engine,
+                **completion.usage(), "text": text, "truncated": text is None}))
+
+        return sink
+
+    async def _record_quietly(self, run: str, event: str, body: dict[str, Any]) -> None:
+        try:
+            await record(self.bus, run, event, body)
+        except Exception as exc:
+            log.warning("journal.publish_failed", run_id=run, kind=event, error=str(exc))
+
     def _token_sink(self, call: CallSpec) -> Any:
         """Streamed LLM text becomes `token` events of the run (SSE shows them live)."""
         assert self._tg is not None
         tg = self._tg
 
-        async def publish(piece: str) -> None:
-            try:
-                await record(self.bus, call.run, Event.TOKEN,
-                             {"future": call.future, "agent": call.agent, "text": piece})
-            except Exception as exc:
-                log.warning("token.publish_failed", run_id=call.run, error=str(exc))
-
         def sink(piece: str) -> None:
-            tg.create_task(publish(piece))
+            tg.create_task(self._record_quietly(call.run, Event.TOKEN, {
+                "future": call.future, "agent": call.agent, "text": piece}))
 
         return sink
 
@@ -569,6 +604,13 @@ class AgentHost:
         await self._publish_result(headers, None, error, self.host_id, {})
         if msg.reply:
             await self._done(msg.reply, headers, token, self.host_id, "error")
+
+
+def _usage_summary(ctx: CallContext | None) -> dict[str, Any]:
+    """What a call spent, for its journal entry (the per-request detail is in `llm` events)."""
+    if ctx is None:
+        return {}
+    return {k: v for k, v in ctx.usage.items() if k != "llm"}
 
 
 def body_call(data: bytes) -> bytes:

@@ -169,22 +169,50 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         return JSONResponse(view, status_code=202)
 
     @r.get("/v1/runs/{run_id}", tags=["runs"])
-    async def get_run(run_id: str) -> dict[str, Any]:
-        view = await gw.reader.get(check_run_id(run_id))
-        if view is None:
-            raise NotFound(f"run {run_id!r} does not exist")
-        return view
+    async def get_run(run_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        return await gw.run_for(check_run_id(run_id), who)
 
     @r.get("/v1/runs/{run_id}/futures", tags=["runs"])
-    async def run_futures(run_id: str) -> dict[str, Any]:
-        if await gw.reader.get(check_run_id(run_id)) is None:
-            raise NotFound(f"run {run_id!r} does not exist")
+    async def run_futures(run_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        await gw.run_for(check_run_id(run_id), who)
         return {"run_id": run_id, "futures": await gw.reader.futures(run_id)}
 
-    @r.get("/v1/runs/{run_id}/events", tags=["runs"])
-    async def run_events(run_id: str, follow: bool = True) -> StreamingResponse:
-        if await gw.reader.get(check_run_id(run_id)) is None:
+    @r.get("/v1/runs/{run_id}/journal", tags=["runs"])
+    async def run_journal(run_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        await gw.run_for(check_run_id(run_id), who)
+        out = await gw.reader.journal(run_id)
+        if out is None:
             raise NotFound(f"run {run_id!r} does not exist")
+        return out
+
+    @r.post("/v1/runs/{run_id}/replay", status_code=202, tags=["runs"],
+            openapi_extra={"requestBody": {"required": False, "content": {
+                "application/json": {"schema": {"type": "object", "properties": {
+                    "overrides": {"type": "object", "additionalProperties": True}}}}}}})
+    async def replay_run(run_id: str, request: Request,
+                         wait: float | None = Query(default=None, ge=0),
+                         who: Principal = Depends(principal)) -> JSONResponse:
+        check_run_id(run_id)
+        body = await read_json(request, gw.settings.max_body_bytes)
+        body = {} if body is None else body
+        if not isinstance(body, dict) or set(body) - {"overrides"} or \
+                not isinstance(body.get("overrides", {}), dict):
+            raise InvalidInput('body must be {"overrides": {"<future>": <value>, ...}}',
+                               details={"errors": [{"field": "overrides",
+                                                    "message": "an object"}]})
+        view = await gw.replay(run_id, {str(k): v for k, v in
+                                        (body.get("overrides") or {}).items()}, who)
+        if wait:
+            finished = await gw.wait_run(view["run_id"], wait)
+            if finished and finished["status"] in ("succeeded", "failed", "cancelled"):
+                return JSONResponse(finished, status_code=200)
+            view = finished or view
+        return JSONResponse(view, status_code=202)
+
+    @r.get("/v1/runs/{run_id}/events", tags=["runs"])
+    async def run_events(run_id: str, follow: bool = True,
+                         who: Principal = Depends(principal)) -> StreamingResponse:
+        await gw.run_for(check_run_id(run_id), who)
 
         async def stream() -> AsyncIterator[bytes]:
             async for ev in gw.reader.events(run_id, follow=follow):
@@ -195,14 +223,15 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                                  headers={"Cache-Control": "no-cache"})
 
     @r.post("/v1/runs/{run_id}/cancel", status_code=202, tags=["runs"])
-    async def cancel_run(run_id: str) -> JSONResponse:
-        return JSONResponse(await gw.cancel(check_run_id(run_id)), status_code=202)
+    async def cancel_run(run_id: str, who: Principal = Depends(principal)) -> JSONResponse:
+        return JSONResponse(await gw.cancel(check_run_id(run_id), who), status_code=202)
 
     @r.post("/v1/runs/{run_id}/signals/{name}", status_code=202, tags=["runs"],
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/json": {"schema": {"type": "object", "required": ["value"],
                                                 "properties": {"value": {}}}}}}})
-    async def send_signal(run_id: str, name: str, request: Request) -> JSONResponse:
+    async def send_signal(run_id: str, name: str, request: Request,
+                          who: Principal = Depends(principal)) -> JSONResponse:
         check_run_id(run_id)
         if not _RUN_ID.match(name):
             raise NotFound(f"run {run_id} has no signal named {name!r}")
@@ -210,7 +239,8 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         if not isinstance(body, dict) or "value" not in body or set(body) - {"value"}:
             raise InvalidInput('body must be {"value": ...}',
                                details={"errors": [{"field": "value", "message": "required"}]})
-        return JSONResponse(await gw.signal(run_id, name, body["value"]), status_code=202)
+        return JSONResponse(await gw.signal(run_id, name, body["value"], who),
+                            status_code=202)
 
     @r.get("/v1/cluster", tags=["ops"])
     async def cluster() -> dict[str, Any]:
@@ -257,16 +287,20 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         return await gw.dead_letters.discard(check_dlq_id(entry_id))
 
     @r.get("/v1/sessions/{session_id}", tags=["sessions"])
-    async def get_session(session_id: str) -> dict[str, Any]:
-        info = await gw.store.session(check_session_id(session_id))
+    async def get_session(session_id: str,
+                          who: Principal = Depends(principal)) -> dict[str, Any]:
+        await gw.session_for(check_session_id(session_id), who)
+        info = await gw.store.session(session_id)
         if info is None:
             raise NotFound(f"session {session_id!r} does not exist")
         info["placement"] = await gw.placement(session_id, info)
         return info
 
     @r.delete("/v1/sessions/{session_id}", tags=["sessions"])
-    async def end_session(session_id: str) -> dict[str, Any]:
-        if not await gw.store.end_session(check_session_id(session_id)):
+    async def end_session(session_id: str,
+                          who: Principal = Depends(principal)) -> dict[str, Any]:
+        await gw.session_for(check_session_id(session_id), who)
+        if not await gw.store.end_session(session_id):
             raise NotFound(f"session {session_id!r} does not exist")
         return {"session_id": session_id, "ended": True}
 
@@ -282,12 +316,11 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         return JSONResponse({"request_id": view["run_id"]}, status_code=202)
 
     @r.get("/status/{request_id}", tags=["ventis"])
-    async def ventis_status(request_id: str) -> dict[str, Any]:
-        view = await gw.reader.get(check_run_id(request_id))
-        if view is None:
-            raise NotFound(f"request {request_id!r} does not exist")
+    async def ventis_status(request_id: str,
+                            who: Principal = Depends(principal)) -> dict[str, Any]:
+        view = await gw.run_for(check_run_id(request_id), who)
         status = {"queued": "pending", "running": "running", "waiting": "running",
-                  "succeeded": "done"}.get(view["status"], "error")
+                  "paused": "running", "succeeded": "done"}.get(view["status"], "error")
         out: dict[str, Any] = {"request_id": request_id, "status": status}
         if "result" in view:
             out["result"] = view["result"]

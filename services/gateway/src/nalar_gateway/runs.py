@@ -8,6 +8,7 @@ from typing import Any
 
 from nalar_common.auth import Principal
 from nalar_common.bus import Bus
+from nalar_common.digest import digest
 from nalar_common.envelope import Envelope
 from nalar_common.errors import NalarError
 from nalar_common.futures import FutureResult
@@ -38,12 +39,21 @@ class RunReader:
         who = created.get("principal")
         if who:
             out["started_by"] = Principal.from_dict(who).public()
+        if created.get("replay_of"):
+            out["replay_of"] = created["replay_of"]
+            out["overrides"] = sorted(created.get("overrides") or {})
         if Event.STARTED in events:
             out["status"] = "running"
             out["started_at"] = events[Event.STARTED].get("ts")
         if seqs.get(Event.WAITING, 0) > seqs.get(Event.STARTED, 0):
             out["status"] = "waiting"
             out["waiting_for"] = {"signal": events[Event.WAITING].get("signal")}
+        if seqs.get(Event.PAUSED, 0) > seqs.get(Event.RESUMED, 0):
+            pause = events[Event.PAUSED]
+            out["status"] = "paused"
+            out["paused_by"] = {k: pause.get(k) for k in (
+                "guardrail", "scope", "measure", "max", "value", "action", "future", "agent",
+                "method", "message") if pause.get(k) is not None}
         lost = events.get(Event.DEAD_LETTERED)
         if lost is not None and not await self.bus.direct_get_last(
                 n.futures_stream, n.future(run, str(lost.get("future")))):
@@ -65,6 +75,59 @@ class RunReader:
                 out["error"] = {"code": err.error_code, "message": err.message,
                                 "details": err.details}
         return out
+
+    async def created(self, run: str) -> dict[str, Any] | None:
+        n = self.names
+        stored = await self.bus.direct_get_last(n.runs_stream, n.run_event(run, Event.CREATED))
+        return decode(stored) if stored is not None else None
+
+    async def journal(self, run: str) -> dict[str, Any] | None:
+        """The audit record of a run: who started it with what, each call with its
+        arguments' digest, outcome, usage, placement and the policies in force, and every
+        event of the journal (streamed LLM text left out: it is in the event stream)."""
+        view = await self.get(run)
+        if view is None:
+            return None
+        calls: dict[str, dict[str, Any]] = {}
+        events: list[dict[str, Any]] = []
+        async for m in self.bus.iter_stream(self.names.runs_stream, self.names.run_events(run),
+                                            follow=False):
+            ev = decode(m)
+            kind = ev.get("event")
+            if kind == Event.TOKEN:
+                continue
+            if kind == Event.LLM:
+                text = ev.pop("text", None)
+                ev["text_chars"] = len(text) if isinstance(text, str) else None
+            ev["seq"] = m.seq
+            events.append(ev)
+            if kind == Event.CREATED:
+                calls[ROOT_FUTURE] = {"future": ROOT_FUTURE, "agent": DRIVER_AGENT,
+                                      "method": ev.get("workflow"),
+                                      "args_digest": digest(ev.get("input") or {}),
+                                      "created_at": ev.get("ts"), "attempts": 0}
+            elif kind in _CALL_EVENTS:
+                fid = ROOT_FUTURE if kind == Event.STARTED else ev.get("future")
+                if fid is not None:
+                    _fold(calls.setdefault(str(fid), {"future": str(fid), "attempts": 0}),
+                          kind, ev)
+        created = next((e for e in events if e.get("event") == Event.CREATED), {})
+        out = {k: view.get(k) for k in ("run_id", "workflow", "session_id", "status",
+                                        "created_at", "finished_at", "started_by",
+                                        "replay_of") if view.get(k) is not None}
+        out["input_digest"] = calls.get(ROOT_FUTURE, {}).get("args_digest")
+        out["idempotency_key"] = created.get("idempotency_key")
+        out["calls"] = sorted(calls.values(), key=lambda c: _order(c["future"]))
+        out["events"] = events
+        return out
+
+    async def paused(self, run: str) -> list[dict[str, Any]]:
+        """The guardrail pauses of the run since it was last resumed."""
+        n = self.names
+        last = await self.bus.direct_get_last(n.runs_stream, n.run_event(run, Event.RESUMED))
+        since = last.seq if last is not None else 0
+        msgs = await self.bus.read_all(n.runs_stream, n.run_event(run, Event.PAUSED))
+        return [decode(m) for m in msgs if m.seq > since]
 
     async def signals(self, run: str) -> set[str]:
         """Names of the signals the run's driver has asked for."""
@@ -113,6 +176,34 @@ class RunReader:
             yield ev
             if follow and ev.get("event") == Event.FINISHED:
                 return  # a follower is done; a read of the journal gets what came after too
+
+
+_CALL_EVENTS = {Event.FUTURE_CREATED, Event.FUTURE_RESOLVED, Event.RETRYING, Event.MIGRATED,
+                Event.DEAD_LETTERED, Event.GUARDRAIL, Event.PAUSED, Event.LLM, Event.STARTED}
+_RESOLVED_FIELDS = ("status", "code", "executor", "node", "host", "args_digest", "usage",
+                    "policy", "kind", "replayed", "timings")
+
+
+def _fold(row: dict[str, Any], kind: str, ev: dict[str, Any]) -> None:
+    """Add one journal event to its call's audit row."""
+    if kind == Event.FUTURE_CREATED:
+        row.update({k: ev.get(k) for k in ("agent", "method", "deps", "parent", "session")})
+        row["sent_to"] = ev.get("node")
+        row["created_at"] = ev.get("created_at")
+    elif kind == Event.FUTURE_RESOLVED:
+        row.setdefault("agent", ev.get("agent"))
+        row.setdefault("method", ev.get("method"))
+        row["attempts"] = max(int(row.get("attempts") or 0), int(ev.get("attempt") or 1))
+        row.update({k: ev[k] for k in _RESOLVED_FIELDS if ev.get(k) is not None})
+        row["resolved_at"] = ev.get("ts")
+    elif kind == Event.STARTED:  # the driver, on each attempt
+        row["attempts"] = int(ev.get("attempt") or row.get("attempts") or 1)
+        row.update(node=ev.get("node"), host=ev.get("host"))
+    elif kind == Event.LLM:
+        row["llm_requests"] = int(row.get("llm_requests") or 0) + 1
+    else:
+        row.setdefault(kind, []).append({k: v for k, v in ev.items()
+                                         if k not in ("event", "run", "future", "seq")})
 
 
 def _order(fid: str) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ from nalar.runtime import Runtime
 from nalar_common.auth import Principal
 from nalar_common.authz import PolicyFile
 from nalar_common.bus import Bus
-from nalar_common.calls import publish_result, resume_driver
+from nalar_common.calls import cancel_run, publish_result, resume_driver
 from nalar_common.dlq import DeadLetters
 from nalar_common.errors import (
     Cancelled,
@@ -28,6 +28,7 @@ from nalar_common.errors import (
     Timeout,
     Unavailable,
 )
+from nalar_common.guardrails import RESUME, waive
 from nalar_common.journal import Event, is_waiting, record
 from nalar_common.logging import get_logger
 from nalar_common.policyspec import load_policy
@@ -43,6 +44,7 @@ from nalar_gateway.runs import RunReader
 from nalar_gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
+ADMIN_ROLE = "admin"  # sees every tenant's runs and sessions
 
 
 class Gateway:
@@ -114,6 +116,8 @@ class Gateway:
             raise NoInstance("no agent host can run workflow drivers right now")
         run_id = uuid.uuid4().hex
         session = req.session_id or uuid.uuid4().hex
+        if req.session_id:
+            await self.session_for(req.session_id, principal, must_exist=False)
         if req.idempotency_key:
             owner = await self.store.claim_idempotency_key(req.idempotency_key, run_id,
                                                            self.settings.idempotency_ttl_s)
@@ -127,15 +131,24 @@ class Gateway:
                 if owner != run_id:
                     return await self._await_created(owner) or {"run_id": owner}, False
         deadline = time.time() + (req.timeout_s or self.settings.run_timeout_s)
-        await self.store.register_run(session, run_id, workflow, time.time())
+        return await self._launch(run_id, workflow, session, inputs, principal,
+                                  priority=req.priority, deadline=deadline,
+                                  idempotency_key=req.idempotency_key), True
+
+    async def _launch(self, run_id: str, workflow: str, session: str, inputs: dict[str, Any],
+                      principal: Principal, *, priority: int, deadline: float,
+                      **extra: Any) -> dict[str, Any]:
+        """Journal the run's `created` event (who, what, with which input) and send its
+        driver; the run view. `extra` goes into the event (an idempotency key, a replay's
+        original and overrides)."""
+        await self.store.register_run(session, run_id, workflow, time.time(), principal.tenant)
         await record(self.bus, run_id, Event.CREATED, {
             "workflow": workflow, "session_id": session, "input": inputs,
-            "priority": req.priority, "idempotency_key": req.idempotency_key,
-            "deadline": deadline, "principal": principal.to_dict(),
-        }, acked=True, msg_id=f"{run_id}.created")
+            "priority": priority, "deadline": deadline, "principal": principal.to_dict(),
+            **extra}, acked=True, msg_id=f"{run_id}.created")
         try:
             await self.runtime.submit_root(run=run_id, session=session, workflow=workflow,
-                                           input=inputs, priority=req.priority,
+                                           input=inputs, priority=priority,
                                            deadline=deadline)
         except Exception as exc:
             # the run exists in the journal: fail it rather than leave it queued forever
@@ -149,10 +162,79 @@ class Gateway:
                          msg_id=f"{run_id}.finished")
             raise err from exc
         log.info("run.created", run_id=run_id, session_id=session, workflow=workflow,
-                 principal=principal.name)
-        return {"run_id": run_id, "session_id": session, "workflow": workflow,
+                 principal=principal.name, replay_of=extra.get("replay_of"))
+        view = {"run_id": run_id, "session_id": session, "workflow": workflow,
                 "status": "queued", "created_at": time.time(), "deadline": deadline,
-                "started_by": principal.public()}, True
+                "started_by": principal.public()}
+        if extra.get("replay_of"):
+            view["replay_of"] = extra["replay_of"]
+        return view
+
+    async def replay(self, run_id: str, overrides: dict[str, Any],
+                     principal: Principal) -> dict[str, Any]:
+        """Run a finished run's workflow again as a new run marked as its replay: its calls
+        are answered from the original's journal (or by `overrides`, future -> value) by the
+        local controllers, and only calls whose inputs changed run again, tools never."""
+        view = await self.run_for(run_id, principal)
+        if view["status"] not in ("succeeded", "failed", "cancelled"):
+            raise Conflict(f"run {run_id} is {view['status']}: only a finished run can be "
+                           "replayed", details={"status": view["status"]})
+        workflow = str(view["workflow"])
+        self.check_workflow(workflow)
+        self.authorize(principal, workflow)
+        futures = {f["future"]: f for f in await self.reader.futures(run_id)}
+        bad = [f for f in overrides if f not in futures or f == ROOT_FUTURE
+               or futures[f].get("agent", "").startswith("_")]
+        if bad:
+            raise InvalidInput(f"run {run_id} has no agent call future {bad[0]!r} to override",
+                               details={"errors": [{"field": f"overrides.{f}",
+                                                    "message": "not an agent call of the run"}
+                                                   for f in bad]})
+        created = await self.reader.created(run_id) or {}
+        new_run, session = uuid.uuid4().hex, uuid.uuid4().hex
+        await self._copy_signals(run_id, new_run, session)
+        return await self._launch(
+            new_run, workflow, session, dict(created.get("input") or {}), principal,
+            priority=int(created.get("priority") or 0),
+            deadline=time.time() + self.settings.run_timeout_s, replay_of=run_id,
+            overrides=overrides)
+
+    async def _copy_signals(self, run: str, new_run: str, session: str) -> None:
+        """The signals the original run got, given to its replay up front (in the journal
+        like any other answer)."""
+        for row in await self.reader.futures(run):
+            if row.get("agent") != "_signal" or row.get("status") not in ("succeeded", "failed"):
+                continue
+            stored = await self.runtime.waiter.get(run, row["future"])
+            if stored is None:
+                continue
+            err = stored.error()
+            await publish_result(self.bus, {
+                H.RUN: new_run, H.FUTURE: row["future"], H.SESSION: session,
+                H.AGENT: "_signal", H.METHOD: str(row.get("method") or "")},
+                value=None if err else stored.value(), error=err, executor="replay:journal")
+
+    # -- tenants: a principal sees its tenant's runs and sessions (admins see all) ---------
+    @staticmethod
+    def sees(principal: Principal, tenant: str | None) -> bool:
+        return ADMIN_ROLE in principal.roles or (tenant is not None and
+                                                  tenant == principal.tenant)
+
+    async def run_for(self, run_id: str, principal: Principal) -> dict[str, Any]:
+        """The run's view if `principal` may see it; another tenant's run is a 404, as if
+        it did not exist."""
+        view = await self.reader.get(run_id)
+        if view is None or not self.sees(principal,
+                                         (view.get("started_by") or {}).get("tenant")):
+            raise NotFound(f"run {run_id!r} does not exist")
+        return view
+
+    async def session_for(self, session: str, principal: Principal, *,
+                          must_exist: bool = True) -> None:
+        """404 for a session of another tenant (and for none, when it must exist)."""
+        exists, tenant = await self.store.session_tenant(session)
+        if (must_exist and not exists) or (exists and not self.sees(principal, tenant)):
+            raise NotFound(f"session {session!r} does not exist")
 
     async def _await_created(self, run_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
         """A concurrent POST with the same key may still be writing its `created` event;
@@ -164,14 +246,17 @@ class Gateway:
                 return view
             await asyncio.sleep(0.05)
 
-    async def signal(self, run_id: str, name: str, value: Any) -> dict[str, Any]:
-        """Resolve the run's signal `name` (once) and wake the driver if it left to wait."""
-        view = await self.reader.get(run_id)
-        if view is None:
-            raise NotFound(f"run {run_id!r} does not exist")
+    async def signal(self, run_id: str, name: str, value: Any,
+                     principal: Principal) -> dict[str, Any]:
+        """Resolve the run's signal `name` (once) and wake the driver if it left to wait;
+        `resume` lets a run that a guardrail paused go on."""
+        view = await self.run_for(run_id, principal)
         if view["status"] in ("succeeded", "failed", "cancelled"):
             raise Conflict(f"run {run_id} has finished ({view['status']})")
-        if name not in await self.reader.signals(run_id):
+        declared = await self.reader.signals(run_id)
+        if name == RESUME and name not in declared:
+            return await self.resume(run_id, value, principal)
+        if name not in declared:
             raise NotFound(f"run {run_id} is not waiting for a signal named {name!r}",
                            details={"signal": name})
         fid = signal_future(name)
@@ -190,6 +275,23 @@ class Gateway:
             if node is not None:
                 await resume_driver(self.bus, run_id, node)
         return {"run_id": run_id, "signal": name, "status": "delivered"}
+
+    async def resume(self, run_id: str, value: Any, principal: Principal) -> dict[str, Any]:
+        """Lift the guardrails that paused the run (for the rest of it) and let its paused
+        calls go on; the journal records who did it and the value they sent."""
+        paused = await self.reader.paused(run_id)
+        if not paused:
+            raise Conflict(f"run {run_id} is not paused by a guardrail",
+                           details={"signal": RESUME})
+        lifted = sorted({str(p.get("guardrail")) for p in paused})
+        await waive(self.store.r, self.bus.names, run_id, lifted)
+        await record(self.bus, run_id, Event.RESUMED, {
+            "signal": RESUME, "lifted": lifted, "by": principal.public(), "value": value},
+            acked=True)
+        await self.bus.nc.publish(self.bus.names.resume(run_id), b"")
+        await self.bus.nc.flush()
+        log.info("run.resumed_by_signal", run_id=run_id, lifted=lifted, by=principal.name)
+        return {"run_id": run_id, "signal": RESUME, "status": "delivered", "lifted": lifted}
 
     # -- operator surface ------------------------------------------------------------------
     async def policy(self) -> dict[str, Any]:
@@ -274,26 +376,15 @@ class Gateway:
                     out[name] = entry.value.decode()
         return out
 
-    async def cancel(self, run_id: str) -> dict[str, Any]:
+    async def cancel(self, run_id: str, principal: Principal) -> dict[str, Any]:
         """End a run as `cancelled`: its result is stored first (write-once, so a run that
         finishes meanwhile keeps its own outcome), then every controller and host hears it."""
-        view = await self.reader.get(run_id)
-        if view is None:
-            raise NotFound(f"run {run_id!r} does not exist")
+        view = await self.run_for(run_id, principal)
         err = Cancelled(f"run {run_id} was cancelled")
-        stored = await publish_result(self.bus, {
-            H.RUN: run_id, H.FUTURE: ROOT_FUTURE, H.SESSION: str(view.get("session_id") or ""),
-            H.AGENT: DRIVER_AGENT, H.METHOD: str(view.get("workflow"))},
-            error=err, executor="gateway")
-        if not stored:
+        if not await cancel_run(self.bus, run_id, str(view.get("session_id") or ""),
+                                str(view.get("workflow")), err, "gateway"):
             raise Conflict(f"run {run_id} has already finished",
                            details={"status": (await self.reader.get(run_id) or {}).get("status")})
-        await record(self.bus, run_id, Event.FINISHED,
-                     {"status": "cancelled", "error": err.to_wire()}, acked=True,
-                     msg_id=f"{run_id}.finished")
-        await self.bus.nc.publish(self.bus.names.cancel(run_id), b"")
-        await self.bus.nc.flush()
-        log.info("run.cancelled", run_id=run_id)
         return {"run_id": run_id, "status": "cancelled"}
 
     async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any] | None:

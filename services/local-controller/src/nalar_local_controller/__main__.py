@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from nalar_common.authz import PolicyFile
+from nalar_common.guardrails import GuardrailFile
 from nalar_common.process import serve
 from nalar_common.settings import (
     AuthSettings,
+    GuardrailSettings,
     LogSettings,
     NatsSettings,
     NodeSettings,
@@ -26,7 +28,8 @@ def main() -> None:
     async def build(bus):  # type: ignore[no-untyped-def]
         store = SessionStore.from_url(RedisSettings().url, Names(nats.prefix))
         return LocalController(bus, node.name, LocalControllerSettings(), store=store,
-                               access=PolicyFile(Path(AuthSettings().policy_file)))
+                               access=PolicyFile(Path(AuthSettings().policy_file)),
+                               guardrails=GuardrailFile(Path(GuardrailSettings().file)))
 
     serve(f"local-controller:{node.name}", nats, LogSettings(), build)
 

@@ -4,6 +4,8 @@ from the run's `created` event, which only the gateway writes; never from the ca
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
 
 from nalar_common.auth import Principal
 from nalar_common.authz import PolicyFile
@@ -19,34 +21,27 @@ log = get_logger(__name__)
 UNKNOWN = Principal("", via="unknown")  # a run created without one (before auth existed)
 
 
-class CallAccess:
-    def __init__(self, bus: Bus, policy: PolicyFile, cache_size: int = 10_000) -> None:
-        self.bus, self.policy, self.cache_size = bus, policy, cache_size
-        self._runs: OrderedDict[str, tuple[Principal, str]] = OrderedDict()
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run was created with, as the gateway recorded it."""
 
-    async def check(self, headers: dict[str, str]) -> PermissionDenied | None:
-        """None when the call may run; the error to fail its future with otherwise."""
-        policy = self.policy.current()
-        agent, method = headers.get(H.AGENT, ""), headers.get(H.METHOD, "")
-        if not policy.rules or (agent.startswith("_") and agent != DRIVER_AGENT):
-            return None
-        principal, workflow = await self.run_principal(headers.get(H.RUN, ""))
-        if agent == DRIVER_AGENT:  # the run's driver: its method is the workflow
-            decision = policy.workflow(principal, method)
-            what = f"workflow {method!r}"
-        else:
-            decision = policy.call(principal, workflow, agent, method)
-            what = f"{agent}.{method}"
-        if decision.allowed:
-            return None
-        log.info("call.denied", run_id=headers.get(H.RUN), agent=agent, method=method,
-                 principal=principal.name, rule=decision.rule, policy=decision.revision)
-        return PermissionDenied(decision.why(what, principal), details={
-            "agent": agent, "method": method, "principal": principal.name,
-            "rule": decision.rule, "policy_revision": decision.revision})
+    run: str
+    principal: Principal
+    workflow: str
+    session: str
+    created_at: float
+    replay_of: str = ""  # a replay: the run whose journal answers its calls
+    overrides: dict[str, Any] = field(default_factory=dict)  # future -> value, in a replay
 
-    async def run_principal(self, run: str) -> tuple[Principal, str]:
-        """(principal, workflow) of a run, cached (runs are immutable once created)."""
+
+class RunBook:
+    """Runs' `created` facts, read from the journal once and cached (they never change)."""
+
+    def __init__(self, bus: Bus, cache_size: int = 10_000) -> None:
+        self.bus, self.cache_size = bus, cache_size
+        self._runs: OrderedDict[str, RunFacts] = OrderedDict()
+
+    async def get(self, run: str) -> RunFacts:
         hit = self._runs.get(run)
         if hit is not None:
             self._runs.move_to_end(run)
@@ -55,10 +50,40 @@ class CallAccess:
         stored = await self.bus.direct_get_last(n.runs_stream, n.run_event(run, Event.CREATED))
         created = decode(stored) if stored is not None else {}
         who = created.get("principal")
-        found = (Principal.from_dict(who) if isinstance(who, dict) else UNKNOWN,
-                 str(created.get("workflow") or ""))
+        facts = RunFacts(run, Principal.from_dict(who) if isinstance(who, dict) else UNKNOWN,
+                         str(created.get("workflow") or ""),
+                         str(created.get("session_id") or ""),
+                         float(created.get("ts") or 0.0), str(created.get("replay_of") or ""),
+                         dict(created.get("overrides") or {}))
         if stored is not None:
-            self._runs[run] = found
+            self._runs[run] = facts
             if len(self._runs) > self.cache_size:
                 self._runs.popitem(last=False)
-        return found
+        return facts
+
+
+class CallAccess:
+    def __init__(self, runs: RunBook, policy: PolicyFile) -> None:
+        self.runs, self.policy = runs, policy
+
+    async def check(self, headers: dict[str, str]) -> PermissionDenied | None:
+        """None when the call may run; the error to fail its future with otherwise."""
+        policy = self.policy.current()
+        agent, method = headers.get(H.AGENT, ""), headers.get(H.METHOD, "")
+        if not policy.rules or (agent.startswith("_") and agent != DRIVER_AGENT):
+            return None
+        facts = await self.runs.get(headers.get(H.RUN, ""))
+        principal = facts.principal
+        if agent == DRIVER_AGENT:  # the run's driver: its method is the workflow
+            decision = policy.workflow(principal, method)
+            what = f"workflow {method!r}"
+        else:
+            decision = policy.call(principal, facts.workflow, agent, method)
+            what = f"{agent}.{method}"
+        if decision.allowed:
+            return None
+        log.info("call.denied", run_id=headers.get(H.RUN), agent=agent, method=method,
+                 principal=principal.name, rule=decision.rule, policy=decision.revision)
+        return PermissionDenied(decision.why(what, principal), details={
+            "agent": agent, "method": method, "principal": principal.name,
+            "rule": decision.rule, "policy_revision": decision.revision})

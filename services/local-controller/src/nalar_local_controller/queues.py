@@ -40,6 +40,8 @@ class Held:
     base_priority: int = 0  # what the caller asked for (the policy may raise it)
     deliveries: int = 1  # JetStream deliveries plus runs cut short by a lost instance
     deadline: float | None = None  # epoch seconds; past it the call fails with `Timeout`
+    guarded: bool = False  # guardrails bind its run: its host asks before each LLM request
+    replay_of: str = ""  # its run replays this one: it may be answered from its journal
 
     @property
     def key(self) -> str:
@@ -49,9 +51,9 @@ class Held:
         for m in self.msgs:
             await m.ack()
 
-    async def nak(self) -> None:
+    async def nak(self, delay: float | None = None) -> None:
         for m in self.msgs:
-            await m.nak()
+            await m.nak(delay=delay)
 
     async def in_progress(self) -> None:
         for m in self.msgs:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from nalar_common.authz import PolicyFile
 from nalar_common.bus import Bus
-from nalar_common.calls import publish_result
+from nalar_common.calls import cancel_run, publish_result
 from nalar_common.cluster import ClusterView, PolicySnapshot
 from nalar_common.dlq import dead_letter
 from nalar_common.envelope import Envelope
@@ -33,19 +33,22 @@ from nalar_common.errors import (
     Timeout,
 )
 from nalar_common.futures import FutureResult, FutureWaiter
+from nalar_common.guardrails import Breach, GuardrailFile
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
 from nalar_common.servers import die_with_parent
 from nalar_common.state import SessionStore
-from nalar_common.subjects import ROOT_FUTURE
+from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from nalar_local_controller.access import CallAccess
+from nalar_local_controller.access import CallAccess, RunBook, RunFacts
+from nalar_local_controller.guard import CallGuard, Reserved
 from nalar_local_controller.queues import Held, InstanceQueue
+from nalar_local_controller.replay import Replays
 from nalar_local_controller.settings import LocalControllerSettings
 
 log = get_logger(__name__)
@@ -81,13 +84,19 @@ class LocalController:
     RECENT_REPORTED = 64  # sessions per instance in telemetry, for the affinity policy
 
     def __init__(self, bus: Bus, node: str, settings: LocalControllerSettings,
-                 store: SessionStore | None = None, access: PolicyFile | None = None) -> None:
+                 store: SessionStore | None = None, access: PolicyFile | None = None,
+                 guardrails: GuardrailFile | None = None) -> None:
         self.bus, self.node, self.settings = bus, node, settings
-        self.access = CallAccess(bus, access or PolicyFile(Path("config/policy.yaml")))
+        self.runs = RunBook(bus)
+        self.access = CallAccess(self.runs, access or PolicyFile(Path("config/policy.yaml")))
+        self.guard = CallGuard(store.r, bus.names, guardrails or GuardrailFile(
+            Path("config/guardrails.yaml"))) if store is not None else None
+        self.paused: dict[str, list[Held]] = {}  # run -> its calls a guardrail paused
         self.store = store  # for moving a migrated session's state lease
         self.names = bus.names
         self.view = ClusterView(bus)
         self.waiter = FutureWaiter(bus)
+        self.replays = Replays(bus, self.waiter)
         self.held: dict[str, Held] = {}
         self.queues: dict[str, InstanceQueue] = {}
         self.unplaced: dict[str, list[Held]] = {}
@@ -109,7 +118,7 @@ class LocalController:
                       "forwarded": 0, "requeued": 0, "malformed": 0, "migrated": 0,
                       "lease_transfers": 0, "provisioned": 0, "released": 0, "stolen": 0,
                       "retried": 0, "dead_lettered": 0, "timed_out": 0, "reconciled": 0,
-                      "denied": 0}
+                      "denied": 0, "guardrail_stops": 0}
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
@@ -129,6 +138,8 @@ class LocalController:
             self._pins = await self.bus.kv(self.names.pins_bucket)
             done_sub = await self.bus.nc.subscribe(self.names.done(self.node), cb=self._on_done)
             await self.bus.nc.subscribe(self.names.all_cancels, cb=self._on_cancel)
+            await self.bus.nc.subscribe(self.names.all_resumes, cb=self._on_resume)
+            await self.bus.nc.subscribe(self.names.guardrail(self.node), cb=self._on_guard)
             consumer = ConsumerConfig(
                 durable_name=self.names.node_consumer(self.node),
                 ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
@@ -214,6 +225,21 @@ class LocalController:
             held.pinned = headers[H.INSTANCE]  # migrated here for that instance
         self.held[key] = held
         self.stats["admitted"] += 1
+        await self._admit(held)
+
+    async def _admit(self, held: Held) -> None:
+        """Guardrails, then the session's pin, dependencies and placement."""
+        try:
+            facts = await self.runs.get(held.run)
+        except Exception as exc:  # NATS away: hand it back, decide later
+            log.warning("call.admit_retry", run_id=held.run, error=str(exc))
+            self.held.pop(held.key, None)
+            await held.nak(delay=2.0)
+            return
+        held.replay_of = facts.replay_of
+        if self.guard is not None and await self._guardrails_stop(held, facts):
+            return
+        deps = held.deps
         if held.session and self._is_stateful(held.agent):
             pinned = await self._pin(held)
             node = self._node_of(pinned) if pinned else None
@@ -222,8 +248,7 @@ class LocalController:
                 return
             held.pinned = pinned
         if not deps:
-            self._place(held)
-            await self._flush_outbox()  # dispatch now, without waiting for the outbox task
+            await self._place_or_replay(held)
             return
         held.waiting = set(deps)
         on_resolved = functools.partial(self._dep_resolved, held)
@@ -244,8 +269,99 @@ class LocalController:
                 await self._fail(held, error)
         for agent, waiting in list(self.unplaced.items()):
             self.unplaced[agent] = [h for h in waiting if h.run != run]
+        self.paused.pop(run, None)
         for held in [h for h in self.held.values() if h.run == run and not h.token]:
-            await self._fail(held, error)  # waiting for dependencies or for an instance
+            await self._fail(held, error)  # waiting for dependencies, an instance, a resume
+
+    # -- guardrails ----------------------------------------------------------------------
+    async def _guardrails_stop(self, held: Held, facts: RunFacts) -> bool:
+        """Check the call against its run's guardrails before it runs: True when one stopped
+        it (failed, its run aborted, or paused until the run's `resume` signal)."""
+        assert self.guard is not None
+        try:
+            held.guarded = bool(self.guard.limits(facts))
+            breach = await self.guard.admit(facts, held.future, held.agent,
+                                            held.headers.get(H.METHOD, ""), held.session)
+        except Exception as exc:  # Redis unreachable: nothing runs unchecked; try again
+            log.warning("guardrails.unavailable", run_id=held.run, error=str(exc))
+            self.held.pop(held.key, None)
+            await held.nak(delay=2.0)
+            return True
+        if breach is None:
+            return False
+        error = await self._enforce(breach, facts, held.headers)
+        if error is None:
+            self.paused.setdefault(held.run, []).append(held)
+        else:
+            await self._fail(held, error)
+        return True
+
+    async def _enforce(self, breach: Breach, facts: RunFacts,
+                       headers: dict[str, str]) -> NalarError | None:
+        """Act on a breach: the error that ends the call (`reject`; `abort` also ends the
+        run), or None for `pause` (the run's journal says it waits for `resume`)."""
+        self.stats["guardrail_stops"] += 1
+        lim = breach.limit
+        where = {"future": headers.get(H.FUTURE), "agent": headers.get(H.AGENT),
+                 "method": headers.get(H.METHOD), "node": self.node}
+        log.info("guardrail.breached", run_id=facts.run, guardrail=lim.name,
+                 action=lim.action, value=breach.value, future_id=where["future"])
+        if lim.action == "pause":
+            await record(self.bus, facts.run, Event.PAUSED, {
+                **breach.details(), **where, "signal": "resume",
+                "message": f"{lim.describe()} paused the run: send its `resume` signal to "
+                           "go on"}, acked=True, msg_id=f"{facts.run}.paused.{lim.name}")
+            return None
+        error = breach.error()
+        await record(self.bus, facts.run, Event.GUARDRAIL,
+                     {**breach.details(), **where, "message": error.message})
+        if lim.action == "abort":
+            await cancel_run(self.bus, facts.run, facts.session, facts.workflow, error,
+                             self.executor_id)
+        return error
+
+    async def _on_resume(self, msg: Msg) -> None:
+        """A paused run may go on: its paused calls are checked again (the limits that
+        paused it no longer bind it) and continue."""
+        run = msg.subject.rsplit(".", 1)[1]
+        for held in self.paused.pop(run, []):
+            if held.key in self.held:
+                await self._admit(held)
+
+    async def _on_guard(self, msg: Msg) -> None:
+        """An agent host asks before an LLM request of a guarded run (and settles after):
+        reply `{"ok": true, "held": ...}` or `{"ok": false, "action", "error"}`."""
+        assert self.guard is not None
+        try:
+            body = Envelope.decode(msg.data, expect="guard").body
+            model = str(body.get("model") or "")
+            if "settle" in body:
+                await self.guard.settle([Reserved(*h) for h in body["settle"]], model,
+                                        int(body["prompt_tokens"]),
+                                        int(body["completion_tokens"]), bool(body["ok"]))
+                reply: dict[str, Any] = {"ok": True}
+            else:
+                facts = await self.runs.get(str(body["run"]))
+                breach, held = await self.guard.reserve(
+                    facts, str(body.get("session") or ""), model, int(body["prompt_tokens"]),
+                    int(body["max_tokens"]))
+                if breach is None:
+                    reply = {"ok": True,
+                             "held": [[h.key, h.field, h.measure, h.amount] for h in held]}
+                else:
+                    headers = {H.FUTURE: str(body.get("future") or ""),
+                               H.AGENT: str(body.get("agent") or ""),
+                               H.METHOD: str(body.get("method") or "")}
+                    error = await self._enforce(breach, facts, headers)
+                    reply = {"ok": False, "action": breach.limit.action,
+                             "error": error.to_wire() if error else None,
+                             "details": breach.details()}
+        except Exception as exc:
+            log.warning("guardrails.request_failed", error=str(exc))
+            reply = {"ok": False, "action": "unavailable", "error": None,
+                     "details": {"reason": str(exc)[:300]}}
+        if msg.reply:
+            await self.bus.nc.publish(msg.reply, Envelope("guard_reply", reply).encode())
 
     def _is_stateful(self, agent: str) -> bool:
         return any(i.stateful for i in self.view.live_instances(agent))
@@ -326,9 +442,41 @@ class LocalController:
                 details={"dependency": result.future,
                          "cause": cause.to_wire() if cause else None})))
         elif not held.waiting:
-            self._place(held)
+            if held.replay_of:
+                self._spawn(self._place_or_replay(held))
+            else:
+                self._place(held)
 
     # -- placement and dispatch ------------------------------------------------------
+    async def _place_or_replay(self, held: Held) -> None:
+        """Place the call and dispatch it now; in a replay run, answer it from the original
+        run instead when it can be (overridden, asked the same, or a tool)."""
+        if held.replay_of and held.agent != DRIVER_AGENT:
+            facts = await self.runs.get(held.run)
+            tools = {t for i in self.view.live_instances(held.agent) for t in i.tools}
+            answer = await self.replays.answer(facts, held, tools)
+            if answer.error is not None and answer.source == "diverged":
+                await self._fail(held, answer.error)
+                return
+            if answer.source != "live":
+                await self._answer_from_replay(held, answer.source, answer.value, answer.error)
+                return
+        self._place(held)
+        await self._flush_outbox()  # dispatch now, without waiting for the outbox task
+
+    async def _answer_from_replay(self, held: Held, source: str, value: Any,
+                                  error: NalarError | None) -> None:
+        if self.held.pop(held.key, None) is None:
+            return
+        executor = f"replay:{source}"
+        await publish_result(self.bus, held.headers, value=value, error=error,
+                             executor=executor)
+        await record(self.bus, held.run, Event.FUTURE_RESOLVED, {
+            "future": held.future, "agent": held.agent, "method": held.headers.get(H.METHOD),
+            "status": "ok" if error is None else "error", "executor": executor,
+            "replayed": source, "replay_of": held.replay_of, "node": self.node})
+        await held.ack()
+
     def _place(self, held: Held) -> None:
         queue = self._choose(held)
         if queue is None:
@@ -457,6 +605,8 @@ class LocalController:
                 "deps": {f: {"data": r.data, "headers": r.headers}
                          for f, r in held.dep_results.items()},
                 "dispatched_at": held.dispatched_at, "token": held.token,
+                "guard": held.guarded, "replay_of": held.replay_of,
+                "revisions": self._revisions(),
             }).encode()
             if len(payload) > self.bus.nc.max_payload - 1024:
                 self._spawn(self._fail(held, InvalidInput(
@@ -468,6 +618,13 @@ class LocalController:
             self.stats["dispatched"] += 1
             self._outbox.append((self.names.exec(queue.info.host), payload, held))
             self._outbox_ready.set()
+
+    def _revisions(self) -> dict[str, str]:
+        """The authorization and guardrail files in force (each call's journal entry)."""
+        out = {"access": self.access.policy.current().revision}
+        if self.guard is not None:
+            out["guardrails"] = self.guard.file.current().revision
+        return out
 
     async def _on_done(self, msg: Msg) -> None:
         h = msg.headers or {}

@@ -62,6 +62,20 @@ class Completion:
 OnToken = Callable[[str], None]
 
 
+def prompt_tokens(engine: Any, request: LLMRequest) -> int:
+    """The request's prompt in the engine's tokens, before it runs (what guardrails reserve):
+    the engine's own count where it has one, else an over-estimate (a token per 3 chars)."""
+    count = getattr(engine, "count_tokens", None)
+    if count is not None:
+        return int(count(request))
+    return max(1, -(-len(request.text()) // 3))
+
+
+def model_of(engine: Any) -> str:
+    """The model an engine serves (what guardrail prices are looked up by)."""
+    return str(getattr(engine, "model", "") or getattr(engine, "name", ""))
+
+
 class Engine(Protocol):
     name: str
 

@@ -96,6 +96,7 @@ class _PrefixCache:
 
 class SimulatedEngine:
     name = "simulated"
+    model = "simulated"
 
     def __init__(self, params: SimulatedParams | None = None, **overrides: Any) -> None:
         self.p = params or SimulatedParams()
@@ -113,9 +114,13 @@ class SimulatedEngine:
         self._counted_at = time.monotonic()
 
     # -- public ------------------------------------------------------------------------------
+    @staticmethod
+    def count_tokens(request: LLMRequest) -> int:
+        return max(1, len(request.text().split()))
+
     async def complete(self, request: LLMRequest, on_token: OnToken | None = None) -> Completion:
         text = request.text()
-        prompt_tokens = max(1, len(text.split()))
+        prompt_tokens = self.count_tokens(request)
         if prompt_tokens > self.p.max_model_len:
             raise PromptTooLong(f"prompt of {prompt_tokens} tokens exceeds the model's context "
                                 f"of {self.p.max_model_len}",

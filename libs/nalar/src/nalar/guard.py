@@ -1,0 +1,95 @@
+"""The agent host's side of guardrails: before each LLM request of a run that guardrails bind,
+ask the node's local controller (which counts and decides), and tell it afterwards what the
+request used. Agent code never sees this; `nalar.llm` does it around every engine call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from nalar_common.envelope import Envelope
+from nalar_common.errors import NalarError, Unavailable
+from nalar_common.logging import get_logger
+
+from nalar.engines.base import Completion, LLMRequest, model_of, prompt_tokens
+
+log = get_logger(__name__)
+
+ASK_TIMEOUT_S = 5.0
+PAUSE_RECHECK_S = 2.0  # a paused request asks again this often (and at once on `resume`)
+
+
+class Reservation:
+    def __init__(self, held: list[Any], model: str) -> None:
+        self.held, self.model = held, model
+
+
+class GuardClient:
+    def __init__(self, bus: Any, node: str, *, run: str, future: str, session: str,
+                 agent: str, method: str) -> None:
+        self.bus, self.node = bus, node
+        self.call = {"run": run, "future": future, "session": session, "agent": agent,
+                     "method": method}
+
+    async def before(self, engine: Any, request: LLMRequest) -> Reservation:
+        """Room for the request's worst case; raises what stops it (`GuardrailExceeded`,
+        `Cancelled` when the run was aborted), and waits while the run is paused."""
+        model = model_of(engine)
+        ask = {**self.call, "model": model, "prompt_tokens": prompt_tokens(engine, request),
+               "max_tokens": request.max_tokens}
+        resumed = asyncio.Event()
+
+        async def wake(_msg: Any) -> None:
+            resumed.set()
+
+        sub = None
+        try:
+            while True:
+                reply = await self._ask(ask)
+                if reply.get("ok"):
+                    return Reservation(list(reply.get("held") or []), model)
+                if reply.get("action") != "pause":
+                    error = reply.get("error")
+                    if error:
+                        raise NalarError.from_wire(error)
+                    raise Unavailable("guardrails could not be checked: "
+                                      f"{(reply.get('details') or {}).get('reason', '')}")
+                if sub is None:  # paused: wait for the run's resume signal
+                    sub = await self.bus.nc.subscribe(self.bus.names.resume(self.call["run"]),
+                                                      cb=wake)
+                    log.info("llm.paused", run_id=self.call["run"],
+                             future_id=self.call["future"], **(reply.get("details") or {}))
+                try:
+                    await asyncio.wait_for(resumed.wait(), PAUSE_RECHECK_S)
+                except TimeoutError:
+                    pass
+                resumed.clear()
+        finally:
+            if sub is not None:
+                await sub.unsubscribe()
+
+    async def after(self, reservation: Reservation, completion: Completion | None) -> None:
+        """Count what the request used instead of its worst case (nothing if it failed)."""
+        if not reservation.held:
+            return
+        body = {"settle": reservation.held, "model": reservation.model,
+                "prompt_tokens": completion.prompt_tokens if completion else 0,
+                "completion_tokens": completion.completion_tokens if completion else 0,
+                "ok": completion is not None}
+        try:  # no answer awaited: off the request's path
+            await self.bus.nc.publish(self.bus.names.guardrail(self.node),
+                                      Envelope("guard", body).encode())
+        except Exception as exc:  # its worst case stays counted: never under-counts
+            log.warning("guardrails.settle_failed", run_id=self.call["run"], error=str(exc))
+
+    async def _ask(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            msg = await self.bus.nc.request(self.bus.names.guardrail(self.node),
+                                            Envelope("guard", body).encode(),
+                                            timeout=ASK_TIMEOUT_S)
+        except Exception as exc:
+            raise Unavailable(f"the local controller of node {self.node} did not answer "
+                              f"a guardrail check: {exc}") from exc
+        return Envelope.decode(msg.data, expect="guard_reply").body
+

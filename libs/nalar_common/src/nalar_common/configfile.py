@@ -1,0 +1,57 @@
+"""A YAML config file that services reread while they run (`config/policy.yaml`,
+`config/guardrails.yaml`): checked at most once a second, parsed again when its mtime or
+size changes; a file that does not parse keeps what is in force and says why (`error`); a
+missing file means the empty config."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from nalar_common.logging import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+
+class ConfigFile(Generic[T]):
+    def __init__(self, path: Path, parse: Callable[[str], T], empty: T, *, what: str,
+                 check_every_s: float = 1.0) -> None:
+        self.path, self.parse, self.empty, self.what = Path(path), parse, empty, what
+        self.check_every_s = check_every_s
+        self.value: T = empty
+        self.error: str | None = None
+        self._stamp: tuple[float, int] | None = None
+        self._checked = -1e9
+
+    def current(self) -> T:
+        now = time.monotonic()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            self._reload()
+        return self.value
+
+    def _reload(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._stamp is not None:
+                log.info(f"{self.what}.removed", path=str(self.path))
+            self.value, self.error, self._stamp = self.empty, None, None
+            return
+        stamp = (st.st_mtime, st.st_size)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.value = self.parse(self.path.read_text())
+            self.error = None
+            log.info(f"{self.what}.loaded", path=str(self.path),
+                     revision=getattr(self.value, "revision", None))
+        except (OSError, ValueError) as exc:
+            self.error = str(exc)
+            log.error(f"{self.what}.invalid", path=str(self.path), error=str(exc),
+                      kept=getattr(self.value, "revision", None))
