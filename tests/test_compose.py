@@ -18,6 +18,7 @@ from nalar.engines import LLMSettings
 from nalar_agent_host.settings import AgentHostSettings
 from nalar_common.settings import (
     AuthSettings,
+    GuardrailSettings,
     LogSettings,
     NatsSettings,
     NodeSettings,
@@ -37,7 +38,7 @@ IMAGE_ROOT = Path("/app")  # where deploy/Dockerfile puts the repository
 SETTINGS: tuple[type[BaseSettings], ...] = (
     NatsSettings, RedisSettings, LogSettings, NodeSettings, GatewaySettings,
     GlobalControllerSettings, LocalControllerSettings, AgentHostSettings, StateStoreSettings,
-    LLMSettings, AuthSettings,
+    LLMSettings, AuthSettings, GuardrailSettings,
 )
 
 
@@ -192,3 +193,7 @@ def test_servers_require_credentials_and_callers_keys(
         if module_of(svc) in ("nalar_gateway", "nalar_local_controller"):
             policy = env.get("NALAR_AUTH_POLICY_FILE", "")
             assert (ROOT / Path(policy).relative_to(IMAGE_ROOT)).is_file(), (name, policy)
+        if module_of(svc) == "nalar_local_controller":  # guardrails: the file and the counts
+            limits = env.get("NALAR_GUARDRAILS_FILE", "")
+            assert (ROOT / Path(limits).relative_to(IMAGE_ROOT)).is_file(), (name, limits)
+            assert "NALAR_REDIS_URL" in env, name
