@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from e2e_stack import start_stack, stop_stack  # noqa: E402
 
 LIMITS = """
-prices: {simulated: {prompt: 0.5, completion: 1.5}}
+prices: {simulated: {prompt: 0.5, completion: 1.5}, default: {prompt: 3, completion: 15}}
 limits:
   - {name: run-tokens, tokens: 10000000, action: abort}
   - {name: run-requests, llm_calls: 100000, action: reject}

@@ -253,3 +253,17 @@ def test_a_tenant_sees_only_its_own_runs_and_sessions(secured: StackHandle) -> N
     r = run(secured, zeta, {"input": BODY["input"], "session_id": session})
     assert r.status_code == 404, r.text
     assert run(secured, acme, {"input": BODY["input"], "session_id": session}).status_code == 200
+    # idempotency keys are per tenant: the same key starts each tenant's own run
+    keyed = {"input": BODY["input"], "idempotency_key": "order-123"}
+    mine, theirs = run(secured, acme, keyed).json(), run(secured, zeta, keyed).json()
+    assert mine["run_id"] != theirs["run_id"] and theirs["started_by"]["tenant"] == "zeta"
+    assert run(secured, acme, keyed).json()["run_id"] == mine["run_id"]
+    # operator endpoints and resuming paused runs need their roles
+    for method, path in (("GET", "/v1/dlq"), ("GET", "/v1/dlq/1"), ("POST", "/v1/dlq/1/retry"),
+                         ("PUT", "/v1/policy")):
+        r = httpx.request(method, secured.url + path, headers=acme, timeout=30,
+                          json={"policies": ["x:Y"]} if method == "PUT" else None)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "permission_denied", path
+    assert httpx.get(f"{secured.url}/v1/dlq", headers=admin, timeout=30).status_code == 200
+    r = httpx.post(f"{base}/signals/resume", json={"value": None}, headers=acme, timeout=30)
+    assert r.status_code == 403 and "approver" in r.json()["error"]["message"]

@@ -181,7 +181,8 @@ def test_sessions_and_tenants_share_their_counts(
 
 
 def test_cost_and_wall_time(governed: StackHandle, limits: Callable[[str], None]) -> None:
-    limits("prices: {simulated: {prompt: 1000000, completion: 1000000}}\n"  # $1 a token
+    limits("prices: {simulated: {prompt: 1000000, completion: 1000000},\n"  # $1 a token
+           "         default: {prompt: 0}}\n"
            "limits: [{name: dollars, cost: 30, action: reject}]")
     run = start(governed, calls=4)
     stopped = run["result"]["stopped"]
@@ -267,6 +268,11 @@ def test_an_override_changes_what_follows_and_still_calls_no_tool(
     calls = {c["future"]: c for c in get(governed, f"/v1/runs/{r.json()['run_id']}/journal")[
         "calls"]}
     assert calls["1"]["replayed"] == "override" and calls["3"].get("replayed") is None
+    # a replay of the replay serves all of it, the override's value and the new verdict too
+    twice = replay(governed, r.json()["run_id"]).json()
+    assert twice["result"] == r.json()["result"] and twice["replay_of"] == r.json()["run_id"]
+    assert {c.get("replayed") for c in get(governed, f"/v1/runs/{twice['run_id']}/journal")[
+        "calls"] if c["future"] != "0"} == {"journal"}
     assert calls["3"]["args_digest"] != get(
         governed, f"/v1/runs/{original['run_id']}/journal")["calls"][3]["args_digest"]
     # a tool asked something new is never run: the replay fails there, unless overridden

@@ -74,7 +74,8 @@ async def test_parallel_requests_never_pass_a_limit_together(guard: CallGuard) -
 
 async def test_cost_uses_the_model_price_and_tenants_count_across_runs(
         guard: CallGuard) -> None:
-    use(guard, "prices: {pricey: {prompt: 1000000, completion: 2000000}}\n"
+    use(guard, "prices: {pricey: {prompt: 1000000, completion: 2000000}, "
+               "default: {prompt: 0}}\n"
                "limits: [{name: spend, cost: 10, scope: tenant, window: 1h}]")
     tenant = f"t{time.time_ns()}"
     # 2 prompt + 2 completion tokens at $1 and $2 each: $6 worst case

@@ -21,8 +21,10 @@ PAUSE_RECHECK_S = 2.0  # a paused request asks again this often (and at once on 
 
 
 class Reservation:
-    def __init__(self, held: list[Any], model: str) -> None:
-        self.held, self.model = held, model
+    """What the controller reserved for one request ("": nothing to settle)."""
+
+    def __init__(self, ident: str) -> None:
+        self.ident = ident
 
 
 class GuardClient:
@@ -35,9 +37,9 @@ class GuardClient:
     async def before(self, engine: Any, request: LLMRequest) -> Reservation:
         """Room for the request's worst case; raises what stops it (`GuardrailExceeded`,
         `Cancelled` when the run was aborted), and waits while the run is paused."""
-        model = model_of(engine)
-        ask = {**self.call, "model": model, "prompt_tokens": prompt_tokens(engine, request),
-               "max_tokens": request.max_tokens}
+        ask: dict[str, Any] = {**self.call, "model": model_of(engine),
+                               "prompt_tokens": prompt_tokens(engine, request),
+                               "max_tokens": request.max_tokens}
         resumed = asyncio.Event()
 
         async def wake(_msg: Any) -> None:
@@ -48,7 +50,7 @@ class GuardClient:
             while True:
                 reply = await self._ask(ask)
                 if reply.get("ok"):
-                    return Reservation(list(reply.get("held") or []), model)
+                    return Reservation(str(reply.get("reservation") or ""))
                 if reply.get("action") != "pause":
                     error = reply.get("error")
                     if error:
@@ -56,6 +58,7 @@ class GuardClient:
                     raise Unavailable("guardrails could not be checked: "
                                       f"{(reply.get('details') or {}).get('reason', '')}")
                 if sub is None:  # paused: wait for the run's resume signal
+                    ask["again"] = True  # the controller journaled the pause once
                     sub = await self.bus.nc.subscribe(self.bus.names.resume(self.call["run"]),
                                                       cb=wake)
                     log.info("llm.paused", run_id=self.call["run"],
@@ -71,9 +74,9 @@ class GuardClient:
 
     async def after(self, reservation: Reservation, completion: Completion | None) -> None:
         """Count what the request used instead of its worst case (nothing if it failed)."""
-        if not reservation.held:
+        if not reservation.ident:
             return
-        body = {"settle": reservation.held, "model": reservation.model,
+        body = {"settle": reservation.ident,
                 "prompt_tokens": completion.prompt_tokens if completion else 0,
                 "completion_tokens": completion.completion_tokens if completion else 0,
                 "ok": completion is not None}

@@ -229,8 +229,9 @@ def parse_guardrails(text: str) -> Guardrails:
     names: set[str] = set()
     limits = tuple(_limit(item, i, names) for i, item in enumerate(raw))
     prices = _prices(doc.get("prices"))
-    if any(lim.measure == "cost" for lim in limits) and not prices:
-        raise ValueError("cost limits need `prices` (USD per million tokens, by model)")
+    if any(lim.measure == "cost" for lim in limits) and "default" not in prices:
+        raise ValueError("cost limits need `prices` with a `default` (USD per million "
+                         "tokens): a model without a price would cost nothing")
     return Guardrails(limits, prices, revision)
 
 

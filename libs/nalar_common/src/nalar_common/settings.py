@@ -65,6 +65,8 @@ class AuthSettings(BaseSettings):
                                   "single-user machines only")
     policy_file: str = Field(default="config/policy.yaml", description="Authorization rules; "
                              "a missing file allows everything")
+    resume_roles: str = Field(default="admin,approver", description="Roles that may resume "
+                              "a run a guardrail paused (comma separated)")
 
 
 class GuardrailSettings(BaseSettings):

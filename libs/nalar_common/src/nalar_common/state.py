@@ -151,6 +151,16 @@ class SessionStore:
             p.sadd(self.names.redis("sessions"), session)
             await p.execute()
 
+    async def claim_session(self, session: str, tenant: str) -> str:
+        """The tenant a session belongs to: `tenant` if it had none yet (the first run of a
+        session claims it, atomically: two tenants racing for a new id cannot share it)."""
+        meta = self.names.session_key(session, "meta")
+        async with self.r.pipeline(transaction=True) as p:
+            p.hsetnx(meta, "tenant", tenant)
+            p.hget(meta, "tenant")
+            _, owner = await p.execute()
+        return owner.decode() if isinstance(owner, bytes) else str(owner)
+
     async def session_tenant(self, session: str) -> tuple[bool, str | None]:
         """(whether the session exists, the tenant it belongs to)."""
         meta: Any = await self.r.hmget(self.names.session_key(session, "meta"),
@@ -179,8 +189,8 @@ class SessionStore:
         return {
             "session_id": session,
             "tenant": meta[b"tenant"].decode() if b"tenant" in meta else None,
-            "created_at": float(meta[b"created_at"]),
-            "last_seen": float(meta[b"last_seen"]),
+            "created_at": float(meta.get(b"created_at", 0)),
+            "last_seen": float(meta.get(b"last_seen", 0)),
             "runs": listed,
             "agents": state,
         }

@@ -28,7 +28,14 @@ from nalar_common.cluster import InstanceInfo
 from nalar_common.digest import args_digest
 from nalar_common.dlq import dead_letter
 from nalar_common.envelope import Envelope
-from nalar_common.errors import Cancelled, MalformedMessage, NalarError, NotFound, Timeout
+from nalar_common.errors import (
+    Cancelled,
+    MalformedMessage,
+    NalarError,
+    NotFound,
+    ReplayDiverged,
+    Timeout,
+)
 from nalar_common.journal import Event, deadline_error, record
 from nalar_common.ledger import Ledger
 from nalar_common.logging import get_logger
@@ -273,6 +280,12 @@ class AgentHost:
             mspec = spec.methods.get(call.method) if spec is not None else None
             if mspec is not None and mspec.tool:
                 audit["kind"] = "tool"
+                if body.get("replay_of"):  # its controller could not tell: a replay never
+                    raise ReplayDiverged(   # reaches outside
+                        f"replay reached tool {call.agent}.{call.method} (future "
+                        f"{call.future}), which it may not run: override future "
+                        f"{call.future} to give it a result",
+                        details={"future": call.future, "replay_of": body["replay_of"]})
             limit = _time_left(mspec.timeout if mspec is not None else None, call.deadline)
             run = self._runner(call, ctx, mspec,
                                lambda: invoke(fn, args, kwargs, ctx, pool, limit))

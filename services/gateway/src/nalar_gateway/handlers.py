@@ -12,13 +12,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from nalar_common.auth import Principal
-from nalar_common.errors import InvalidInput, NalarError, NotFound, Unauthenticated
+from nalar_common.errors import (
+    InvalidInput,
+    NalarError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from nalar_common.logging import get_logger
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nalar_gateway.inputs import SESSION_ID, RunRequest, validation_error
-from nalar_gateway.service import Gateway
+from nalar_gateway.service import ADMIN_ROLE, Gateway
 
 log = get_logger(__name__)
 
@@ -149,6 +155,15 @@ def _public(gw: Gateway) -> APIRouter:
 
 
 def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
+    async def admin(who: Principal = Depends(principal)) -> None:
+        """Operator endpoints (dead letters hold every tenant's calls; the policy binds
+        everyone): admins only."""
+        if ADMIN_ROLE not in who.roles:
+            raise PermissionDenied(f"this operation needs the {ADMIN_ROLE!r} role",
+                                   details={"principal": who.name})
+
+    ops = [Depends(admin)]
+
     @r.get("/v1/workflows", tags=["workflows"])
     async def workflows() -> dict[str, Any]:
         return {"workflows": gw.workflows()}
@@ -253,7 +268,7 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
             out["history"] = await gw.policy_history()
         return out
 
-    @r.put("/v1/policy", tags=["ops"], openapi_extra={"requestBody": {
+    @r.put("/v1/policy", tags=["ops"], dependencies=ops, openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["policies"],
             "properties": {"policies": {"type": "array", "items": {"oneOf": [
@@ -268,21 +283,21 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                                details={"errors": [{"field": "policies", "message": "required"}]})
         return await gw.set_policy(body["policies"])
 
-    @r.get("/v1/dlq", tags=["ops"])
+    @r.get("/v1/dlq", tags=["ops"], dependencies=ops)
     async def dlq_list(limit: int = Query(default=100, ge=1, le=10_000),
                        kind: str | None = Query(default=None, pattern=r"^[a-z_]{1,32}$")
                        ) -> dict[str, Any]:
         return {"dead_letters": await gw.dead_letters.list(limit, kind)}
 
-    @r.get("/v1/dlq/{entry_id}", tags=["ops"])
+    @r.get("/v1/dlq/{entry_id}", tags=["ops"], dependencies=ops)
     async def dlq_show(entry_id: int) -> dict[str, Any]:
         return await gw.dead_letters.show(check_dlq_id(entry_id))
 
-    @r.post("/v1/dlq/{entry_id}/retry", tags=["ops"])
+    @r.post("/v1/dlq/{entry_id}/retry", tags=["ops"], dependencies=ops)
     async def dlq_retry(entry_id: int) -> dict[str, Any]:
         return await gw.dead_letters.retry(check_dlq_id(entry_id))
 
-    @r.post("/v1/dlq/{entry_id}/discard", tags=["ops"])
+    @r.post("/v1/dlq/{entry_id}/discard", tags=["ops"], dependencies=ops)
     async def dlq_discard(entry_id: int) -> dict[str, Any]:
         return await gw.dead_letters.discard(check_dlq_id(entry_id))
 

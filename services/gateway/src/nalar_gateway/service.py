@@ -52,6 +52,8 @@ class Gateway:
                  auth: Authenticator, access: PolicyFile, app: App | None = None) -> None:
         self.bus, self.store, self.settings, self.auth = bus, store, settings, auth
         self.access = access
+        self.resume_roles = {r.strip() for r in auth.settings.resume_roles.split(",")
+                             if r.strip()}
         self.app = app or load_app(settings.app)
         self.models: dict[str, type[BaseModel]] = {
             name: input_model(spec) for name, spec in self.app.workflows.items()}
@@ -116,10 +118,13 @@ class Gateway:
             raise NoInstance("no agent host can run workflow drivers right now")
         run_id = uuid.uuid4().hex
         session = req.session_id or uuid.uuid4().hex
-        if req.session_id:
-            await self.session_for(req.session_id, principal, must_exist=False)
+        if req.session_id:  # claimed for the caller's tenant, or refused as if unknown
+            owner = await self.store.claim_session(req.session_id, principal.tenant)
+            if not self.sees(principal, owner):
+                raise NotFound(f"session {req.session_id!r} does not exist")
         if req.idempotency_key:
-            owner = await self.store.claim_idempotency_key(req.idempotency_key, run_id,
+            key = f"{principal.tenant}/{req.idempotency_key}"  # tenants never share keys
+            owner = await self.store.claim_idempotency_key(key, run_id,
                                                            self.settings.idempotency_ttl_s)
             if owner != run_id:
                 existing = await self._await_created(owner)
@@ -127,7 +132,7 @@ class Gateway:
                     return existing, False
                 # the claimer died before creating its run: take the key over
                 owner = await self.store.replace_idempotency_key(
-                    req.idempotency_key, owner, run_id, self.settings.idempotency_ttl_s)
+                    key, owner, run_id, self.settings.idempotency_ttl_s)
                 if owner != run_id:
                     return await self._await_created(owner) or {"run_id": owner}, False
         deadline = time.time() + (req.timeout_s or self.settings.run_timeout_s)
@@ -229,11 +234,10 @@ class Gateway:
             raise NotFound(f"run {run_id!r} does not exist")
         return view
 
-    async def session_for(self, session: str, principal: Principal, *,
-                          must_exist: bool = True) -> None:
-        """404 for a session of another tenant (and for none, when it must exist)."""
+    async def session_for(self, session: str, principal: Principal) -> None:
+        """404 for a session that does not exist or is another tenant's."""
         exists, tenant = await self.store.session_tenant(session)
-        if (must_exist and not exists) or (exists and not self.sees(principal, tenant)):
+        if not exists or not self.sees(principal, tenant):
             raise NotFound(f"session {session!r} does not exist")
 
     async def _await_created(self, run_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
@@ -251,11 +255,11 @@ class Gateway:
         """Resolve the run's signal `name` (once) and wake the driver if it left to wait;
         `resume` lets a run that a guardrail paused go on."""
         view = await self.run_for(run_id, principal)
-        if view["status"] in ("succeeded", "failed", "cancelled"):
-            raise Conflict(f"run {run_id} has finished ({view['status']})")
         declared = await self.reader.signals(run_id)
         if name == RESUME and name not in declared:
-            return await self.resume(run_id, value, principal)
+            return await self.resume(view, value, principal)
+        if view["status"] in ("succeeded", "failed", "cancelled"):
+            raise Conflict(f"run {run_id} has finished ({view['status']})")
         if name not in declared:
             raise NotFound(f"run {run_id} is not waiting for a signal named {name!r}",
                            details={"signal": name})
@@ -276,11 +280,17 @@ class Gateway:
                 await resume_driver(self.bus, run_id, node)
         return {"run_id": run_id, "signal": name, "status": "delivered"}
 
-    async def resume(self, run_id: str, value: Any, principal: Principal) -> dict[str, Any]:
+    async def resume(self, view: dict[str, Any], value: Any,
+                     principal: Principal) -> dict[str, Any]:
         """Lift the guardrails that paused the run (for the rest of it) and let its paused
         calls go on; the journal records who did it and the value they sent."""
+        run_id = str(view["run_id"])
+        if not set(principal.roles) & self.resume_roles:
+            raise PermissionDenied(f"resuming a paused run needs one of the roles "
+                                   f"{sorted(self.resume_roles)}", details={
+                                       "roles": sorted(self.resume_roles)})
         paused = await self.reader.paused(run_id)
-        if not paused:
+        if not paused or view["status"] != "paused":
             raise Conflict(f"run {run_id} is not paused by a guardrail",
                            details={"signal": RESUME})
         lifted = sorted({str(p.get("guardrail")) for p in paused})

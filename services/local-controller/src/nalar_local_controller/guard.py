@@ -94,7 +94,7 @@ class CallGuard:
         breaches = await self._wall(limits, facts, session)
         counted = [lim for lim in limits if lim.counts(agent, method)] \
             if not agent.startswith("_") and agent != DRIVER_AGENT else []
-        if counted:
+        if counted and not breaches:  # a call stopped anyway is not counted
             over, _ = await self._count(counted, [1.0] * len(counted), facts, session,
                                         once=future)
             breaches += over

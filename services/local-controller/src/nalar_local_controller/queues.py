@@ -42,6 +42,7 @@ class Held:
     deadline: float | None = None  # epoch seconds; past it the call fails with `Timeout`
     guarded: bool = False  # guardrails bind its run: its host asks before each LLM request
     replay_of: str = ""  # its run replays this one: it may be answered from its journal
+    paused: bool = False  # a `pause` guardrail holds it (said in the journal once)
 
     @property
     def key(self) -> str:

@@ -33,6 +33,8 @@ class Answer:
     source: str  # override | journal | diverged | live
     value: Any = None
     error: NalarError | None = None
+    digest: str = ""  # the call's arguments' digest
+    tool: bool = False
 
 
 class Replays:
@@ -43,20 +45,24 @@ class Replays:
     async def answer(self, facts: RunFacts, held: Held, tools: set[str]) -> Answer:
         """`tools`: the agent's tool methods (from its instances' heartbeats)."""
         fid, original = held.future, facts.replay_of
-        if fid in facts.overrides:
-            return Answer("override", facts.overrides[fid])
+        method = held.headers.get(H.METHOD, "")
         recorded = (await self._recorded(original)).get(fid)
+        if recorded is not None and (recorded.get("agent"), recorded.get("method")) != (
+                held.agent, method):
+            recorded = None  # the same place asks another agent now: nothing to serve
         digest = _digest(held)
+        tool = method in tools or (recorded or {}).get("kind") == "tool"
+        if fid in facts.overrides:
+            return Answer("override", facts.overrides[fid], digest=digest, tool=tool)
         if recorded is not None and recorded.get("args_digest") == digest:
             stored = await self.waiter.get(original, fid)
             if stored is not None:
                 err = stored.error()
-                return Answer("journal", None if err else stored.value(), err)
-        method = held.headers.get(H.METHOD, "")
-        if method in tools or (recorded or {}).get("kind") == "tool":
+                return Answer("journal", None if err else stored.value(), err, digest, tool)
+        if tool:
             what = f"{held.agent}.{method}"
             why = "with other arguments than" if recorded is not None else "which was not in"
-            return Answer("diverged", error=ReplayDiverged(
+            return Answer("diverged", digest=digest, tool=True, error=ReplayDiverged(
                 f"replay reached tool {what} (future {fid}) {why} run {original}; a replay "
                 f"never runs tools: override future {fid} to give it a result",
                 details={"future": fid, "replay_of": original, "args_digest": digest,

@@ -13,6 +13,7 @@ import hashlib
 import os
 import sys
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,7 +49,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nalar_local_controller.access import CallAccess, RunBook, RunFacts
 from nalar_local_controller.guard import CallGuard, Reserved
 from nalar_local_controller.queues import Held, InstanceQueue
-from nalar_local_controller.replay import Replays
+from nalar_local_controller.replay import Answer, Replays
 from nalar_local_controller.settings import LocalControllerSettings
 
 log = get_logger(__name__)
@@ -56,6 +57,8 @@ _T = TypeVar("_T")
 
 _REQUIRED = (H.RUN, H.FUTURE, H.AGENT, H.METHOD)
 DEFAULT_PREFILL_RATE = 8000.0  # tokens/s, when an engine reports none
+PAUSED_RECHECK_S = 2.0  # calls a guardrail paused are checked again this often
+RESERVATION_TTL_S = 3600.0  # an LLM request not settled by then keeps its worst case
 
 
 def _float(value: str | None) -> float | None:
@@ -92,6 +95,8 @@ class LocalController:
         self.guard = CallGuard(store.r, bus.names, guardrails or GuardrailFile(
             Path("config/guardrails.yaml"))) if store is not None else None
         self.paused: dict[str, list[Held]] = {}  # run -> its calls a guardrail paused
+        # LLM requests' reservations until their host settles them (worst case kept if never)
+        self._reservations: dict[str, tuple[list[Reserved], str, float]] = {}
         self.store = store  # for moving a migrated session's state lease
         self.names = bus.names
         self.view = ClusterView(bus)
@@ -231,10 +236,8 @@ class LocalController:
         """Guardrails, then the session's pin, dependencies and placement."""
         try:
             facts = await self.runs.get(held.run)
-        except Exception as exc:  # NATS away: hand it back, decide later
-            log.warning("call.admit_retry", run_id=held.run, error=str(exc))
-            self.held.pop(held.key, None)
-            await held.nak(delay=2.0)
+        except Exception as exc:  # NATS away: keep the call (claimed), decide again later
+            self._admit_later(held, f"run facts: {exc}")
             return
         held.replay_of = facts.replay_of
         if self.guard is not None and await self._guardrails_stop(held, facts):
@@ -282,26 +285,52 @@ class LocalController:
             held.guarded = bool(self.guard.limits(facts))
             breach = await self.guard.admit(facts, held.future, held.agent,
                                             held.headers.get(H.METHOD, ""), held.session)
+            if breach is None:
+                held.paused = False
+                return False
+            still = held.paused and breach.limit.action == "pause"  # a recheck: said already
+            error = None if still else await self._enforce(breach, facts, held.headers)
         except Exception as exc:  # Redis unreachable: nothing runs unchecked; try again
-            log.warning("guardrails.unavailable", run_id=held.run, error=str(exc))
-            self.held.pop(held.key, None)
-            await held.nak(delay=2.0)
+            self._admit_later(held, f"guardrails: {exc}")
             return True
-        if breach is None:
-            return False
-        error = await self._enforce(breach, facts, held.headers)
         if error is None:
+            held.paused = True
             self.paused.setdefault(held.run, []).append(held)
         else:
             await self._fail(held, error)
         return True
 
-    async def _enforce(self, breach: Breach, facts: RunFacts,
-                       headers: dict[str, str]) -> NalarError | None:
+    def _admit_later(self, held: Held, why: str, delay: float = 2.0) -> None:
+        """Admission could not decide (NATS or Redis away): keep the call claimed and try
+        again, without spending one of its deliveries."""
+        log.warning("call.admit_retry", run_id=held.run, future_id=held.future, reason=why)
+        self._spawn(self._later(delay, held, self._admit))
+
+    async def _later(self, delay: float, held: Held, step: Any) -> None:
+        """`step(held)` after `delay`, if the call is still held here and not dispatched."""
+        await asyncio.sleep(delay)
+        if self.held.get(held.key) is held and not held.token:
+            await step(held)
+
+    def _recheck_paused(self) -> None:
+        """Paused calls are checked again every few seconds: a `resume` this controller did
+        not hear (it was reconnecting; it came while the call was being paused) still
+        lets them go on."""
+        paused, self.paused = self.paused, {}
+        for helds in paused.values():
+            for held in helds:
+                if self.held.get(held.key) is held:
+                    self._spawn(self._admit(held))
+
+    async def _enforce(self, breach: Breach, facts: RunFacts, headers: dict[str, str],
+                       quiet: bool = False) -> NalarError | None:
         """Act on a breach: the error that ends the call (`reject`; `abort` also ends the
-        run), or None for `pause` (the run's journal says it waits for `resume`)."""
-        self.stats["guardrail_stops"] += 1
+        run), or None for `pause` (the run's journal says it waits for `resume`; `quiet`: a
+        request asking again while paused, said already)."""
         lim = breach.limit
+        if quiet and lim.action == "pause":
+            return None
+        self.stats["guardrail_stops"] += 1
         where = {"future": headers.get(H.FUTURE), "agent": headers.get(H.AGENT),
                  "method": headers.get(H.METHOD), "node": self.node}
         log.info("guardrail.breached", run_id=facts.run, guardrail=lim.name,
@@ -325,8 +354,8 @@ class LocalController:
         paused it no longer bind it) and continue."""
         run = msg.subject.rsplit(".", 1)[1]
         for held in self.paused.pop(run, []):
-            if held.key in self.held:
-                await self._admit(held)
+            if self.held.get(held.key) is held:
+                self._spawn(self._admit(held))  # each on its own: one failing stops no other
 
     async def _on_guard(self, msg: Msg) -> None:
         """An agent host asks before an LLM request of a guarded run (and settles after):
@@ -336,9 +365,11 @@ class LocalController:
             body = Envelope.decode(msg.data, expect="guard").body
             model = str(body.get("model") or "")
             if "settle" in body:
-                await self.guard.settle([Reserved(*h) for h in body["settle"]], model,
-                                        int(body["prompt_tokens"]),
-                                        int(body["completion_tokens"]), bool(body["ok"]))
+                held_for = self._reservations.pop(str(body["settle"]), None)
+                if held_for is not None:
+                    await self.guard.settle(held_for[0], held_for[1],
+                                            int(body["prompt_tokens"]),
+                                            int(body["completion_tokens"]), bool(body["ok"]))
                 reply: dict[str, Any] = {"ok": True}
             else:
                 facts = await self.runs.get(str(body["run"]))
@@ -346,13 +377,17 @@ class LocalController:
                     facts, str(body.get("session") or ""), model, int(body["prompt_tokens"]),
                     int(body["max_tokens"]))
                 if breach is None:
-                    reply = {"ok": True,
-                             "held": [[h.key, h.field, h.measure, h.amount] for h in held]}
+                    rid = ""
+                    if held:  # settled by id: a host names a reservation, never counters
+                        rid = uuid.uuid4().hex
+                        self._reservations[rid] = (held, model, time.monotonic())
+                    reply = {"ok": True, "reservation": rid}
                 else:
                     headers = {H.FUTURE: str(body.get("future") or ""),
                                H.AGENT: str(body.get("agent") or ""),
                                H.METHOD: str(body.get("method") or "")}
-                    error = await self._enforce(breach, facts, headers)
+                    error = await self._enforce(breach, facts, headers,
+                                                quiet=bool(body.get("again")))
                     reply = {"ok": False, "action": breach.limit.action,
                              "error": error.to_wire() if error else None,
                              "details": breach.details()}
@@ -452,29 +487,37 @@ class LocalController:
         """Place the call and dispatch it now; in a replay run, answer it from the original
         run instead when it can be (overridden, asked the same, or a tool)."""
         if held.replay_of and held.agent != DRIVER_AGENT:
-            facts = await self.runs.get(held.run)
-            tools = {t for i in self.view.live_instances(held.agent) for t in i.tools}
-            answer = await self.replays.answer(facts, held, tools)
-            if answer.error is not None and answer.source == "diverged":
+            try:
+                facts = await self.runs.get(held.run)
+                tools = {t for i in self.view.live_instances(held.agent) for t in i.tools}
+                answer = await self.replays.answer(facts, held, tools)
+            except Exception as exc:  # NATS away: keep the call, decide again later
+                log.warning("replay.answer_retry", run_id=held.run, future_id=held.future,
+                            error=str(exc))
+                self._spawn(self._later(2.0, held, self._place_or_replay))
+                return
+            if answer.source == "diverged":
+                assert answer.error is not None
                 await self._fail(held, answer.error)
                 return
             if answer.source != "live":
-                await self._answer_from_replay(held, answer.source, answer.value, answer.error)
+                await self._answer_from_replay(held, answer)
                 return
         self._place(held)
         await self._flush_outbox()  # dispatch now, without waiting for the outbox task
 
-    async def _answer_from_replay(self, held: Held, source: str, value: Any,
-                                  error: NalarError | None) -> None:
+    async def _answer_from_replay(self, held: Held, answer: Answer) -> None:
         if self.held.pop(held.key, None) is None:
             return
-        executor = f"replay:{source}"
-        await publish_result(self.bus, held.headers, value=value, error=error,
+        executor = f"replay:{answer.source}"
+        await publish_result(self.bus, held.headers, value=answer.value, error=answer.error,
                              executor=executor)
+        # with its digest (and tool mark): a replay of this replay can answer it again
         await record(self.bus, held.run, Event.FUTURE_RESOLVED, {
             "future": held.future, "agent": held.agent, "method": held.headers.get(H.METHOD),
-            "status": "ok" if error is None else "error", "executor": executor,
-            "replayed": source, "replay_of": held.replay_of, "node": self.node})
+            "status": "ok" if answer.error is None else "error", "executor": executor,
+            "replayed": answer.source, "replay_of": held.replay_of, "node": self.node,
+            "args_digest": answer.digest, **({"kind": "tool"} if answer.tool else {})})
         await held.ack()
 
     def _place(self, held: Held) -> None:
@@ -1019,6 +1062,12 @@ class LocalController:
                 self.settings.recheck_interval_s:
             last["recheck"] = time.monotonic()
             await self.waiter.recheck()  # dependencies whose result we may have missed
+        if time.monotonic() - last.get("paused", 0.0) > PAUSED_RECHECK_S:
+            last["paused"] = time.monotonic()
+            self._recheck_paused()
+            stale = time.monotonic() - RESERVATION_TTL_S
+            for rid in [r for r, v in self._reservations.items() if v[2] < stale]:
+                del self._reservations[rid]  # never settled: its worst case stays counted
         if time.monotonic() - last["progress"] > self.bus.settings.call_ack_wait_s / 3:
             last["progress"] = time.monotonic()
             for held in list(self.held.values()):
