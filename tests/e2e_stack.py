@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -67,6 +68,24 @@ def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: i
             raise TimeoutError(f"stack not ready:\n{log.read_text()[-4000:]}")
         time.sleep(0.2)
     return StackHandle(url, nats_url, redis_url, prefix, log, proc)
+
+
+@contextmanager
+def live_config(path: Path) -> Iterator[Callable[[str], None]]:
+    """A writer for a config file the stack rereads while it runs (policy, guardrails): each
+    write waits until the services have it (they check once a second); removed at the end."""
+
+    def write(text: str) -> None:
+        path.write_text(text)
+        stamp = time.time() + 0.1 * len(text)  # a new mtime even within one clock tick
+        os.utime(path, (stamp, stamp))
+        time.sleep(1.3)
+
+    try:
+        yield write
+    finally:
+        path.unlink(missing_ok=True)
+        time.sleep(1.3)
 
 
 def stop_stack(handle: StackHandle) -> None:

@@ -5,7 +5,6 @@ the request body."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import httpx
 import jwt
 import pytest
 import redis
-from e2e_stack import BASIC_APP, StackHandle, start_stack, stop_stack
+from e2e_stack import BASIC_APP, StackHandle, live_config, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -45,16 +44,8 @@ def secured(nats_url: str, redis_url: str, policy_path: Path,
 @pytest.fixture
 def set_policy(policy_path: Path) -> Iterator[Callable[[str], None]]:
     """Write the stack's policy file; its services reread it within a second."""
-
-    def write(text: str) -> None:
-        policy_path.write_text(text)
-        stamp = time.time() + 0.1 * len(text)  # a new mtime even within one clock tick
-        os.utime(policy_path, (stamp, stamp))
-        time.sleep(1.3)
-
-    yield write
-    policy_path.unlink(missing_ok=True)
-    time.sleep(1.3)
+    with live_config(policy_path) as write:
+        yield write
 
 
 def keys(stack: StackHandle, *args: str) -> subprocess.CompletedProcess[str]:

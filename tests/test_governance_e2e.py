@@ -6,7 +6,6 @@ and an override changes what follows it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from e2e_stack import ROOT, StackHandle, start_stack, stop_stack
+from e2e_stack import ROOT, StackHandle, live_config, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -46,16 +45,8 @@ def governed(nats_url: str, redis_url: str, guard_path: Path,
 @pytest.fixture
 def limits(guard_path: Path) -> Iterator[Callable[[str], None]]:
     """Write the stack's guardrails; its controllers reread them within a second."""
-
-    def write(text: str) -> None:
-        guard_path.write_text(text)
-        stamp = time.time() + 0.1 * len(text)  # a new mtime even within one clock tick
-        os.utime(guard_path, (stamp, stamp))
-        time.sleep(1.3)
-
-    yield write
-    guard_path.unlink(missing_ok=True)
-    time.sleep(1.3)
+    with live_config(guard_path) as write:
+        yield write
 
 
 def start(stack: StackHandle, wait: float | None = 30, workflow: str = "spend",

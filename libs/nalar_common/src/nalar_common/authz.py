@@ -25,15 +25,12 @@ not load keeps the rules in force and says why (`error`).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nalar_common.auth import Principal
-from nalar_common.configfile import ConfigFile
+from nalar_common.configfile import ConfigFile, load_yaml
 
 ALL = "all"
 _RULE_KEYS = {"match", "access", "workflows", "agents", "name"}
@@ -134,11 +131,7 @@ def _names(value: Any, where: str) -> frozenset[str] | None:
 
 def parse_policy(text: str) -> AccessPolicy:
     """Rules from the YAML text; ValueError naming the rule and field that is wrong."""
-    try:
-        doc = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"not valid YAML: {exc}") from None
-    revision = hashlib.sha256(text.encode()).hexdigest()[:12]
+    doc, revision = load_yaml(text)
     if doc is None:
         return AccessPolicy((), revision)
     if not isinstance(doc, dict) or set(doc) - {"rules"}:

@@ -5,16 +5,29 @@ missing file means the empty config."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import yaml
 
 from nalar_common.logging import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")
+
+
+def load_yaml(text: str) -> tuple[Any, str]:
+    """(the document, or None for an empty file; its revision: a digest of the text);
+    ValueError when it is not YAML."""
+    try:
+        doc = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+    return doc, hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 class ConfigFile(Generic[T]):

@@ -27,18 +27,16 @@ both. The counts are kept in Redis (`guard:<scope>:<id>` hashes) and shared by e
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-import yaml
 
 from nalar_common.auth import Principal
 from nalar_common.authz import matches, parse_match
-from nalar_common.configfile import ConfigFile
+from nalar_common.configfile import ConfigFile, load_yaml
 from nalar_common.errors import Cancelled, GuardrailExceeded, NalarError
 from nalar_common.subjects import Names
 
@@ -214,11 +212,7 @@ def _limit(item: Any, i: int, names: set[str]) -> Limit:
 
 def parse_guardrails(text: str) -> Guardrails:
     """Limits and prices from the YAML text; ValueError naming the limit and field."""
-    try:
-        doc = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"not valid YAML: {exc}") from None
-    revision = hashlib.sha256(text.encode()).hexdigest()[:12]
+    doc, revision = load_yaml(text)
     if doc is None:
         return Guardrails(revision=revision)
     if not isinstance(doc, dict) or set(doc) - {"limits", "prices"}:

@@ -154,6 +154,17 @@ def _public(gw: Gateway) -> APIRouter:
     return r
 
 
+async def _answer(gw: Gateway, view: dict[str, Any], wait: float | None) -> JSONResponse:
+    """A new run: 202 with its view, or with `?wait` the finished run (200) if it finishes
+    in time."""
+    if wait:
+        finished = await gw.wait_run(view["run_id"], wait)
+        if finished and finished["status"] in ("succeeded", "failed", "cancelled"):
+            return JSONResponse(finished, status_code=200)
+        view = finished or view
+    return JSONResponse(view, status_code=202)
+
+
 def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
     async def admin(who: Principal = Depends(principal)) -> None:
         """Operator endpoints (dead letters hold every tenant's calls; the policy binds
@@ -176,12 +187,7 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         gw.check_workflow(name)  # an unknown workflow is a 404 whatever the body
         req = parse_run_request(await read_json(request, gw.settings.max_body_bytes))
         view, _ = await gw.start_run(name, req, who)
-        if wait:
-            finished = await gw.wait_run(view["run_id"], wait)
-            if finished and finished["status"] in ("succeeded", "failed", "cancelled"):
-                return JSONResponse(finished, status_code=200)
-            view = finished or view
-        return JSONResponse(view, status_code=202)
+        return await _answer(gw, view, wait)
 
     @r.get("/v1/runs/{run_id}", tags=["runs"])
     async def get_run(run_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
@@ -217,12 +223,7 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                                                     "message": "an object"}]})
         view = await gw.replay(run_id, {str(k): v for k, v in
                                         (body.get("overrides") or {}).items()}, who)
-        if wait:
-            finished = await gw.wait_run(view["run_id"], wait)
-            if finished and finished["status"] in ("succeeded", "failed", "cancelled"):
-                return JSONResponse(finished, status_code=200)
-            view = finished or view
-        return JSONResponse(view, status_code=202)
+        return await _answer(gw, view, wait)
 
     @r.get("/v1/runs/{run_id}/events", tags=["runs"])
     async def run_events(run_id: str, follow: bool = True,
