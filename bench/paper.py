@@ -5,6 +5,7 @@ Ray Serve), open-loop Poisson load over HTTP, with the simulated engine standing
 
     make bench         # reduced sweep, < 10 min: bench/results/paper_quick.json
     make bench-full    # every rate, 3 repetitions: bench/results/paper_full.json
+    .venv/bin/python bench/paper.py --mode full --resume   # go on with an interrupted one
     .venv/bin/python bench/paper.py --workloads fa --systems nalar,static --rates 2,4 --reps 1
 
 Writes the JSON, PNG plots (bench/results/plots/) and a section of bench/RESULTS.md.
@@ -18,10 +19,12 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paperbench import report, runner, systems
@@ -44,6 +47,9 @@ def main() -> None:
     ap.add_argument("--measure-s", type=float, default=0.0, help="override the window")
     ap.add_argument("--out", default="", help="JSON path (default results/paper_<mode>.json)")
     ap.add_argument("--no-results-md", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the workloads the JSON has already (same mode, repetitions and "
+                    "seed) and run only the others: a long sweep in parts")
     args = ap.parse_args()
     reps = args.reps or (1 if args.mode == "quick" else 3)
     chosen = [workloads()[n] for n in args.workloads.split(",") if n]
@@ -61,7 +67,13 @@ def main() -> None:
                  "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started))},
         "workloads": {}}
     out = Path(args.out) if args.out else OUT / f"paper_{args.mode}.json"
+    done = _resumable(out, result["meta"]) if args.resume else {}  # type: ignore[arg-type]
+    result["workloads"] = dict(done)
     for w in chosen:
+        if w.name in done:
+            print(f"{w.name}: kept from {out} (measured {done[w.name].get('measured')})",
+                  flush=True)
+            continue
         if args.mode == "quick" and not w.batch:
             w.warmup_s, w.measure_s, w.drain_s = w.quick_windows
         if args.measure_s:
@@ -71,6 +83,7 @@ def main() -> None:
         rates = [float(x) for x in args.rates.split(",")] if args.rates else \
             (w.quick_rates if args.mode == "quick" else w.rates)
         per: dict[str, object] = {}
+        time_of: dict[str, float] = {}
         for system in names:
             if args.mode == "quick" and not args.all_systems and system not in w.quick_systems:
                 continue
@@ -79,17 +92,47 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix=f"paper-{w.name}-{system}-") as tmp:
                 per[system] = runner.run_system(system, w, rates, reps, args.seed, Path(tmp),
                                                 lambda line: print(line, flush=True))
-            print(f"  ({time.monotonic() - t0:.0f} s)", flush=True)
-        result["workloads"][w.name] = report.workload_result(w, per)  # type: ignore[index]
+            time_of[system] = time.monotonic() - t0
+            print(f"  ({time_of[system]:.0f} s)", flush=True)
+        measured = {**report.workload_result(w, per), "measured": {
+            "date": time.strftime("%Y-%m-%d %H:%M"), "commit": _commit(),
+            "elapsed_s": round(sum(time_of.values()))}}
+        result["workloads"][w.name] = measured  # type: ignore[index]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=str))  # after every workload
-    result["meta"]["elapsed_s"] = round(time.time() - started)  # type: ignore[index]
+    result["meta"]["elapsed_s"] = _elapsed(result, started)  # type: ignore[index]
     out.write_text(json.dumps(result, indent=1, default=str))
     plots = report.plot(out, OUT / "plots")
     md = report.markdown(result, plots)
     print(md)
     if not args.no_results_md:
         report.update_results_md(md, args.mode)
+
+
+def _resumable(out: Path, meta: dict[str, object]) -> dict[str, dict[str, object]]:
+    """The workloads an earlier run of the same sweep stored in `out`."""
+    if not out.exists():
+        return {}
+    prev = json.loads(out.read_text())
+    same = all(prev.get("meta", {}).get(k) == meta[k] for k in ("mode", "reps", "seed"))
+    if not same:
+        sys.exit(f"{out} holds another sweep ({prev.get('meta')}): not resuming it")
+    return dict(prev.get("workloads") or {})
+
+
+def _elapsed(result: dict[str, Any], started: float) -> int:
+    """Seconds the sweep took: its workloads' own, summed over the parts it was run in."""
+    parts = [int((wr.get("measured") or {}).get("elapsed_s") or 0)
+             for wr in result["workloads"].values()]
+    return sum(parts) or round(time.time() - started)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, cwd=OUT.parent).stdout.strip()
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":

@@ -105,8 +105,11 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
         window = f"a batch submitted at once, {wr['drain_s']:g} s to finish" if batch else \
             (f"warm-up {wr['warmup_s']:g} s, measured {wr['measure_s']:g} s, drain "
              f"{wr['drain_s']:g} s")
+        when = wr.get("measured") or {}
+        at = f" Measured {when['date']} at {when['commit']} ({when['elapsed_s']} s)." \
+            if when else ""
         lines += [f"#### {wr['title']} ({name})", "",
-                  f"{wr['engines']} engines, time scale {wr['time_scale']}; {window}.", ""]
+                  f"{wr['engines']} engines, time scale {wr['time_scale']}; {window}.{at}", ""]
         if batch:
             lines += ["| system | batch | makespan s (per rep) | runs ok/all | avg s | p99 s "
                       "| imbalance CV |", "|---|---|---|---|---|---|---|"]
