@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from nalar_common.auth import Principal
-from nalar_common.guardrails import GuardrailFile, waive
+from nalar_common.guardrails import Breach, GuardrailFile, waive
 from nalar_common.subjects import Names
 from nalar_local_controller.access import RunFacts
 from nalar_local_controller.guard import CallGuard
@@ -30,6 +30,10 @@ def use(guard: CallGuard, text: str) -> None:
     guard.file.path.write_text(text)
 
 
+async def admit(guard: CallGuard, run: RunFacts, *call: str) -> Breach | None:
+    return await guard.admit(run, guard.limits(run), *call)
+
+
 def facts(run: str = "r1", *, tenant: str = "acme", session: str = "s1",
           started: float | None = None) -> RunFacts:
     return RunFacts(run, Principal("alice", ("analyst",), tenant), "wf", session,
@@ -40,13 +44,13 @@ async def test_iterations_stop_the_call_past_the_limit_once_per_future(
         guard: CallGuard) -> None:
     use(guard, "limits: [{name: critic, iterations: 2, agent: Critic}]")
     run = facts()
-    assert await guard.admit(run, "1", "Critic", "review", "s1") is None
-    assert await guard.admit(run, "1", "Critic", "review", "s1") is None  # same future again
-    assert await guard.admit(run, "2", "Other", "x", "s1") is None  # not counted
-    assert await guard.admit(run, "3", "Critic", "review", "s1") is None  # the 2nd: at limit
-    breach = await guard.admit(run, "4", "Critic", "review", "s1")
+    assert await admit(guard, run, "1", "Critic", "review", "s1") is None
+    assert await admit(guard, run, "1", "Critic", "review", "s1") is None  # same future again
+    assert await admit(guard, run, "2", "Other", "x", "s1") is None  # not counted
+    assert await admit(guard, run, "3", "Critic", "review", "s1") is None  # the 2nd: at limit
+    breach = await admit(guard, run, "4", "Critic", "review", "s1")
     assert breach is not None and breach.value == 2 and breach.limit.name == "critic"
-    assert await guard.admit(facts("r2"), "1", "Critic", "review", "s1") is None  # per run
+    assert await admit(guard, facts("r2"), "1", "Critic", "review", "s1") is None  # per run
 
 
 async def test_tokens_reserve_the_worst_case_and_settle_to_what_was_used(
@@ -89,11 +93,11 @@ async def test_cost_uses_the_model_price_and_tenants_count_across_runs(
 async def test_wall_time_and_a_lifted_limit(guard: CallGuard, names: Names) -> None:
     use(guard, "limits: [{name: slow, wall_s: 5, action: pause}]")
     young, old = facts("w1", started=time.time() - 4), facts("w2", started=time.time() - 6)
-    assert await guard.admit(young, "1", "A", "m", "s1") is None
-    breach = await guard.admit(old, "1", "A", "m", "s1")
+    assert await admit(guard, young, "1", "A", "m", "s1") is None
+    breach = await admit(guard, old, "1", "A", "m", "s1")
     assert breach is not None and breach.limit.action == "pause" and breach.value > 5
     await waive(guard.r, names, "w2", ["slow"])
-    assert await guard.admit(old, "2", "A", "m", "s1") is None
+    assert await admit(guard, old, "2", "A", "m", "s1") is None
 
 
 async def test_match_limits_bind_only_their_principals(guard: CallGuard) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nalar_common.auth import Principal
-from nalar_common.configfile import ConfigFile, load_yaml
+from nalar_common.configfile import ConfigFile, check_entry, load_yaml
 
 ALL = "all"
 _RULE_KEYS = {"match", "access", "workflows", "agents", "name"}
@@ -142,12 +142,7 @@ def parse_policy(text: str) -> AccessPolicy:
     rules = []
     for i, item in enumerate(raw):
         where = f"rule {i + 1}"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: a mapping with `match` and `access`")
-        unknown = set(item) - _RULE_KEYS
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: "
-                             f"{sorted(_RULE_KEYS)})")
+        item = check_entry(item, _RULE_KEYS, where, "`match` and `access`")
         cond = parse_match(item.get("match"), where)
         access = _names(item["access"], f"{where}: access") if "access" in item \
             else frozenset()

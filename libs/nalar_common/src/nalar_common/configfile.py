@@ -30,6 +30,16 @@ def load_yaml(text: str) -> tuple[Any, str]:
     return doc, hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def check_entry(item: Any, known: set[str], where: str, shape: str) -> dict[str, Any]:
+    """One entry of a config list: a mapping with only `known` keys, or ValueError."""
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: a mapping with {shape}")
+    unknown = set(item) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+    return item
+
+
 class ConfigFile(Generic[T]):
     def __init__(self, path: Path, parse: Callable[[str], T], empty: T, *, what: str,
                  check_every_s: float = 1.0) -> None:

@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 
 from nalar_common.auth import Principal
 from nalar_common.authz import matches, parse_match
-from nalar_common.configfile import ConfigFile, load_yaml
+from nalar_common.configfile import ConfigFile, check_entry, load_yaml
 from nalar_common.errors import Cancelled, GuardrailExceeded, NalarError
 from nalar_common.subjects import Names
 
@@ -172,12 +172,7 @@ def _prices(raw: Any) -> dict[str, Price]:
 
 def _limit(item: Any, i: int, names: set[str]) -> Limit:
     where = f"limit {i + 1}"
-    if not isinstance(item, dict):
-        raise ValueError(f"{where}: a mapping with `scope`, a measure and `action`")
-    unknown = set(item) - _LIMIT_KEYS
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: "
-                         f"{sorted(_LIMIT_KEYS)})")
+    item = check_entry(item, _LIMIT_KEYS, where, "`scope`, a measure and `action`")
     name = str(item.get("name") or f"limit-{i + 1}")
     where = f"limit {i + 1} ({name})"
     if name in names:

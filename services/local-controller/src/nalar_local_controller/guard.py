@@ -84,11 +84,10 @@ class CallGuard:
     def limits(self, facts: RunFacts) -> tuple[Limit, ...]:
         return self.file.current().applying(facts.principal, facts.workflow)
 
-    async def admit(self, facts: RunFacts, future: str, agent: str, method: str,
-                    session: str) -> Breach | None:
+    async def admit(self, facts: RunFacts, limits: tuple[Limit, ...], future: str,
+                    agent: str, method: str, session: str) -> Breach | None:
         """Before an agent call: its run's wall time, and one more iteration of its agent
-        (counted once per future, whatever its attempts)."""
-        limits = self.limits(facts)
+        (counted once per future, whatever its attempts); `limits`: those binding the run."""
         if not limits:
             return None
         breaches = await self._wall(limits, facts, session)

@@ -282,8 +282,9 @@ class LocalController:
         it (failed, its run aborted, or paused until the run's `resume` signal)."""
         assert self.guard is not None
         try:
-            held.guarded = bool(self.guard.limits(facts))
-            breach = await self.guard.admit(facts, held.future, held.agent,
+            limits = self.guard.limits(facts)
+            held.guarded = bool(limits)
+            breach = await self.guard.admit(facts, limits, held.future, held.agent,
                                             held.headers.get(H.METHOD, ""), held.session)
             if breach is None:
                 held.paused = False
