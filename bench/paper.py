@@ -48,8 +48,8 @@ def main() -> None:
     ap.add_argument("--out", default="", help="JSON path (default results/paper_<mode>.json)")
     ap.add_argument("--no-results-md", action="store_true")
     ap.add_argument("--resume", action="store_true",
-                    help="keep the workloads the JSON has already (same mode, repetitions and "
-                    "seed) and run only the others: a long sweep in parts")
+                    help="keep the workloads the JSON has already (same mode, repetitions, "
+                    "seed and windows) and run only the others: a long sweep in parts")
     args = ap.parse_args()
     reps = args.reps or (1 if args.mode == "quick" else 3)
     chosen = [workloads()[n] for n in args.workloads.split(",") if n]
@@ -70,16 +70,22 @@ def main() -> None:
     done = _resumable(out, result["meta"]) if args.resume else {}  # type: ignore[arg-type]
     result["workloads"] = dict(done)
     for w in chosen:
-        if w.name in done:
-            print(f"{w.name}: kept from {out} (measured {done[w.name].get('measured')})",
-                  flush=True)
-            continue
         if args.mode == "quick" and not w.batch:
-            w.warmup_s, w.measure_s, w.drain_s = w.quick_windows
+            w.warmup_s, w.measure_s, w.cooldown_s, w.drain_s = w.quick_windows
         if args.measure_s:
             w.measure_s = args.measure_s
             if args.mode == "quick":
                 w.warmup_s = min(w.warmup_s, args.measure_s / 4)
+        if w.name in done:
+            kept = done[w.name]
+            if all(kept.get(k) == v for k, v in w.windows().items()):
+                print(f"{w.name}: kept from {out} (measured {kept.get('measured')})",
+                      flush=True)
+                continue
+            print(f"{w.name}: {out} has it measured with other windows "
+                  f"({ {k: kept.get(k) for k in w.windows()} }): measuring it again",
+                  flush=True)
+            del result["workloads"][w.name]  # type: ignore[attr-defined]
         rates = [float(x) for x in args.rates.split(",")] if args.rates else \
             (w.quick_rates if args.mode == "quick" else w.rates)
         per: dict[str, object] = {}

@@ -16,7 +16,7 @@ from paperbench.workloads import workloads
 
 def test_fa_schedule_is_poisson_sessions_with_follow_ups_after_their_turn() -> None:
     w = workloads()["fa"]
-    w.warmup_s, w.measure_s = 0.0, 400.0
+    w.warmup_s, w.measure_s, w.cooldown_s = 0.0, 400.0, 0.0
     arrivals = w.schedule(4.0, seed=1)
     assert arrivals == w.schedule(4.0, seed=1)  # fixed seed, same schedule
     assert 3.4 < len(arrivals) / 400 < 4.6  # every turn counts towards the rate
@@ -27,6 +27,11 @@ def test_fa_schedule_is_poisson_sessions_with_follow_ups_after_their_turn() -> N
                           arrivals[a.after].t < a.t and
                           arrivals[a.after].input["turn"] + 1 == a.input["turn"]
                           for a in follow)
+    # a cool-down: the same arrivals, and more after the window (not counted)
+    w.cooldown_s = 20.0
+    longer = w.schedule(4.0, seed=1)
+    assert [a for a in longer if a.t < 400] == arrivals
+    assert 40 < sum(400 <= a.t < 420 for a in longer) < 120 and max(a.t for a in longer) < 420
 
 
 def test_router_mix_drifts_from_chat_to_code() -> None:
@@ -41,6 +46,7 @@ def test_router_mix_drifts_from_chat_to_code() -> None:
     assert code_share(0, 40) < 0.25 and code_share(270, 310) > 0.75
     # it drifts over the first half of the window, then holds
     assert 0.4 < code_share(70, 100) < 0.6 and code_share(160, 310) > 0.8
+    assert max(a.t for a in arrivals) > 310 and code_share(310, 320) > 0.75  # cool-down
 
 
 def test_statistics() -> None:
@@ -63,14 +69,18 @@ def test_statistics() -> None:
 @pytest.mark.parametrize("name", ["fa", "router", "swe"])
 def test_each_workload_runs_on_the_stack(name: str, tmp_path: Path) -> None:
     """A few runs of the workload on the static baseline: all succeed, engines report busy
-    time, and the step has every figure the report needs."""
+    time, the step has every figure the report needs, and only the measured window's
+    arrivals count (not the warm-up's or the cool-down's)."""
     w = workloads()[name]
-    w.time_scale, w.warmup_s, w.measure_s, w.drain_s = 0.05, 1.0, 3.0, 30.0
+    w.time_scale, w.warmup_s, w.measure_s, w.cooldown_s, w.drain_s = 0.05, 1.0, 3.0, 2.0, 30.0
     rate = 3.0 if name == "swe" else 2.0
     result = runner.run_system("static", w, [rate], 1, 3, tmp_path, print)
     report.judge(w, {"static": result})
     step = result["steps"][0]
     assert step["runs"] > 0 and step["completed"] == step["runs"], step["errors"]
+    window = [a for a in w.schedule(rate, 3) if w.batch or 1.0 <= a.t < 4.0]
+    assert step["runs"] == len(window)
+    assert step["busy_cv"] >= 0  # the repetitions merged: both imbalances kept
     assert sum(step["engine_busy_s"].values()) > 0
     assert step["latency"]["p99_s"] >= step["latency"]["p50_s"] > 0
     if name == "swe":

@@ -77,16 +77,18 @@ async def _one(http: httpx.AsyncClient, rec: Record, deadline: float) -> None:
 
 async def drive(url: str, arrivals: list[Arrival], *, measure: tuple[float, float],
                 drain_s: float, on_window: Callable[[str], Awaitable[None]]) -> list[Record]:
-    """Post every arrival at its time; runs due in [measure) are counted. `on_window("start")`
-    and `on_window("end")` run at the measuring window's edges (engine snapshots). Runs not
-    finished `drain_s` after the last arrival are `unfinished`."""
+    """Post every arrival at its time; runs due in [measure) are counted, those after it
+    (the cool-down) keep the load on while the counted ones finish and are then let go.
+    `on_window("start")` and `on_window("end")` run at the measuring window's edges (engine
+    snapshots). Counted runs not finished `drain_s` after the window (after the last
+    arrival, for a batch) are `unfinished`."""
     records = [Record(a, measure[0] <= a.t < measure[1]) for a in arrivals]
     limits = httpx.Limits(max_connections=4000, max_keepalive_connections=400)
     loop = asyncio.get_running_loop()
     async with httpx.AsyncClient(base_url=url, limits=limits, trust_env=False) as http:
         t0 = loop.time() + 0.2
         end = max((a.t for a in arrivals), default=0.0)
-        deadline = t0 + max(end, measure[1] if measure[1] < math.inf else 0.0) + drain_s
+        deadline = t0 + (measure[1] if measure[1] < math.inf else end) + drain_s
 
         async def start(rec: Record) -> None:
             await asyncio.sleep(max(0.0, t0 + rec.arrival.t - loop.time()))
@@ -107,9 +109,14 @@ async def drive(url: str, arrivals: list[Arrival], *, measure: tuple[float, floa
 
         window = asyncio.create_task(edges())
         tasks = [asyncio.create_task(start(r)) for r in records]
-        _, pending = await asyncio.wait(tasks, timeout=max(1.0, deadline - loop.time() + 5))
-        for task in pending:
+        counted = [t for t, r in zip(tasks, records, strict=True) if r.measured]
+        if counted:
+            await asyncio.wait(counted, timeout=max(1.0, deadline - loop.time() + 5))
+        # the cool-down's arrivals are all posted even if the counted runs finished first
+        await asyncio.sleep(max(0.0, t0 + end - loop.time()))
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if window.done() or measure[1] < math.inf:
             await window
         else:

@@ -44,8 +44,7 @@ def judge(w: Workload, per: dict[str, Any]) -> None:
 def workload_result(w: Workload, per: dict[str, Any]) -> dict[str, Any]:
     judge(w, per)
     out: dict[str, Any] = {"title": w.title, "time_scale": w.time_scale,
-                           "engines": len(w.hosts), "warmup_s": w.warmup_s,
-                           "measure_s": w.measure_s, "drain_s": w.drain_s, "systems": per}
+                           "engines": len(w.hosts), **w.windows(), "systems": per}
     out["targets"] = targets(w.name, per)
     return out
 
@@ -103,35 +102,39 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
     for name, wr in result["workloads"].items():
         batch = name == "swe"
         window = f"a batch submitted at once, {wr['drain_s']:g} s to finish" if batch else \
-            (f"warm-up {wr['warmup_s']:g} s, measured {wr['measure_s']:g} s, drain "
-             f"{wr['drain_s']:g} s")
+            (f"warm-up {wr['warmup_s']:g} s, measured {wr['measure_s']:g} s, "
+             + (f"cool-down {wr['cooldown_s']:g} s (arrivals go on, not counted), "
+                if wr.get("cooldown_s") else "no cool-down, ")
+             + f"drain {wr['drain_s']:g} s")
         when = wr.get("measured") or {}
         at = f" Measured {when['date']} at {when['commit']} ({when['elapsed_s']} s)." \
             if when else ""
         lines += [f"#### {wr['title']} ({name})", "",
                   f"{wr['engines']} engines, time scale {wr['time_scale']}; {window}.{at}", ""]
         if batch:
-            lines += ["| system | batch | makespan s (per rep) | runs ok/all | avg s | p99 s "
-                      "| imbalance CV |", "|---|---|---|---|---|---|---|"]
+            lines += ["| system | batch | makespan s, median (per rep) | runs ok/all | avg s | "
+                      "p99 s | imbalance CV: work, busy |", "|---|---|---|---|---|---|---|"]
         else:
-            lines += ["| system | rate/s | runs ok/all | failed | unfinished | avg s | p50 s | "
-                      "p95 s | p99 s | imbalance CV | sustained |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines += ["| system | rate/s | offered/s | runs ok/all | failed | unfinished | "
+                      "avg s | p50 s | p95 s | p99 s | imbalance CV: work, busy | sustained |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for system, sr in wr["systems"].items():
             for s in sr["steps"]:
                 lat = s["latency"]
+                cvs = f"{s['imbalance_cv']:g}, {_f(s.get('busy_cv'))}"
                 if batch:
                     lines.append(f"| {LABEL[system]} | {s['rate']:g} | {_f(s['makespan_s'])} "
                                  f"({', '.join(_f(x) for x in s['makespan_per_rep_s'])}) | "
                                  f"{s['completed']}/{s['runs']} | {_f(lat['avg_s'])} | "
-                                 f"{_f(lat['p99_s'])} | {s['imbalance_cv']:g} |")
+                                 f"{_f(lat['p99_s'])} | {cvs} |")
                 else:
                     ok = "yes" if s["sustained"] else f"no ({s['why_not']})"
-                    lines.append(f"| {LABEL[system]} | {s['rate']:g} | {s['completed']}/"
+                    lines.append(f"| {LABEL[system]} | {s['rate']:g} | "
+                                 f"{_f(s.get('offered_rate'))} | {s['completed']}/"
                                  f"{s['runs']} | {s['failed']} | {s['unfinished']} | "
                                  f"{_f(lat['avg_s'])} | {_f(lat['p50_s'])} | "
                                  f"{_f(lat['p95_s'])} | {_f(lat['p99_s'])} | "
-                                 f"{s['imbalance_cv']:g} | {ok} |")
+                                 f"{cvs} | {ok} |")
         if not batch:
             lines += ["", "Highest sustained rate (runs/s): " + ", ".join(
                 f"{LABEL[k]} {_f(v['max_sustained_rate'])}" for k, v in wr["systems"].items())]

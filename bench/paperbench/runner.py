@@ -25,8 +25,10 @@ def _step(w: Workload, rate: float, rep: int, records: list[Record],
           snaps: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """A step's figures; the imbalance is the coefficient of variation of the engines'
     sequence-seconds over the window (their work: with continuous batching a loaded engine
-    is busy nearly all the time, so plain busy time hardly tells engines apart)."""
+    is busy nearly all the time, so plain busy time hardly tells engines apart); that of
+    their busy time (wall time with a sequence running) is kept beside it."""
     work = _delta(snaps["start"], snaps["end"], "seq_s")
+    busy = _delta(snaps["start"], snaps["end"], "busy_s")
     measured = [r for r in records if r.measured]
     ok = [r for r in measured if r.status == "succeeded"]
     errors: dict[str, int] = {}
@@ -42,10 +44,11 @@ def _step(w: Workload, rate: float, rep: int, records: list[Record],
         "errors": errors, "latency": stats.summary([r.latency_s for r in ok]),
         "latencies": [round(r.latency_s, 3) for r in ok],
         "diverging": stats.diverging([(r.arrival.t, r.latency_s) for r in ok]),
-        "engine_busy_s": _delta(snaps["start"], snaps["end"], "busy_s"),
+        "engine_busy_s": busy,
         "engine_seq_s": work,
         "engine_pool": {e["id"]: str(e.get("pool", "")) for e in snaps["end"]},
         "imbalance_cv": stats.cv(list(work.values())),
+        "busy_cv": stats.cv(list(busy.values())),
     }
     if w.batch and ok:
         ends = [r.due + r.latency_s for r in ok]
@@ -79,8 +82,9 @@ async def _nothing(edge: str) -> None:
 
 
 def merge(w: Workload, reps: list[dict[str, Any]]) -> dict[str, Any]:
-    """A rate's repetitions pooled: latencies together, failures summed, the per-repetition
-    p99 and makespan kept for their spread."""
+    """A rate's repetitions pooled: latencies together, failures summed, the imbalance
+    and the makespan the median of the repetitions', the per-repetition p99 and makespan
+    kept for their spread."""
     lat = [x for s in reps for x in s["latencies"]]
     out: dict[str, Any] = {
         "rate": reps[0]["rate"], "reps": len(reps),
@@ -92,6 +96,7 @@ def merge(w: Workload, reps: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_per_rep_s": [s["latency"]["p99_s"] for s in reps],
         "diverging": sum(bool(s["diverging"]) for s in reps) * 2 > len(reps),
         "imbalance_cv": round(statistics.median(s["imbalance_cv"] for s in reps), 3),
+        "busy_cv": round(statistics.median(s["busy_cv"] for s in reps), 3),
         "errors": {k: sum(s["errors"].get(k, 0) for s in reps)
                    for k in {k for s in reps for k in s["errors"]}},
         **{k: reps[-1][k] for k in ("engine_busy_s", "engine_seq_s", "engine_pool")},

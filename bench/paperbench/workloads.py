@@ -46,17 +46,32 @@ class Workload:
     quick_rates: list[float]
     warmup_s: float = 10.0
     measure_s: float = 30.0
-    drain_s: float = 40.0
+    # arrivals go on this long after the measured window, not counted, so the window's last
+    # runs meet the same load as its first (not a system emptying out)
+    cooldown_s: float = 10.0
+    drain_s: float = 40.0  # from the measured window's end, for its runs to finish
     startup_s: float = 0.0  # a provisioned instance's engine start-up (wall seconds)
-    # `make bench`: warm-up, measured window and drain (seconds), and the systems run (those
-    # the workload's targets compare)
-    quick_windows: tuple[float, float, float] = (3.0, 12.0, 15.0)
+    # `make bench`: warm-up, measured window, cool-down and drain (seconds), and the systems
+    # run (those the workload's targets compare)
+    quick_windows: tuple[float, float, float, float] = (3.0, 12.0, 3.0, 15.0)
     quick_systems: tuple[str, ...] = ("nalar", "static", "ayo", "ray")
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def batch(self) -> bool:
         return self.name == "swe"
+
+    @property
+    def load_end(self) -> float:
+        """When arrivals stop: after the warm-up, the measured window and the cool-down."""
+        return self.warmup_s + self.measure_s + self.cooldown_s
+
+    def windows(self) -> dict[str, float]:
+        """The windows that shape this workload's figures (a batch has only its drain)."""
+        if self.batch:
+            return {"drain_s": self.drain_s}
+        return {"warmup_s": self.warmup_s, "measure_s": self.measure_s,
+                "cooldown_s": self.cooldown_s, "drain_s": self.drain_s}
 
     def policies(self) -> str:
         names = [f"nalar_global_controller.policies:{p}" for p in DEFAULT_POLICIES]
@@ -76,23 +91,26 @@ def fa_schedule(w: Workload, rate: float, seed: int) -> list[Arrival]:
     followups, think_s = w.extra["followups"], w.extra["think_s"]
     session_rate = rate / (1.0 + followups)
     p_more = followups / (1.0 + followups)
-    end = w.warmup_s + w.measure_s
+    end = w.load_end
     out: list[Arrival] = []
     # sessions start well before the load does (long enough that hardly any session that
     # started earlier would still be going), so follow-ups are in steady state from t = 0
     start = -think_s * (1.0 + followups) * 5
     tag = f"{seed}-{rate:g}"
     for n, t in enumerate(poisson(rng, session_rate, start, end)):
-        session, ticker = f"fa-{tag}-{n}", rng.choice(TICKERS)
+        # each session draws from its own stream: a longer schedule (a cool-down) keeps
+        # the shorter one's arrivals
+        own = random.Random(f"{tag}-{n}")
+        session, ticker = f"fa-{tag}-{n}", own.choice(TICKERS)
         at, turn, prev = t, 0, None
         while at < end:
             out.append(Arrival(at, "fa_query", {"ticker": ticker, "question":
-                                                rng.choice(QUESTIONS), "turn": turn},
+                                                own.choice(QUESTIONS), "turn": turn},
                                session, prev))
             prev = len(out) - 1
-            if rng.random() >= p_more:
+            if own.random() >= p_more:
                 break
-            at += rng.expovariate(1.0 / think_s)
+            at += own.expovariate(1.0 / think_s)
             turn += 1
     return _sorted(out)
 
@@ -110,9 +128,10 @@ def _sorted(arrivals: list[Arrival]) -> list[Arrival]:
 def router_schedule(w: Workload, rate: float, seed: int) -> list[Arrival]:
     """Independent queries, Poisson; the share of coding queries drifts from 10% to 90%
     over the first `drift` of the measuring window (10% during the warm-up), then stays
-    there: the skew builds, then persists, as in the paper's traces."""
+    there (through the cool-down too): the skew builds, then persists, as in the paper's
+    traces."""
     rng = random.Random(seed)
-    end = w.warmup_s + w.measure_s
+    end = w.load_end
     drift_s = w.measure_s * w.extra.get("drift", 1.0)
     out: list[Arrival] = []
     for n, t in enumerate(poisson(rng, rate, 0.0, end)):
@@ -146,7 +165,7 @@ def workloads() -> dict[str, Workload]:
             rates=[3.0, 5.0, 7.0, 9.0], quick_rates=[5.0, 7.0],
             startup_s=2.0, extra={"drift": 0.5},
             # the drift needs time next to a 2 s start-up
-            quick_windows=(4.0, 24.0, 15.0), quick_systems=("nalar", "static")),
+            quick_windows=(4.0, 24.0, 4.0, 15.0), quick_systems=("nalar", "static")),
         "swe": Workload(
             "swe", "Recursive software engineering", time_scale=0.25,
             hosts=[*(Host(f"plan{i}", "SWEPlanner", slots=1) for i in range(2)),
