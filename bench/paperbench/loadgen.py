@@ -78,7 +78,7 @@ async def _one(http: httpx.AsyncClient, rec: Record, deadline: float) -> None:
 async def drive(url: str, arrivals: list[Arrival], *, measure: tuple[float, float],
                 drain_s: float, on_window: Callable[[str], Awaitable[None]]) -> list[Record]:
     """Post every arrival at its time; runs due in [measure) are counted, those after it
-    (the cool-down) keep the load on while the counted ones finish and are then let go.
+    (the cool-down) keep the load on while the counted ones finish, and are not counted.
     `on_window("start")` and `on_window("end")` run at the measuring window's edges (engine
     snapshots). Counted runs not finished `drain_s` after the window (after the last
     arrival, for a batch) are `unfinished`."""
@@ -109,14 +109,13 @@ async def drive(url: str, arrivals: list[Arrival], *, measure: tuple[float, floa
 
         window = asyncio.create_task(edges())
         tasks = [asyncio.create_task(start(r)) for r in records]
-        counted = [t for t, r in zip(tasks, records, strict=True) if r.measured]
-        if counted:
-            await asyncio.wait(counted, timeout=max(1.0, deadline - loop.time() + 5))
-        # the cool-down's arrivals are all posted even if the counted runs finished first
-        await asyncio.sleep(max(0.0, t0 + end - loop.time()))
-        for task in tasks:
+        # the cool-down's runs are followed to their end too (by the same deadline): a client
+        # that walks away can make a system drop the request (Ray Serve cancels it), which
+        # would take load off the measured runs' tail and leave work behind for the next step
+        _, pending = await asyncio.wait(tasks, timeout=max(1.0, deadline - loop.time() + 5))
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
         if window.done() or measure[1] < math.inf:
             await window
         else:
