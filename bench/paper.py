@@ -68,7 +68,8 @@ def main() -> None:
         "workloads": {}}
     out = Path(args.out) if args.out else OUT / f"paper_{args.mode}.json"
     done = _resumable(out, result["meta"]) if args.resume else {}  # type: ignore[arg-type]
-    result["workloads"] = dict(done)
+    stored: dict[str, object] = dict(done)
+    result["workloads"] = stored
     for w in chosen:
         if args.mode == "quick" and not w.batch:
             w.warmup_s, w.measure_s, w.cooldown_s, w.drain_s = w.quick_windows
@@ -85,7 +86,7 @@ def main() -> None:
             print(f"{w.name}: {out} has it measured with other windows "
                   f"({ {k: kept.get(k) for k in w.windows()} }): measuring it again",
                   flush=True)
-            del result["workloads"][w.name]  # type: ignore[attr-defined]
+            del stored[w.name]
         rates = [float(x) for x in args.rates.split(",")] if args.rates else \
             (w.quick_rates if args.mode == "quick" else w.rates)
         per: dict[str, object] = {}
@@ -103,7 +104,7 @@ def main() -> None:
         measured = {**report.workload_result(w, per), "measured": {
             "date": time.strftime("%Y-%m-%d %H:%M"), "commit": _commit(),
             "elapsed_s": round(sum(time_of.values()))}}
-        result["workloads"][w.name] = measured  # type: ignore[index]
+        stored[w.name] = measured
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=str))  # after every workload
     result["meta"]["elapsed_s"] = _elapsed(result, started)  # type: ignore[index]
