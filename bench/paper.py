@@ -59,17 +59,15 @@ def main() -> None:
         ap.error(f"unknown systems {sorted(unknown)}; known: {systems.SYSTEMS}")
     command = "python bench/paper.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     started = time.time()
-    result: dict[str, object] = {
-        "meta": {"command": command.strip(), "mode": args.mode, "reps": reps,
-                 "seed": args.seed, "machine": f"{platform.machine()}, "
-                 f"{len(os.sched_getaffinity(0))} cores, "
-                 f"Python {platform.python_version()}",
-                 "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started))},
-        "workloads": {}}
+    meta: dict[str, object] = {
+        "command": command.strip(), "mode": args.mode, "reps": reps, "seed": args.seed,
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+        f"Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started))}
     out = Path(args.out) if args.out else OUT / f"paper_{args.mode}.json"
-    done = _resumable(out, result["meta"]) if args.resume else {}  # type: ignore[arg-type]
+    done = _resumable(out, meta) if args.resume else {}
     stored: dict[str, object] = dict(done)
-    result["workloads"] = stored
+    result: dict[str, object] = {"meta": meta, "workloads": stored}
     for w in chosen:
         if args.mode == "quick" and not w.batch:
             w.warmup_s, w.measure_s, w.cooldown_s, w.drain_s = w.quick_windows
@@ -107,9 +105,9 @@ def main() -> None:
         stored[w.name] = measured
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=str))  # after every workload
-    result["meta"]["elapsed_s"] = _elapsed(result, started)  # type: ignore[index]
+    meta["elapsed_s"] = _elapsed(result, started)
     out.write_text(json.dumps(result, indent=1, default=str))
-    plots = report.plot(out, OUT / "plots")
+    plots = report.plot(out, out.parent / "plots")  # beside the JSON (--out: not the repo's)
     md = report.markdown(result, plots)
     print(md)
     if not args.no_results_md:

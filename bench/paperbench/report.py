@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -144,8 +145,9 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
                       for t in wr["targets"]]
         lines.append("")
     if plots:
-        lines += ["Plots: " + ", ".join(f"[{Path(p).name}](results/plots/{Path(p).name})"
-                                        for p in plots), ""]
+        lines += ["Plots: " + ", ".join(
+            f"[{Path(p).name}]({os.path.relpath(Path(p).resolve(), RESULTS_MD.parent)})"
+            for p in plots), ""]
     return "\n".join(lines)
 
 
