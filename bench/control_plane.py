@@ -66,8 +66,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+from nalar_common.authz import PolicyFile
 from nalar_common.cluster import ClusterView, InstanceInfo, PolicySnapshot
 from nalar_common.envelope import Envelope
+from nalar_common.guardrails import GuardrailFile
 from nalar_common.settings import NatsSettings
 from nalar_common.subjects import Names
 from nalar_global_controller.policies import Policy, Rebalancer, load_policies
@@ -143,7 +145,8 @@ def bare_lc(node: str, queues: dict[str, InstanceQueue]) -> LocalController:
     (names and settings only; nothing here sends), so it has every attribute the constructor
     sets, and a stand-in view holding the policy snapshot (like the unit tests' `_bare_lc`)."""
     bus = SimpleNamespace(names=Names(), settings=NatsSettings(), on_reconnect=lambda hook: None)
-    lc = LocalController(cast(Any, bus), node, LocalControllerSettings())
+    lc = LocalController(cast(Any, bus), node, LocalControllerSettings(),
+                         access=PolicyFile.off(), guardrails=GuardrailFile.off())
     lc.view = cast(Any, _View())
     lc.queues = queues
     return lc

@@ -24,7 +24,7 @@ from nalar_common.servers import start_nats, start_valkey
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from e2e_stack import start_stack, stop_stack  # noqa: E402
+from e2e_stack import NO_LIMITS, start_stack, stop_stack  # noqa: E402
 
 LIMITS = """
 prices: {simulated: {prompt: 0.5, completion: 1.5}, default: {prompt: 3, completion: 15}}
@@ -53,6 +53,7 @@ def main() -> None:
         d = Path(tmp)
         nats, valkey = start_nats(d / "nats"), start_valkey(d / "valkey")
         limits = d / "guardrails.yaml"
+        limits.write_text(NO_LIMITS)
         stack = start_stack(ROOT / "tests" / "apps" / "governed", nats.url, valkey.url,
                             d / "nalar-up.log", nodes=1,
                             extra_env={"NALAR_GUARDRAILS_FILE": str(limits),
@@ -65,7 +66,7 @@ def main() -> None:
                 if mode == "on":
                     limits.write_text(LIMITS)
                 else:
-                    limits.unlink(missing_ok=True)
+                    limits.write_text(NO_LIMITS)
                 time.sleep(1.1)  # the controller rereads the file within a second
                 took = one(stack.url)
                 if i >= 4:  # warm-up

@@ -188,7 +188,9 @@ def started_stack(args: argparse.Namespace) -> Iterator[Stack]:
         port = free_port()
         up_log = tmp / "nalar-up.log"
         env = {**os.environ, "NALAR_NATS_URL": nats_srv.url, "NALAR_REDIS_URL": valkey.url,
-               "NALAR_LOG_LEVEL": args.log_level, "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL}
+               "NALAR_LOG_LEVEL": args.log_level, "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL,
+               # the app has no policy or guardrails file: both off, explicitly
+               "NALAR_AUTH_POLICY": "none", "NALAR_GUARDRAILS": "none"}
         with open(up_log, "wb") as out:
             up = subprocess.Popen(
                 [sys.executable, "-m", "nalar", "up", "--app", str(APP),

@@ -15,7 +15,8 @@ def stack(nats_url: str, redis_url: str,
     log = tmp_path_factory.mktemp("stack") / "nalar-up.log"
     # examples/policies on the path: a user policy can be switched on at run time
     handle = start_stack(BASIC_APP, nats_url, redis_url, log, extra_env={
-        "PYTHONPATH": str(BASIC_APP.parents[2] / "examples" / "policies")})
+        "PYTHONPATH": str(BASIC_APP.parents[2] / "examples" / "policies"),
+        "NALAR_POLICIES_ALLOW": "protect_session:ProtectSession"})
     yield handle
     stop_stack(handle)
 

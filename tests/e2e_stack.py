@@ -36,6 +36,19 @@ class StackHandle:
         return httpx.Client(base_url=self.url, timeout=60)
 
 
+def config_env(app: Path, extra_env: Mapping[str, str] | None) -> dict[str, str]:
+    """Authorization and guardrails for a test stack: the files a test names (or the app's
+    own `config/`), else turned off explicitly (services refuse to start without either)."""
+    env = dict(extra_env or {})
+    out = {}
+    if "NALAR_AUTH_POLICY_FILE" not in env and not (app / "config" / "policy.yaml").exists():
+        out["NALAR_AUTH_POLICY"] = "none"
+    if "NALAR_GUARDRAILS_FILE" not in env and \
+            not (app / "config" / "guardrails.yaml").exists():
+        out["NALAR_GUARDRAILS"] = "none"
+    return out
+
+
 def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: int = 2,
                 hosts_per_node: int = 1, extra_env: dict[str, str] | None = None,
                 args: tuple[str, ...] = ()) -> StackHandle:
@@ -43,7 +56,7 @@ def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: i
     prefix = "e" + uuid.uuid4().hex[:8]
     env = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url,
            "NALAR_LOG_LEVEL": "INFO", "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL,
-           **(extra_env or {})}
+           **config_env(app, extra_env), **(extra_env or {})}
     out = open(log, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "nalar", "up", "--app", str(app), "--nodes", str(nodes),
@@ -70,10 +83,15 @@ def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: i
     return StackHandle(url, nats_url, redis_url, prefix, log, proc)
 
 
+OPEN_POLICY = "rules:\n  - {match: {}, access: all}\n"  # everyone may run everything
+NO_LIMITS = "limits: []\n"
+
+
 @contextmanager
-def live_config(path: Path) -> Iterator[Callable[[str], None]]:
+def live_config(path: Path, restore: str) -> Iterator[Callable[[str], None]]:
     """A writer for a config file the stack rereads while it runs (policy, guardrails): each
-    write waits until the services have it (they check once a second); removed at the end."""
+    write waits until the services have it (they check once a second); `restore` is written
+    back at the end (a deleted file would keep the last rules in force)."""
 
     def write(text: str) -> None:
         path.write_text(text)
@@ -84,8 +102,7 @@ def live_config(path: Path) -> Iterator[Callable[[str], None]]:
     try:
         yield write
     finally:
-        path.unlink(missing_ok=True)
-        time.sleep(1.3)
+        write(restore)
 
 
 def stop_stack(handle: StackHandle) -> None:
@@ -180,7 +197,7 @@ def start_services(app: Path, nats_url: str, redis_url: str, log_dir: Path,
             "NALAR_NATS_PREFIX": prefix, "NALAR_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
             "NALAR_AGENT_HOST_APP": str(app), "NALAR_GATEWAY_APP": str(app),
             "NALAR_GATEWAY_PORT": str(port), "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL,
-            **(extra_env or {})}
+            **config_env(app, extra_env), **(extra_env or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
     handle = Services(f"http://127.0.0.1:{port}", nats_url, redis_url, prefix, log_dir)
     try:

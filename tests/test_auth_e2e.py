@@ -15,7 +15,14 @@ import httpx
 import jwt
 import pytest
 import redis
-from e2e_stack import BASIC_APP, StackHandle, live_config, start_stack, stop_stack
+from e2e_stack import (
+    BASIC_APP,
+    OPEN_POLICY,
+    StackHandle,
+    live_config,
+    start_stack,
+    stop_stack,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +33,9 @@ BODY = {"input": {"count": 2, "label": "auth"}}
 
 @pytest.fixture(scope="module")
 def policy_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("authz") / "policy.yaml"  # absent: everything allowed
+    path = tmp_path_factory.mktemp("authz") / "policy.yaml"
+    path.write_text(OPEN_POLICY)  # services refuse to start without a policy
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +53,7 @@ def secured(nats_url: str, redis_url: str, policy_path: Path,
 @pytest.fixture
 def set_policy(policy_path: Path) -> Iterator[Callable[[str], None]]:
     """Write the stack's policy file; its services reread it within a second."""
-    with live_config(policy_path) as write:
+    with live_config(policy_path, OPEN_POLICY) as write:
         yield write
 
 
@@ -117,12 +126,24 @@ def test_jwt_bearer_tokens(secured: StackHandle) -> None:
         "no subject": jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "exp": time.time() + 60},
                                  SECRET, algorithm="HS256"),
         "unsigned": jwt.encode({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE,
-                                "exp": time.time() + 60}, None, algorithm="none"),
+                                "exp": time.time() + 60}, "", algorithm="none"),
         "roles not a list": token(roles={"admin": True}),
+        "no issuer": jwt.encode({"sub": "alice", "aud": AUDIENCE, "exp": time.time() + 60,
+                                 "tenant": "acme"}, SECRET, algorithm="HS256"),
+        "no tenant": token(tenant=None),
+        "tenant with a slash": token(tenant="acme/x"),
+        "subject with a space": token(sub="alice smith"),
+        "subject of 10 KB": token(sub="a" * 10_240),
     }
     for why, t in bad.items():
         r = run(secured, {"Authorization": f"Bearer {t}"})
         assert r.status_code == 401, f"{why}: {r.text}"
+        assert r.json()["error"]["code"] == "unauthenticated", why
+    # a refusal names the claim at fault (no default tenant is configured here)
+    r = run(secured, {"Authorization": f"Bearer {token(tenant=None)}"})
+    assert r.json()["error"]["details"] == {"claim": "tenant"}, r.text
+    r = run(secured, {"Authorization": f"Bearer {token(sub='a' * 10_240)}"})
+    assert "'sub'" in r.json()["error"]["message"] and len(r.text) < 1000
 
 
 def test_a_forged_identity_in_the_body_changes_nothing(secured: StackHandle) -> None:
@@ -258,3 +279,84 @@ def test_a_tenant_sees_only_its_own_runs_and_sessions(secured: StackHandle) -> N
     assert httpx.get(f"{secured.url}/v1/dlq", headers=admin, timeout=30).status_code == 200
     r = httpx.post(f"{base}/signals/resume", json={"value": None}, headers=acme, timeout=30)
     assert r.status_code == 403 and "approver" in r.json()["error"]["message"]
+
+
+def test_a_bad_emptied_or_deleted_policy_keeps_the_rules_in_force(
+        secured: StackHandle, set_policy: Callable[[str], None], policy_path: Path) -> None:
+    guest = {"Authorization": f"Bearer {token(roles=[])}"}
+    set_policy("rules:\n  - match: {}\n    access: [echo]\n")
+    assert run(secured, guest).status_code == 403
+    for bad in ("", "rules: []\n", "rules:\n  - match: {role: adm"):  # emptied, none, cut off
+        set_policy(bad)
+        assert run(secured, guest).status_code == 403, bad  # never "allow everything"
+    policy_path.unlink()
+    deadline = time.monotonic() + 10  # the services notice within a second: still denied
+    while time.monotonic() < deadline:
+        assert run(secured, guest).status_code == 403
+        if "authz.policy.removed" in secured.log.read_text():
+            break
+        time.sleep(0.2)
+    assert run(secured, guest).status_code == 403
+
+
+def test_who_may_cancel_signal_and_replay_is_set_in_the_policy(
+        secured: StackHandle, set_policy: Callable[[str], None]) -> None:
+    set_policy("rules:\n  - {match: {}, access: all}\n"
+               "runs:\n  cancel: [operator]\n  signal: [approver]\n  replay: [operator]\n")
+    runner = {"Authorization": f"Bearer {token(roles=['runner'], tenant='acme')}"}
+    operator = {"Authorization": f"Bearer {token(roles=['operator'], tenant='acme')}"}
+    approver = {"Authorization": f"Bearer {token(roles=['approver'], tenant='acme')}"}
+    started = httpx.post(f"{secured.url}/v1/workflows/approve/runs", json={
+        "input": {"amount": 1}}, headers=runner, timeout=30).json()
+    base = f"{secured.url}/v1/runs/{started['run_id']}"
+    deadline = time.monotonic() + 30
+    while httpx.get(base, headers=runner, timeout=30).json()["status"] != "waiting":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    for path, body in (("/cancel", None), ("/signals/approval", {"value": "yes"})):
+        r = httpx.post(base + path, json=body, headers=runner, timeout=30)
+        assert r.status_code == 403, (path, r.text)
+        assert r.json()["error"]["details"]["action"] in ("cancel", "signal")
+    r = httpx.post(base + "/signals/approval", json={"value": "yes"}, headers=approver,
+                   timeout=30)
+    assert r.status_code == 202, r.text
+    done = httpx.get(base, headers=runner, timeout=30).json()
+    while done["status"] != "succeeded":
+        assert time.monotonic() < deadline, done
+        time.sleep(0.1)
+        done = httpx.get(base, headers=runner, timeout=30).json()
+    assert httpx.post(base + "/replay", json={}, headers=runner, timeout=30).status_code == 403
+    assert httpx.post(base + "/replay", json={}, headers=operator,
+                      timeout=30).status_code == 202
+
+
+def test_non_admins_see_no_tracebacks_and_no_session_ids(secured: StackHandle) -> None:
+    user = {"X-API-Key": keys(secured, "create", "--name", "u1", "--role", "runner",
+                              "--tenant", "acme").stdout.strip()}
+    admin = {"X-API-Key": (secured.log.parent / "api-key").read_text().strip()}
+    failed = httpx.post(f"{secured.url}/v1/workflows/fail/runs", params={"wait": 30},
+                        json={"input": {"message": "boom"}}, headers=user, timeout=60).json()
+    assert failed["status"] == "failed"
+    base = f"{secured.url}/v1/runs/{failed['run_id']}"
+    for path in ("", "/futures", "/journal", "/events?follow=false"):
+        mine = httpx.get(base + path, headers=user, timeout=30).text
+        assert "Traceback" not in mine and ".py" not in mine, path
+    assert "Traceback" in httpx.get(base + "/futures", headers=admin, timeout=30).text
+    # session ids in routing decisions: admins only
+    for path in ("/v1/cluster", "/v1/policy"):
+        body = httpx.get(secured.url + path, headers=user, timeout=30).text
+        assert failed["session_id"] not in body, path
+
+
+def test_tenant_and_idempotency_key_never_collide(secured: StackHandle) -> None:
+    acme = {"X-API-Key": keys(secured, "create", "--name", "a2", "--role", "runner",
+                              "--tenant", "acme").stdout.strip()}
+    acme_x = {"X-API-Key": keys(secured, "create", "--name", "a3", "--role", "runner",
+                                "--tenant", "acme:x").stdout.strip()}
+    first = run(secured, acme, {"input": BODY["input"], "idempotency_key": "x:y"}).json()
+    other = run(secured, acme_x, {"input": BODY["input"], "idempotency_key": "y"}).json()
+    assert first["run_id"] != other["run_id"], (first, other)
+    assert other["started_by"]["tenant"] == "acme:x"
+    # a JWT tenant such as `acme/x` is refused outright
+    bad = run(secured, {"Authorization": f"Bearer {token(tenant='acme/x')}"})
+    assert bad.status_code == 401

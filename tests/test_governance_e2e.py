@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from e2e_stack import ROOT, StackHandle, live_config, start_stack, stop_stack
+from e2e_stack import NO_LIMITS, ROOT, StackHandle, live_config, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,9 @@ WORST = PROMPT + MAX_TOKENS  # what a request reserves
 
 @pytest.fixture(scope="module")
 def guard_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("guard") / "guardrails.yaml"
+    path = tmp_path_factory.mktemp("guard") / "guardrails.yaml"
+    path.write_text(NO_LIMITS)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def governed(nats_url: str, redis_url: str, guard_path: Path,
 @pytest.fixture
 def limits(guard_path: Path) -> Iterator[Callable[[str], None]]:
     """Write the stack's guardrails; its controllers reread them within a second."""
-    with live_config(guard_path) as write:
+    with live_config(guard_path, NO_LIMITS) as write:
         yield write
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from e2e_stack import BASIC_APP
+from e2e_stack import BASIC_APP, config_env
 from nalar_common.servers import die_with_parent, free_port
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +30,8 @@ def services(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str
     base = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url,
             "NALAR_NATS_PREFIX": prefix, "NALAR_NATS_INSTANCE_TTL_S": "2",
             "NALAR_NODE_NAME": "n1", "NALAR_AGENT_HOST_APP": str(BASIC_APP),
-            "NALAR_GATEWAY_APP": str(BASIC_APP), "NALAR_GATEWAY_PORT": str(port)}
+            "NALAR_GATEWAY_APP": str(BASIC_APP), "NALAR_GATEWAY_PORT": str(port),
+            **config_env(BASIC_APP, None)}
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(name: str, module: str, **env: str) -> None:

@@ -1,12 +1,21 @@
 """The operator surface: the cluster as the gateway sees it, the running policy snapshot, and
-switching policies at run time (a bad one is refused and the running snapshot stays)."""
+switching policies at run time (a bad one is refused and the running snapshot stays; a spec
+naming a class that is not allowed runs nothing, through the API or straight from KV)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
+import nats
 import pytest
+from e2e_stack import StackHandle
+from nalar_common.policyspec import describe
+from nalar_common.subjects import Names
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +65,80 @@ def test_switch_policies_at_run_time(http: httpx.Client) -> None:
         assert snap["priorities"] == {"vip": 10, "gold": 7}
         history = http.get("/v1/policy", params={"history": True}).json()["history"]
         assert len(history) >= 2
+    finally:
+        assert http.put("/v1/policy", json={"policies": DEFAULT}).status_code == 200
+
+
+def _settled(http: httpx.Client) -> dict[str, Any]:
+    """`GET /v1/policy` once the global controller runs the configured policies (an earlier
+    test's last `PUT` may still be on its way)."""
+    deadline = time.monotonic() + 15
+    while True:
+        body: dict[str, Any] = http.get("/v1/policy").json()
+        config = body.get("config")
+        want = [describe(s) for s in config["policies"]] if config else BUILTIN
+        if body["snapshot"]["policies"] == want:
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+
+
+def _shell_spec(marker: Path) -> dict[str, Any]:
+    return {"class": "subprocess:run", "params": {"args": ["sh", "-c", f"id > {marker}"]}}
+
+
+def test_a_policy_spec_cannot_run_code(http: httpx.Client, tmp_path: Path) -> None:
+    before = _settled(http)
+    marker = tmp_path / "pwned"
+    for spec in [_shell_spec(marker), "builtins:eval",
+                 {"class": "os:system", "params": {"command": f"id > {marker}"}}]:
+        r = http.put("/v1/policy", json={"policies": [DEFAULT[0], spec]})
+        assert r.status_code == 422, r.text
+        assert "not allowed" in r.json()["error"]["message"]
+        assert r.json()["error"]["details"]["errors"][0]["field"] == "policies[1]"
+    after = http.get("/v1/policy").json()
+    assert after["config"] == before["config"]  # unchanged
+    assert after["snapshot"]["policies"] == before["snapshot"]["policies"]
+    assert not marker.exists()
+
+
+async def _write_config(stack: StackHandle, policies: list[Any]) -> int:
+    """Into the policy bucket directly, as anything that can reach NATS could."""
+    names = Names(stack.prefix)
+    nc = await nats.connect(stack.nats_url)
+    try:
+        kv = await nc.jetstream().key_value(names.policy_bucket)
+        return int(await kv.put(names.CONFIG_KEY, json.dumps({"policies": policies}).encode()))
+    finally:
+        await nc.close()
+
+
+def _controller_log(stack: StackHandle, event: str, revision: int) -> list[dict[str, Any]]:
+    """The global controller's log lines of `event` about config `revision`."""
+    out = []
+    for line in stack.log.read_text(errors="replace").splitlines():
+        name, _, rest = line.partition("|")
+        if name.strip() == "global-controller" and event in rest:
+            entry = json.loads(rest)
+            if entry.get("event") == event and entry.get("revision") == revision:
+                out.append(entry)
+    return out
+
+
+def test_a_spec_in_the_bucket_is_refused_by_the_global_controller(
+        stack: StackHandle, http: httpx.Client, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    before = _settled(http)["snapshot"]
+    revision = asyncio.run(_write_config(stack, [DEFAULT[0], _shell_spec(marker)]))
+    try:
+        deadline = time.monotonic() + 15
+        while not (refused := _controller_log(stack, "policy.refused", revision)):
+            assert time.monotonic() < deadline, stack.log.read_text()[-4000:]
+            time.sleep(0.1)
+        assert refused[0]["policy"] == "subprocess:run" and refused[0]["level"] == "error"
+        assert refused[0]["kept"] == before["policies"]
+        assert not marker.exists()
+        assert http.get("/v1/policy").json()["snapshot"]["policies"] == before["policies"]
     finally:
         assert http.put("/v1/policy", json={"policies": DEFAULT}).status_code == 200
 

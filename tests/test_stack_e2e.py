@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from e2e_stack import BASIC_APP, StackHandle
+from e2e_stack import BASIC_APP, StackHandle, config_env
 
 pytestmark = pytest.mark.e2e
 
@@ -109,13 +109,14 @@ def _alive(pid: int) -> bool:
 
 
 def test_nalar_up_embedded_servers_and_crash_of_a_part(tmp_path: Path) -> None:
-    """Without NALAR_NATS_URL/REDIS_URL `nalar up` starts its own servers; when any part dies
-    the whole stack stops, servers included, and `nalar up` exits non-zero."""
+    """Without NALAR_NATS_URL/REDIS_URL `nalar up` starts its own servers; a part that dies
+    is started again and the stack stays up; SIGTERM stops everything, servers included."""
     from nalar_common.servers import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items()  # as a user has it: keys required
            if k not in ("NALAR_NATS_URL", "NALAR_REDIS_URL", "NALAR_AUTH_ANONYMOUS")}
+    env.update(config_env(BASIC_APP, None))  # the test app has no policy: off, explicitly
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -146,9 +147,13 @@ def test_nalar_up_embedded_servers_and_crash_of_a_part(tmp_path: Path) -> None:
         assert len(kids) >= 7  # nats, valkey, state store, gc, lc, host, gateway
         host = next(k for k in kids if "nalar_agent_host" in
                     Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace"))
-        os.kill(host, signal.SIGKILL)
-        assert proc.wait(60) == 1
-        assert "host-n1-1 exited with code -9" in log.read_text()
+        os.kill(host, signal.SIGKILL)  # started again; the stack stays up
+        _wait_for(lambda: "host-n1-1 exited with code -9; restarting" in log.read_text())
+        _wait_for(lambda: log.read_text().count("started host-n1-1 (pid") == 2)
+        assert proc.poll() is None
+        kids = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
         _wait_for(lambda: not any(_alive(k) for k in kids), timeout=20)
     finally:
         if proc.poll() is None:
@@ -161,7 +166,8 @@ def test_nalar_up_stops_cleanly_on_sigint(tmp_path: Path, nats_url: str,
 
     port = free_port()
     log = tmp_path / "up.log"
-    env = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url}
+    env = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url,
+           **config_env(BASIC_APP, None)}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "nalar", "up", "--app", str(BASIC_APP), "--nodes", "1",

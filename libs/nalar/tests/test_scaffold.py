@@ -20,7 +20,8 @@ from nalar_common.errors import Conflict
 from nalar_common.subjects import Names
 
 LAYOUT = {".gitignore", "README.md", "pytest.ini", "agents/assistant.py", "workflows/answer.py",
-          "config/README.md", "config/nalar.env", "tests/test_answer.py"}
+          "config/README.md", "config/nalar.env", "config/policy.yaml",
+          "config/guardrails.yaml", "tests/test_answer.py"}
 
 
 def _clean_env() -> dict[str, str]:

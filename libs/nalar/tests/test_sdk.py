@@ -201,3 +201,13 @@ def test_replay_overrides_parse_as_json_or_text() -> None:
     assert parse_override("4=") == ("4", "")
     with pytest.raises(argparse.ArgumentTypeError):
         parse_override("nofuture")
+
+
+@pytest.mark.parametrize("name", ["_driver", "_signal", "_Hidden", "a.b", "a b", "x" * 129])
+def test_agent_names_of_the_runtime_or_not_a_subject_token_are_refused(name: str) -> None:
+    # `_` names skip per-call authorization and guardrails: only the runtime has them
+    with pytest.raises(ValueError, match="agent name"):
+        nalar.agent(name=name)(type("A", (), {"go": lambda self: 1}))
+    with pytest.raises(ValueError, match="agent name"):
+        nalar.agent(type("_Private", (), {}))
+    assert nalar.agent(name="Fine-1")(type("B", (), {})) is not None

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import pytest
 from nalar_common.auth import Principal
+from nalar_common.configfile import ConfigError
 from nalar_common.errors import Cancelled, GuardrailExceeded
-from nalar_common.guardrails import Breach, parse_guardrails, strongest, window_seconds
+from nalar_common.guardrails import (
+    Breach,
+    counter_key,
+    open_guardrails,
+    parse_guardrails,
+    strongest,
+    window_seconds,
+)
+from nalar_common.settings import GuardrailSettings
+from nalar_common.subjects import Names
 
 EXAMPLE = """
 prices:
@@ -37,7 +51,7 @@ def test_a_full_file_loads() -> None:
     assert [lim.name for lim in g.applying(acme, "w")] == [
         "run-tokens", "critic", "acme-daily", "slow"]
     assert "acme-daily" not in [lim.name for lim in g.applying(other, "w")]
-    assert parse_guardrails("").limits == ()
+    assert parse_guardrails("limits: []").limits == ()
 
 
 def test_iterations_without_an_agent_count_every_agent_call() -> None:
@@ -62,9 +76,12 @@ def test_iterations_without_an_agent_count_every_agent_call() -> None:
     ("limits: [{cost: 5}]", "cost limits need `prices` with a `default`"),
     ("prices: {m: {prompt: 1}}\nlimits: [{cost: 5}]", "with a `default`"),
     ("limits: [{tokens: 5, match: [x]}]", "`match` is a mapping"),
-    ("prices: {m: {prompt: 1, output: 2}}", "prices.m"),
-    ("limit: []", "the keys `limits` and `prices`"),
+    ("prices: {m: {prompt: 1, output: 2}}\nlimits: []", "prices.m"),
+    ("limit: []", "the keys `limits` (a list; `[]` for none) and `prices`"),
     ("limits: [", "not valid YAML"),
+    ("", "empty"),
+    ("# nothing", "no settings"),
+    ("prices: {default: {prompt: 1}}", "the keys `limits`"),  # cut off before its limits
 ])
 def test_bad_files_are_refused_with_where_and_why(text: str, message: str) -> None:
     with pytest.raises(ValueError) as err:
@@ -83,3 +100,37 @@ def test_windows_and_actions() -> None:
     assert isinstance(abort.error(), Cancelled)  # an abort cancels the run
     assert reject.error().details == {"guardrail": "r", "scope": "run", "measure": "tokens",
                                       "max": 1.0, "value": 2.0, "action": "reject"}
+
+
+def test_an_explicit_empty_list_sets_no_limits_and_off_needs_the_setting(
+        tmp_path: Path) -> None:
+    assert parse_guardrails("limits: []").limits == ()
+    assert open_guardrails(GuardrailSettings(NALAR_GUARDRAILS="none")).current().limits == ()
+    path = tmp_path / "guardrails.yaml"
+    with pytest.raises(ConfigError, match="cannot be read"):
+        open_guardrails(GuardrailSettings(file=str(path)))
+    path.write_text("limits:\n  - {tokens: 5}\n  - {tokens: 5, tokns: 3}\n")
+    with pytest.raises(ConfigError) as err:
+        open_guardrails(GuardrailSettings(file=str(path)))
+    assert err.value.line == 3 and "limit 2" in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_bad_edit_or_a_deleted_file_keeps_the_limits(tmp_path: Path) -> None:
+    path = tmp_path / "guardrails.yaml"
+    path.write_text("limits: [{name: t, tokens: 5}]\n")
+    gf = open_guardrails(GuardrailSettings(file=str(path)))
+    gf.check_every_s = 0.0
+    for ahead, bad in enumerate(("", "limits: [{tokens: -1}]", "prices: {}")):
+        path.write_text(bad)
+        os.utime(path, (time.time() + ahead + 1, time.time() + ahead + 1))
+        assert [lim.name for lim in gf.current().limits] == ["t"] and gf.error
+    path.unlink()
+    assert [lim.name for lim in gf.current().limits] == ["t"] and gf.error == "removed"
+
+
+def test_counter_keys_of_different_tenants_never_collide() -> None:
+    names = Names("p")
+    # tenant `a:1` without a window once read tenant `a`'s count of window 1
+    assert counter_key(names, "tenant", "a:1") != counter_key(names, "tenant", "a", 1)
+    assert counter_key(names, "tenant", "a/b") != counter_key(names, "tenant", "a")
+    assert counter_key(names, "run", "r1") == "p:nalar:guard:run:r1"  # plain ids read plainly

@@ -28,11 +28,19 @@ async def test_registry(store: SessionStore) -> None:
 
 
 async def test_idempotency_key_claim(store: SessionStore) -> None:
-    assert await store.claim_idempotency_key("k", "r1") == "r1"
-    assert await store.claim_idempotency_key("k", "r2") == "r1"
-    results = await asyncio.gather(*[store.claim_idempotency_key("k2", f"r{i}")
+    assert await store.claim_idempotency_key("t", "k", "r1") == "r1"
+    assert await store.claim_idempotency_key("t", "k", "r2") == "r1"
+    results = await asyncio.gather(*[store.claim_idempotency_key("t", "k2", f"r{i}")
                                      for i in range(10)])
     assert len(set(results)) == 1
+
+
+async def test_idempotency_keys_of_two_tenants_never_collide(store: SessionStore) -> None:
+    # tenant `acme/x` with key `y` once read tenant `acme`'s run for key `x/y`
+    assert await store.claim_idempotency_key("acme", "x/y", "r-acme") == "r-acme"
+    assert await store.claim_idempotency_key("acme/x", "y", "r-other") == "r-other"
+    assert await store.claim_idempotency_key("acme:x", "y", "r-3") == "r-3"
+    assert await store.claim_idempotency_key("acme", "x:y", "r-4") == "r-4"
 
 
 async def test_lease_fencing(store: SessionStore) -> None:

@@ -6,7 +6,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from nalar_global_controller.policies import ClusterState, Decisions, load_policies
+from nalar_common.settings import PolicyClassSettings
+from nalar_global_controller import policies as builtin
+from nalar_global_controller.policies import (
+    BUILTIN_POLICIES,
+    ClusterState,
+    Decisions,
+    PolicyAllowList,
+    PolicyNotAllowed,
+    load_policies,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "policies"
 
@@ -35,8 +44,11 @@ def test_the_guides_protect_session_policy(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.setenv("NALAR_PROTECT_SESSION", "vip")
     sys.modules.pop("protect_session", None)
-    policies = load_policies("nalar_global_controller.policies:LeastLoadedRouting,"
-                             "protect_session:ProtectSession")
+    spec = "nalar_global_controller.policies:LeastLoadedRouting,protect_session:ProtectSession"
+    with pytest.raises(PolicyNotAllowed):  # a user policy is registered first
+        load_policies(spec)
+    allowed = PolicyAllowList.load(PolicyClassSettings(allow="protect_session:ProtectSession"))
+    policies = load_policies(spec, allowed)
     out = Decisions()
     for p in policies:
         p.decide(_state(), out)
@@ -51,5 +63,26 @@ def test_the_guides_protect_session_policy(monkeypatch: pytest.MonkeyPatch) -> N
 def test_bad_policy_spec_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="module:Class"):
         load_policies("no_colon_here")
-    with pytest.raises(ModuleNotFoundError):
+    with pytest.raises(PolicyNotAllowed, match="not allowed"):
         load_policies("no.such.module:Policy")
+    allowed = PolicyAllowList.load(PolicyClassSettings(allow="no.such.module:Policy"))
+    with pytest.raises(ValueError, match="cannot be imported"):
+        load_policies("no.such.module:Policy", allowed)
+
+
+def test_every_builtin_policy_is_on_the_allow_list() -> None:
+    """The names the gateway checks without importing the global controller cover every
+    policy class it ships, under each module path it is known by."""
+    exported = [getattr(builtin, n) for n in builtin.__all__]
+    policies = {c for c in exported
+                if isinstance(c, type) and callable(getattr(c, "decide", None))
+                and c is not builtin.Policy}
+    assert {c.__name__ for c in policies} == {
+        "LeastLoadedRouting", "SessionAffinity", "HeadOfLineMigration", "SessionPriority",
+        "Rebalancer"}
+    for cls in policies:
+        assert f"nalar_global_controller.policies:{cls.__name__}" in BUILTIN_POLICIES
+        assert f"{cls.__module__}:{cls.__qualname__}" in BUILTIN_POLICIES
+    assert set(builtin.DEFAULT_POLICIES) <= set(BUILTIN_POLICIES)
+    loaded = load_policies(list(BUILTIN_POLICIES))
+    assert {type(p) for p in loaded} == policies

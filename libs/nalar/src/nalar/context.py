@@ -13,14 +13,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nalar_common.errors import NalarError
+from nalar_common.errors import NoRunContext as NoRunContext
 
 if TYPE_CHECKING:
     from nalar.runtime import Runtime
-
-
-class NoRunContext(NalarError):
-    code = "no_run_context"
 
 
 @dataclass

@@ -12,16 +12,13 @@ import threading
 from collections.abc import Generator
 from typing import Any, Generic, TypeVar
 
+from nalar_common.errors import BlockingInEventLoop as BlockingInEventLoop
 from nalar_common.errors import NalarError, Timeout
 from nalar_common.futures import FutureResult
 
 T = TypeVar("T")
 
 _UNSET: Any = object()
-
-
-class BlockingInEventLoop(NalarError):
-    code = "blocking_in_event_loop"
 
 
 class Future(Generic[T]):

@@ -11,13 +11,13 @@ import sys
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
 from nalar_common.auth import KeyStore
+from nalar_common.redisclient import redis_client
 from nalar_common.subjects import Names
 
 
 async def _keys(args: argparse.Namespace) -> int:
-    client = aioredis.Redis.from_url(args.redis_url)
+    client = redis_client(args.redis_url)
     store = KeyStore(client, Names(args.prefix))
     try:
         if args.action == "create":

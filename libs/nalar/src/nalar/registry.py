@@ -6,6 +6,7 @@ No global registry: `nalar.app.load_app` finds the annotated objects in an app's
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
@@ -103,6 +104,16 @@ def _hints(**hints: Any) -> Callable[[F], F]:
     return wrap
 
 
+def agent_name(name: str) -> str:
+    """An agent's name: one subject token, not starting with `_` (names the runtime keeps
+    for itself, such as `_driver` and `_signal`, which skip per-call authorization and
+    guardrails)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}", name):
+        raise ValueError(f"agent name {name!r} must be 1-128 of [A-Za-z0-9_-], starting with a "
+                         "letter or digit (names starting with `_` are the runtime's own)")
+    return name
+
+
 def _positive(what: str, value: float | None) -> None:
     if value is not None and not value > 0:
         raise ValueError(f"{what} must be positive, not {value!r}")
@@ -149,7 +160,7 @@ def agent(cls: Any = None, /, *, name: str | None = None, concurrency: int = 1,
         raise TypeError("retry must be a nalar.Retry")
 
     def wrap(c: C) -> C:
-        spec = AgentSpec(name=name or c.__name__, cls=c, concurrency=concurrency,
+        spec = AgentSpec(name=agent_name(name or c.__name__), cls=c, concurrency=concurrency,
                          stateful=stateful, min_instances=min_instances,
                          max_instances=max_instances, resources=dict(resources or {}),
                          methods=_methods(c, timeout, retry or DEFAULT_RETRY),

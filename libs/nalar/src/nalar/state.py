@@ -10,13 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from nalar_common.envelope import pack
-from nalar_common.errors import InvalidInput, NalarError
+from nalar_common.errors import InvalidInput
+from nalar_common.errors import NoManagedState as NoManagedState
 
 from nalar.context import current_or_none
-
-
-class NoManagedState(NalarError):
-    code = "no_managed_state"
 
 
 class CallState:

@@ -1,7 +1,8 @@
 """`nalar up`: the embedded stack. Starts nats-server and valkey-server from their wheels (unless
 `NALAR_NATS_URL` / `NALAR_REDIS_URL` name running ones), then every service as its own process
-(`python -m nalar_<name>`), waits until the gateway is ready, streams prefixed logs, and stops
-everything on Ctrl-C, SIGTERM, or the exit of any part.
+(`python -m nalar_<name>`), waits until the gateway is ready, streams prefixed logs, starts a
+part that exits again (with backoff, see supervisor.py), and stops everything on Ctrl-C,
+SIGTERM, or a part that keeps crashing or refuses its configuration.
 
 Children run in their own sessions, so a terminal's Ctrl-C reaches only `nalar up`, which then
 stops the services first and the servers last; they still die with it if it is killed.
@@ -16,18 +17,18 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import redis.asyncio as aioredis
 from nalar_common.auth import KeyStore
 from nalar_common.errors import Unauthenticated
-from nalar_common.servers import ServerProcess, die_with_parent, start_nats, start_valkey
+from nalar_common.redisclient import redis_client
+from nalar_common.servers import ServerProcess, start_nats, start_valkey
 from nalar_common.subjects import Names
 
 from nalar.credentials import DEFAULT_KEY_FILE
+from nalar.supervisor import Child, RestartPolicy, Supervisor
 
 
 @dataclass
@@ -50,14 +51,7 @@ class UpOptions:
     ready_timeout_s: float = 90.0
     extra_env: dict[str, str] = field(default_factory=dict)
     key_file: Path = DEFAULT_KEY_FILE  # the dev API key is written here
-
-
-@dataclass
-class Child:
-    name: str
-    module: str
-    env: dict[str, str]
-    proc: asyncio.subprocess.Process | None = None
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 class Stack:
@@ -69,6 +63,7 @@ class Stack:
         self.nats_url = opts.nats_url or ""
         self.redis_url = opts.redis_url or ""
         self._stop = asyncio.Event()
+        self.supervisor: Supervisor | None = None
         self.exit_reason = ""
         self.api_key = ""
 
@@ -125,25 +120,6 @@ class Stack:
             "NALAR_GATEWAY_PORT": str(o.port)}))
         return kids
 
-    async def _spawn(self, child: Child) -> None:
-        child.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", child.module, env=child.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=die_with_parent, start_new_session=True, limit=LINE_LIMIT)
-
-    async def _pump(self, child: Child) -> None:
-        assert child.proc is not None and child.proc.stdout is not None
-        width = max(len(c.name) for c in self.children)
-        async for raw in _lines(child.proc.stdout):
-            text = raw.decode(errors="replace").rstrip()
-            if len(text) > SHOWN_LINE:
-                text = f"{text[:SHOWN_LINE]}... [{len(text) - SHOWN_LINE} more characters]"
-            self.say(f"{child.name:<{width}} | {text}")
-        code = await child.proc.wait()
-        if not self._stop.is_set():
-            self.exit_reason = f"{child.name} exited with code {code}"
-            self._stop.set()
-
     async def _wait_ready(self) -> None:
         url = f"http://{self.opts.host}:{self.opts.port}/readyz"
         deadline = time.monotonic() + self.opts.ready_timeout_s
@@ -163,14 +139,16 @@ class Stack:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
-        self.start_servers()
-        self.api_key = await self.dev_key()
-        self.children = self.plan()
         try:
+            self.start_servers()  # each returns once ready (Valkey has loaded its data)
+            self.api_key = await self.dev_key()
+            self.children = self.plan()
+            self.supervisor = Supervisor(self.children, self.say, self._give_up,
+                                         self.opts.restart)
             async with asyncio.TaskGroup() as tg:
                 for child in self.children:
-                    await self._spawn(child)
-                    tg.create_task(self._pump(child))
+                    if not self._stop.is_set() and await self.supervisor.start(child):
+                        tg.create_task(self.supervisor.watch(child))
                 ready = tg.create_task(self._wait_ready())
                 stop = tg.create_task(self._stop.wait())
                 await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -188,7 +166,7 @@ class Stack:
     async def dev_key(self) -> str:
         """An admin key for this machine's user: the one in `key_file` while it is still
         valid in this stack's store, else a new one written there (owner-only)."""
-        client = aioredis.Redis.from_url(self.redis_url)
+        client = redis_client(self.redis_url)
         store = KeyStore(client, Names(self.opts.prefix))
         path = self.opts.key_file
         try:
@@ -227,12 +205,21 @@ class Stack:
             self.exit_reason = "signal"
         self._stop.set()
 
+    def _give_up(self, reason: str) -> None:
+        """A part crash-loops or refused its configuration: stop the stack, exit non-zero."""
+        if not self.exit_reason:
+            self.exit_reason = reason
+        self._stop.set()
+
     async def shutdown(self, grace: float = 30.0) -> None:
         """Stop in order: intake (gateway), then the hosts (they finish what runs and still
         need their controllers and NATS for that), then the controllers and the state store,
-        then the servers. Idempotent. `grace` outlasts a service's own limit (its stop is
-        cancelled after 15 s, then its connection drains for up to 5 s) before a kill."""
+        then the servers. Nothing is restarted from here on. Idempotent. `grace` outlasts a
+        service's own limit (its stop is cancelled after 15 s, then its connection drains for
+        up to 5 s) before a kill."""
         self._stop.set()
+        if self.supervisor is not None:
+            await self.supervisor.stop()
         for stage in _SHUTDOWN_ORDER:
             group = [c.proc for c in self.children
                      if c.proc and c.proc.returncode is None and c.module in stage]
@@ -250,24 +237,6 @@ class Stack:
         for server in reversed(self.servers):
             await asyncio.to_thread(server.stop)
         self.servers.clear()
-
-
-LINE_LIMIT = 1 << 20  # a longer log line is read in pieces, never an error
-SHOWN_LINE = 16_384
-
-
-async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
-    """Lines of a child's output; a line over the reader's limit comes in chunks."""
-    while True:
-        try:
-            line = await stream.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                yield exc.partial
-            return
-        except asyncio.LimitOverrunError as exc:
-            line = await stream.readexactly(exc.consumed)
-        yield line
 
 
 def _http_ok(url: str) -> bool:

@@ -15,24 +15,27 @@ A rule's `match` compares each key with the principal (`name`, `tenant`, `via`, 
 of its roles, any other claim of its token) or the request (`workflow`: the run's
 workflow); a list value matches any of its items. Rules are tried most specific first (the
 most `match` keys), in file order among equals, and the first that matches decides: allowed
-if it grants the workflow (or agent, or method), denied otherwise. No rules: everything is
-allowed; rules, but none matches: denied. Ventis files (`match` / `access` only) load
-unchanged and mean the same, except that here `access` covers workflows too.
+if it grants the workflow (or agent, or method), denied otherwise; none matches: denied. A
+file needs at least one rule. Ventis files (`match` / `access` only) load unchanged and mean
+the same, except that here `access` covers workflows too.
 
-`PolicyFile` rereads the file when it changes (at most once a second); a file that does
-not load keeps the rules in force and says why (`error`).
+`PolicyFile` fails closed: a missing, empty or invalid file stops a service at start; at
+run time a bad edit or a deleted file keeps the rules in force (and says why: `error`).
+Only `NALAR_AUTH_POLICY=none` turns authorization off (`open_policy`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nalar_common.auth import Principal
-from nalar_common.configfile import ConfigFile, check_entry, load_yaml
+from nalar_common.configfile import ConfigError, ConfigFile, check_entry, load_yaml
+from nalar_common.settings import AuthSettings
 
 ALL = "all"
+OFF = "none"  # NALAR_AUTH_POLICY=none: authorization off
 _RULE_KEYS = {"match", "access", "workflows", "agents", "name"}
 
 
@@ -95,15 +98,32 @@ class Decision:
         return f"no rule of policy {self.revision} matches {principal.name!r} for {what}"
 
 
+RUN_ACTIONS = ("cancel", "signal", "replay")
+
+
 @dataclass(frozen=True)
 class AccessPolicy:
+    """Rules in force. Without rules it allows everything only when `open` (authorization
+    turned off explicitly); otherwise (nothing loaded yet) it denies everything.
+    `actions[action]`: the roles that may cancel, signal or replay a run they can see
+    (an action left out: anyone who can see the run)."""
+
     rules: tuple[Rule, ...] = ()
-    revision: str = "none"
+    revision: str = "unloaded"
+    open: bool = False
+    actions: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def run_action(self, principal: Principal, action: str) -> Decision:
+        """May `principal` `action` (cancel, signal, replay) a run it can see?"""
+        roles = self.actions.get(action)
+        if roles is None:
+            return Decision(self.open or bool(self.rules), "", self.revision)
+        return Decision(bool(roles & set(principal.roles)), f"runs.{action}", self.revision)
 
     def _decide(self, principal: Principal, request: dict[str, str],
                 granted: Any) -> Decision:
         if not self.rules:
-            return Decision(True, "", self.revision)
+            return Decision(self.open, "", self.revision)
         for rule in self.rules:
             if rule.matches(principal, request):
                 return Decision(bool(granted(rule)), rule.describe(), self.revision)
@@ -119,45 +139,90 @@ class AccessPolicy:
                             or f"{agent}.{method}" in r.agents)
 
 
-def _names(value: Any, where: str) -> frozenset[str] | None:
+def _names(value: Any, where: str, line: int | None) -> frozenset[str] | None:
     if value == ALL:
         return None
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"{where}: `all` or a list of names")
+        raise ConfigError(f"{where}: `all` or a list of names", line=line)
     return frozenset(value)
 
 
 def parse_policy(text: str) -> AccessPolicy:
-    """Rules from the YAML text; ValueError naming the rule and field that is wrong."""
-    doc, revision = load_yaml(text)
-    if doc is None:
-        return AccessPolicy((), revision)
-    if not isinstance(doc, dict) or set(doc) - {"rules"}:
-        raise ValueError("the file is a mapping with one key, `rules`")
-    raw = doc.get("rules") or []
-    if not isinstance(raw, list):
-        raise ValueError("`rules` is a list")
+    """Rules from the YAML text; ConfigError naming the rule, field and line that is
+    wrong. A file without rules is refused: it would allow nothing, or, read the old way,
+    everything."""
+    doc = load_yaml(text)
+    data = doc.data
+    if not isinstance(data, dict) or "rules" not in data or set(data) - {"rules", "runs"}:
+        raise ConfigError("the file is a mapping with the keys `rules` and (optional) `runs`",
+                          line=1)
+    actions = _run_actions(data.get("runs"), doc.line_of("runs"))
+    raw = data["rules"]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("`rules` is a non-empty list (to allow everyone everything, "
+                          "write `- {match: {}, access: all}`)", line=doc.line_of("rules"))
     rules = []
     for i, item in enumerate(raw):
-        where = f"rule {i + 1}"
-        item = check_entry(item, _RULE_KEYS, where, "`match` and `access`")
-        cond = parse_match(item.get("match"), where)
-        access = _names(item["access"], f"{where}: access") if "access" in item \
+        where, line = f"rule {i + 1}", doc.line_of("rules", i)
+        item = check_entry(item, _RULE_KEYS, where, "`match` and `access`", line)
+        try:
+            cond = parse_match(item.get("match"), where)
+        except ValueError as exc:
+            raise ConfigError(str(exc), line=line) from None
+        access = _names(item["access"], f"{where}: access", line) if "access" in item \
             else frozenset()
-        workflows = _names(item["workflows"], f"{where}: workflows") \
+        workflows = _names(item["workflows"], f"{where}: workflows", line) \
             if "workflows" in item else access
-        agents = _names(item["agents"], f"{where}: agents") if "agents" in item else access
+        agents = _names(item["agents"], f"{where}: agents", line) \
+            if "agents" in item else access
         rules.append(Rule(cond, workflows, agents, i, str(item.get("name") or "")))
     # most specific first; file order among equals (sorted() is stable)
     ordered = sorted(rules, key=lambda r: -len(r.match))
-    return AccessPolicy(tuple(ordered), revision)
+    return AccessPolicy(tuple(ordered), doc.revision, actions=actions)
+
+
+def _run_actions(raw: Any, line: int | None) -> dict[str, frozenset[str]]:
+    """`runs: {cancel: [roles], signal: [roles], replay: [roles]}` (each `all` or a list of
+    roles; an action left out: anyone who may see the run)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or set(raw) - set(RUN_ACTIONS):
+        raise ConfigError(f"`runs` maps {list(RUN_ACTIONS)} to `all` or a list of roles",
+                          line=line)
+    out = {}
+    for action, roles in raw.items():
+        names = _names(roles, f"runs.{action}", line)
+        if names is not None:
+            out[str(action)] = names
+    return out
 
 
 class PolicyFile(ConfigFile[AccessPolicy]):
-    """The rules in force from `path`, reread when the file changes."""
+    """The rules in force from `path`, reread when the file changes; everything is denied
+    until a first good load."""
 
     def __init__(self, path: Path, check_every_s: float = 1.0) -> None:
         super().__init__(path, parse_policy, AccessPolicy(), what="authz.policy",
                          check_every_s=check_every_s)
+
+    @classmethod
+    def off(cls) -> PolicyFile:
+        """Authorization off: every principal may run everything (NALAR_AUTH_POLICY=none)."""
+        pf = cls(Path("/dev/null"))
+        pf.turn_off(AccessPolicy((), OFF, open=True))
+        return pf
+
+
+def open_policy(settings: AuthSettings) -> PolicyFile:
+    """The policy a service enforces, loaded now: ConfigError (file and line) when the file
+    is missing, empty or invalid, unless `NALAR_AUTH_POLICY=none` turns it off."""
+    mode = settings.policy.strip().lower()
+    if mode == OFF:
+        return PolicyFile.off()
+    if mode != "file":
+        raise ConfigError(f"NALAR_AUTH_POLICY is `file` or `none`, not {settings.policy!r}")
+    pf = PolicyFile(Path(settings.policy_file))
+    pf.require()
+    return pf

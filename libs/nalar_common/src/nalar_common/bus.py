@@ -13,13 +13,15 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
+    ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from nalar_common.logging import get_logger
@@ -30,7 +32,8 @@ log = get_logger(__name__)
 
 MAX_CONSUMERS = 20_000
 MULTI_LAST_BATCH = 1000  # nats-server answers 413 past 1024 results per batch direct get
-_ESSENTIAL = ("subjects", "retention", "max_msgs_per_subject", "allow_direct")
+_ESSENTIAL = ("subjects", "retention", "max_msgs_per_subject", "allow_direct", "discard")
+NO_STORAGE = 10047  # JetStream: insufficient storage resources (to reserve max_bytes)
 
 
 class TooManyResults(Exception):
@@ -81,12 +84,18 @@ class Bus:
 
     # -- bootstrap -----------------------------------------------------------
     async def ensure_topology(self) -> None:
-        """Create or update every stream and bucket Nalar uses; safe to call from every process."""
+        """Create or update every stream and bucket Nalar uses; safe to call from every process.
+
+        NALAR_CALLS and NALAR_RUNS have a byte limit with discard policy `new`: when one is
+        full a publish to it fails (the publisher sees the error and retries or fails the
+        call), and nothing stored is ever deleted to make room. Gateways stop admitting runs
+        well before that (`streams_high_water`, nalar_gateway.capacity), so the runs they
+        accepted keep room to finish."""
         n, s = self.names, self.settings
         await self._ensure_stream(StreamConfig(
             name=n.calls_stream, subjects=[n.all_calls], retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE, duplicate_window=120, max_consumers=MAX_CONSUMERS,
-            allow_direct=True))
+            allow_direct=True, max_bytes=_limit(s.calls_max_bytes), discard=DiscardPolicy.NEW))
         await self._ensure_stream(StreamConfig(
             name=n.futures_stream, subjects=[n.all_futures], retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE, max_msgs_per_subject=1, allow_direct=True,
@@ -95,35 +104,72 @@ class Bus:
         await self._ensure_stream(StreamConfig(
             name=n.runs_stream, subjects=[n.all_run_events], retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE, allow_direct=True, duplicate_window=120,
-            max_age=s.runs_max_age_s, max_consumers=MAX_CONSUMERS))
+            max_age=s.runs_max_age_s, max_consumers=MAX_CONSUMERS,
+            max_bytes=_limit(s.runs_max_bytes), discard=DiscardPolicy.NEW))
         await self._ensure_stream(StreamConfig(
             name=n.dlq_stream, subjects=[n.all_dlq], retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE, allow_direct=True, max_age=s.dlq_max_age_s,
             max_msgs=s.dlq_max_msgs, discard=DiscardPolicy.OLD))
         await self.kv(n.policy_bucket, history=10)
         await self.kv(n.instances_bucket, history=1, ttl=s.instance_ttl_s)
-        await self.kv(n.pins_bucket, history=1)
+        # a pin lives `pins_ttl_s` from its last write (KV max_age; pins are written when a
+        # session first needs one and again only when its instance is gone): an old bucket,
+        # or one made with another TTL, follows the settings like a stream's max_age
+        pins_ttl = s.runs_max_age_s if s.pins_ttl_s is None else s.pins_ttl_s
+        pins = await self.kv(n.pins_bucket, history=1, ttl=pins_ttl if pins_ttl > 0 else None)
+        status = await pins.status()
+        if (status.ttl or 0) != max(pins_ttl, 0):
+            config = status.stream_info.config
+            config.max_age = max(pins_ttl, 0)
+            if config.max_age:  # the server wants the duplicate window within max_age
+                config.duplicate_window = min(config.duplicate_window or 120, config.max_age)
+            log.info("stream.updated", stream=config.name)
+            await self.js.update_stream(config)
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
-        """Create the stream; if it exists, fix what correctness depends on and its retention
-        (from the settings), and keep the other limits an operator (or the first process)
-        set."""
+        """Create the stream; if it exists, fix what correctness depends on, its retention
+        (`max_age`) and, where the config sets one, its byte limit: both follow the settings
+        on every process start (keep them equal everywhere; change them with the settings, not
+        `nats stream edit`). Other limits (`max_msgs`, `duplicate_window`, `max_consumers`)
+        keep what an operator (or the first process) set.
+
+        JetStream reserves a stream's `max_bytes` from the server's storage when the stream
+        is made: a server without that much room refuses (10047). The stream is then made
+        (or kept) without the limit, loudly: publishes still fail, and nothing is dropped,
+        when the server's storage is full, but gateways no longer refuse runs before."""
         try:
             await self.js.add_stream(config)
             return
         except BadRequestError as exc:
             if exc.err_code != 10058:  # exists with another configuration
                 raise
+        except APIError as exc:
+            if exc.err_code != NO_STORAGE or (config.max_bytes or -1) < 0:
+                raise
+            _unreserved(config, exc)
+            config.max_bytes = -1
+            await self._ensure_stream(config)
+            return
         assert config.name is not None
         current = (await self.js.stream_info(config.name)).config
+        kept = ["max_msgs", "duplicate_window", "max_consumers"]
+        if config.max_bytes is None:
+            kept.append("max_bytes")
         if all(getattr(current, f) == getattr(config, f) for f in _ESSENTIAL) and \
-                (current.max_age or 0) == (config.max_age or 0):
+                (current.max_age or 0) == (config.max_age or 0) and \
+                (config.max_bytes is None or current.max_bytes == config.max_bytes):
             return
-        # retention (`max_age`) follows the settings: how long the journal and results stay
-        for f in ("max_bytes", "max_msgs", "duplicate_window", "max_consumers"):
+        for f in kept:
             setattr(config, f, getattr(current, f))
         log.info("stream.updated", stream=config.name)
-        await self.js.update_stream(config)
+        try:
+            await self.js.update_stream(config)
+        except APIError as exc:
+            if exc.err_code != NO_STORAGE or config.max_bytes == current.max_bytes:
+                raise
+            _unreserved(config, exc)
+            config.max_bytes = current.max_bytes
+            await self.js.update_stream(config)
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
         """Open a bucket, creating it if missing (open first: see tech.md A.6 pitfall 1)."""
@@ -200,18 +246,50 @@ class Bus:
         return out
 
     async def iter_stream(self, stream: str, subject: str, *, follow: bool,
-                          timeout: float = 5.0) -> Any:
-        """Yield stored messages on `subject` (ordered consumer); with `follow`, keep going."""
+                          timeout: float = 5.0, after_seq: int = 0,
+                          idle: float | None = None) -> Any:
+        """Yield stored messages on `subject` after stream sequence `after_seq` (all of them
+        by default); with `follow`, keep going, and with `idle` as well, yield None whenever
+        nothing came for `idle` seconds (a caller's cue to keep its own client alive).
+
+        One ordered ephemeral push consumer per call: one message at a time, no acks, in
+        memory, one replica, and gone `timeout` s after its subscriber at the latest. It is
+        unsubscribed and deleted however the iteration ends, a cancelled one included, and
+        with it the client's heartbeat and flow-control tasks."""
         info = await self.js.stream_info(stream, subjects_filter=subject)
-        if not follow and not info.state.subjects:
+        if not follow and (not info.state.subjects or after_seq >= info.state.last_seq):
             return
+        config = None
+        if after_seq > 0:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                    opt_start_seq=after_seq + 1)
         sub = await self.js.subscribe(subject, stream=stream, ordered_consumer=True,
-                                      inactive_threshold=timeout)
+                                      inactive_threshold=timeout, config=config)
+
+        async def close() -> None:
+            try:
+                await sub.unsubscribe()  # stops the client's tasks, drops the inbox
+            except Exception:
+                pass  # closed already, or the connection is
+            if self.nc.is_connected:  # else the server drops it after `inactive_threshold`
+                try:
+                    await self.js.delete_consumer(stream, sub._consumer)
+                except Exception:
+                    pass
+
         try:
+            if not follow and after_seq > 0:
+                seen = await sub.consumer_info()
+                if not seen.num_pending and not (seen.delivered and
+                                                 seen.delivered.consumer_seq):
+                    return  # messages after `after_seq`, none of them on `subject`
             while True:
                 try:
-                    msg = await sub.next_msg(timeout=None if follow else timeout)
+                    msg = await sub.next_msg(timeout=idle if follow else timeout)
                 except TimeoutError:
+                    if follow:
+                        yield None
+                        continue
                     return
                 meta = msg.metadata
                 yield StoredMsg(subject=msg.subject, data=msg.data, headers=dict(msg.headers or {}),
@@ -219,10 +297,19 @@ class Bus:
                 if not follow and meta.num_pending == 0:
                     return
         finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
+            # shielded: a cancelled reader (its HTTP client went away) still cleans up
+            await asyncio.shield(close())
+
+
+def _unreserved(config: StreamConfig, exc: Exception) -> None:
+    log.warning("stream.limit_not_reserved", stream=config.name, max_bytes=config.max_bytes,
+                error=str(exc), advice="give the NATS server more JetStream storage, or set "
+                "a smaller NALAR_NATS_*_MAX_BYTES (-1: none)")
+
+
+def _limit(max_bytes: int) -> int:
+    """A byte limit from the settings; -1 (or 0) is none."""
+    return max_bytes if max_bytes > 0 else -1
 
 
 def _stored(msg: Msg) -> StoredMsg | None:

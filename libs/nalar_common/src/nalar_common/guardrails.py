@@ -35,10 +35,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from nalar_common.auth import Principal
-from nalar_common.authz import matches, parse_match
-from nalar_common.configfile import ConfigFile, check_entry, load_yaml
+from nalar_common.authz import OFF, matches, parse_match
+from nalar_common.configfile import ConfigError, ConfigFile, check_entry, load_yaml
 from nalar_common.errors import Cancelled, GuardrailExceeded, NalarError
-from nalar_common.subjects import Names
+from nalar_common.settings import GuardrailSettings
+from nalar_common.subjects import Names, key_part
 
 MEASURES = ("tokens", "cost", "llm_calls", "iterations", "wall_s")
 LLM_MEASURES = ("tokens", "cost", "llm_calls")  # checked before each LLM request
@@ -206,41 +207,74 @@ def _limit(item: Any, i: int, names: set[str]) -> Limit:
 
 
 def parse_guardrails(text: str) -> Guardrails:
-    """Limits and prices from the YAML text; ValueError naming the limit and field."""
-    doc, revision = load_yaml(text)
-    if doc is None:
-        return Guardrails(revision=revision)
-    if not isinstance(doc, dict) or set(doc) - {"limits", "prices"}:
-        raise ValueError("the file is a mapping with the keys `limits` and `prices`")
-    raw = doc.get("limits") or []
+    """Limits and prices from the YAML text; ConfigError naming the limit, field and line.
+    The file must say `limits:` (an explicit `limits: []` sets none): an empty or cut-off
+    file never means "no limits"."""
+    doc = load_yaml(text)
+    data = doc.data
+    if not isinstance(data, dict) or set(data) - {"limits", "prices"} or "limits" not in data:
+        raise ConfigError("the file is a mapping with the keys `limits` (a list; `[]` for "
+                          "none) and `prices`", line=1)
+    raw = data["limits"] if data["limits"] is not None else []
     if not isinstance(raw, list):
-        raise ValueError("`limits` is a list")
+        raise ConfigError("`limits` is a list", line=doc.line_of("limits"))
     names: set[str] = set()
-    limits = tuple(_limit(item, i, names) for i, item in enumerate(raw))
-    prices = _prices(doc.get("prices"))
+    limits = []
+    for i, item in enumerate(raw):
+        try:
+            limits.append(_limit(item, i, names))
+        except ValueError as exc:
+            raise ConfigError(str(exc), line=doc.line_of("limits", i)) from None
+    try:
+        prices = _prices(data.get("prices"))
+    except ValueError as exc:
+        raise ConfigError(str(exc), line=doc.line_of("prices")) from None
     if any(lim.measure == "cost" for lim in limits) and "default" not in prices:
-        raise ValueError("cost limits need `prices` with a `default` (USD per million "
-                         "tokens): a model without a price would cost nothing")
-    return Guardrails(limits, prices, revision)
+        raise ConfigError("cost limits need `prices` with a `default` (USD per million "
+                          "tokens): a model without a price would cost nothing",
+                          line=doc.line_of("prices") or doc.line_of("limits"))
+    return Guardrails(tuple(limits), prices, doc.revision)
 
 
 class GuardrailFile(ConfigFile[Guardrails]):
-    """The guardrails in force from `path`, reread when the file changes."""
+    """The guardrails in force from `path`, reread when the file changes (services load it
+    with `open_guardrails`, which refuses a missing or bad file)."""
 
     def __init__(self, path: Path, check_every_s: float = 1.0) -> None:
-        super().__init__(path, parse_guardrails, Guardrails(), what="guardrails",
-                         check_every_s=check_every_s)
+        super().__init__(path, parse_guardrails, Guardrails(revision="unloaded"),
+                         what="guardrails", check_every_s=check_every_s)
+
+    @classmethod
+    def off(cls) -> GuardrailFile:
+        """No limits, by explicit choice (NALAR_GUARDRAILS=none)."""
+        gf = cls(Path("/dev/null"))
+        gf.turn_off(Guardrails(revision=OFF))
+        return gf
+
+
+def open_guardrails(settings: GuardrailSettings) -> GuardrailFile:
+    """The guardrails a service enforces, loaded now: ConfigError (file and line) when the
+    file is missing, empty or invalid, unless `NALAR_GUARDRAILS=none` turns them off."""
+    mode = settings.mode.strip().lower()
+    if mode == OFF:
+        return GuardrailFile.off()
+    if mode != "file":
+        raise ConfigError(f"NALAR_GUARDRAILS is `file` or `none`, not {settings.mode!r}")
+    gf = GuardrailFile(Path(settings.file))
+    gf.require()
+    return gf
 
 
 # -- where the counts live ------------------------------------------------------------------
 def counter_key(names: Names, scope: str, ident: str, bucket: int | None = None) -> str:
-    parts = ["guard", scope, ident] + ([str(bucket)] if bucket is not None else [])
+    # the id escaped: a tenant `a:1` never reads tenant `a`'s count of window 1
+    parts = ["guard", scope, key_part(ident)] + ([str(bucket)] if bucket is not None else [])
     return names.redis(*parts)
 
 
 def waived_key(names: Names, run: str) -> str:
     """The limits a run's `resume` signal lifted for it (a set of limit names)."""
-    return names.redis("guard", "waived", run)
+    return names.redis("guard", "waived", key_part(run))
 
 
 async def waive(r: aioredis.Redis, names: Names, run: str, limits: list[str]) -> None:

@@ -17,6 +17,7 @@ import redis.exceptions
 
 from nalar_common.envelope import pack, unpack
 from nalar_common.errors import Unavailable
+from nalar_common.redisclient import redis_client
 from nalar_common.subjects import Names
 
 _ACQUIRE = """
@@ -83,6 +84,31 @@ return cur
 """
 
 
+_REGISTER = """
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[1], 'tenant', ARGV[4]) end
+local seen = tonumber(redis.call('HGET', KEYS[1], 'last_seen') or '') or -1
+local created = tonumber(ARGV[3])
+if created >= seen then
+  redis.call('HSET', KEYS[1], 'last_run', ARGV[1], 'last_seen', ARGV[3])
+  seen = created
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1] .. '|' .. ARGV[2])
+if ARGV[5] ~= '' then  -- runs whose journal is gone leave the list
+  local cutoff = string.format('(%.6f', seen - tonumber(ARGV[5]))
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+end
+return 1
+"""
+
+
+def session_index_key(names: Names) -> str:
+    """Sorted set of sessions under a TTL by when they are due (newest run + TTL): what the
+    state store's collector walks. (It replaces the set `nalar:sessions`, which nothing
+    read and nothing trimmed.)"""
+    return names.redis("sessions", "expiry")
+
+
 @contextlib.contextmanager
 def redis_unavailable(what: str) -> Iterator[None]:
     """Turn Redis being away (a restart, a network cut) into `Unavailable`, which retry
@@ -131,25 +157,29 @@ class SessionStore:
 
     @classmethod
     def from_url(cls, url: str, names: Names) -> SessionStore:
-        return cls(aioredis.Redis.from_url(url), names)
+        return cls(redis_client(url), names)
 
     async def close(self) -> None:
         await self.r.aclose()
 
     # -- registry ------------------------------------------------------------
     async def register_run(self, session: str, run: str, workflow: str, created_at: float,
-                           tenant: str | None = None) -> None:
-        """`tenant`: whose session it is (set by its first run; the gateway keeps other
-        tenants out of it)."""
-        meta = self.names.session_key(session, "meta")
-        async with self.r.pipeline(transaction=True) as p:
-            p.hsetnx(meta, "created_at", created_at)
-            if tenant is not None:
-                p.hsetnx(meta, "tenant", tenant)
-            p.hset(meta, mapping={"last_run": run, "last_seen": created_at})
-            p.zadd(self.names.session_key(session, "runs"), {f"{run}|{workflow}": created_at})
-            p.sadd(self.names.redis("sessions"), session)
-            await p.execute()
+                           tenant: str | None = None, ttl_s: float | None = None) -> None:
+        """Record a run in its session's registry. `tenant`: whose session it is (set by its
+        first run; the gateway keeps other tenants out of it). `ttl_s` (the state store
+        passes it): the session, its state included, is collected `ttl_s` after its newest
+        run (nalar_state_store.sessions), and runs older than that leave its list; without
+        it the session stays until `end_session` (or until a run registers it with one).
+        Runs may be registered out of order: `last_run`/`last_seen` only move forward."""
+        if ttl_s is not None and ttl_s > 0:
+            # indexed before it is written: a session never exists without its index entry
+            await self.r.zadd(session_index_key(self.names), {session: created_at + ttl_s},
+                              gt=True)
+        script = self.r.register_script(_REGISTER)
+        await script(keys=[self.names.session_key(session, "meta"),
+                           self.names.session_key(session, "runs")],
+                     args=[run, workflow, repr(float(created_at)), tenant or "",
+                           repr(float(ttl_s)) if ttl_s is not None and ttl_s > 0 else ""])
 
     async def claim_session(self, session: str, tenant: str) -> str:
         """The tenant a session belongs to: `tenant` if it had none yet (the first run of a
@@ -213,18 +243,20 @@ class SessionStore:
         return True
 
     # -- idempotency of run admission ----------------------------------------
-    async def claim_idempotency_key(self, key: str, run: str, ttl_s: int = 86_400) -> str:
+    async def claim_idempotency_key(self, tenant: str, key: str, run: str,
+                                    ttl_s: int = 86_400) -> str:
         """Map `key` to `run` unless already mapped; returns the run the key stands for."""
-        k = self.names.idempotency_key(key)
+        k = self.names.idempotency_key(tenant, key)
         if await self.r.set(k, run, nx=True, ex=ttl_s):
             return run
         existing: Any = await self.r.get(k)
         return existing.decode() if existing else run
 
-    async def replace_idempotency_key(self, key: str, old: str, new: str,
+    async def replace_idempotency_key(self, tenant: str, key: str, old: str, new: str,
                                       ttl_s: int = 86_400) -> str:
         """Point `key` at `new` if it still names `old`; returns the run it names after."""
-        owner = await self._swap(keys=[self.names.idempotency_key(key)], args=[old, new, ttl_s])
+        owner = await self._swap(keys=[self.names.idempotency_key(tenant, key)],
+                                 args=[old, new, ttl_s])
         return owner.decode() if isinstance(owner, bytes) else str(owner)
 
     # -- leases ----------------------------------------------------------------

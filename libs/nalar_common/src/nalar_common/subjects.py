@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+"""The one charset of run ids, session ids and signal names: they go into subjects (one
+token each) and Redis keys."""
 
 DRIVER_AGENT = "_driver"
 """Pseudo-agent that runs workflow drivers: its method is the workflow name."""
@@ -48,6 +52,20 @@ class Headers:
     RETRY_AFTER = "Nalar-Retry-After"  # on `done` with status retry: seconds before the next try
     MSG_ID = "Nats-Msg-Id"
     EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+
+
+def check_id(value: str, what: str) -> str:
+    """A run id, session id or signal name: 1-128 of [A-Za-z0-9_-], or ValueError."""
+    if not isinstance(value, str) or not ID.match(value):
+        raise ValueError(f"{what} must be 1-128 characters of [A-Za-z0-9_-]")
+    return value
+
+
+def key_part(value: str) -> str:
+    """One part of a Redis key taken from data (a tenant, an idempotency key, a session id):
+    percent-escaped, so no value holds the `:` that separates parts and no two values of
+    different parts read as the same key."""
+    return quote(value, safe="")
 
 
 def check_token(value: str, what: str) -> str:
@@ -228,5 +246,6 @@ class Names:
         """Hash-tagged per session so one Redis Cluster slot holds a whole session."""
         return self.redis("{" + session + "}", what)
 
-    def idempotency_key(self, key: str) -> str:
-        return self.redis("idem", "run", key)
+    def idempotency_key(self, tenant: str, key: str) -> str:
+        """Per tenant: the same key from two tenants names two runs."""
+        return self.redis("idem", "run", key_part(tenant), key_part(key))

@@ -9,21 +9,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from nalar.state import CallState
-from nalar_common.errors import RetryableError, Unavailable
+from nalar_common.errors import LeaseLost as LeaseLost
+from nalar_common.errors import StateConflict as StateConflict
+from nalar_common.errors import Unavailable
 from nalar_common.logging import get_logger
 from nalar_common.state import Lease, SessionStore, WriteOutcome, redis_unavailable
 
 log = get_logger(__name__)
-
-
-class LeaseLost(RetryableError):
-    """Another instance took the session's state over while this call ran (a zombie)."""
-
-    code = "lease_lost"
-
-
-class StateConflict(RetryableError):
-    code = "state_conflict"
 
 
 class SessionStates:

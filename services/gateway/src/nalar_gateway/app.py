@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from nalar_gateway.bodies import SafeJSONResponse
 from nalar_gateway.handlers import install_error_handlers, router
 from nalar_gateway.service import Gateway
 
@@ -26,6 +27,7 @@ def create_app(build: Callable[[], Awaitable[Gateway]]) -> FastAPI:
             await gw.close()
 
     app = FastAPI(title="Nalar gateway", version="0.1.0", lifespan=lifespan,
+                  default_response_class=SafeJSONResponse,
                   description="Start workflow runs and inspect their futures and events.")
     install_error_handlers(app)
     return app

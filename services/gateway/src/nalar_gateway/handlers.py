@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from nalar_common.auth import Principal
 from nalar_common.errors import (
@@ -20,71 +17,51 @@ from nalar_common.errors import (
     Unauthenticated,
 )
 from nalar_common.logging import get_logger
+from nalar_common.subjects import ID
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nalar_gateway.inputs import SESSION_ID, RunRequest, validation_error
-from nalar_gateway.service import ADMIN_ROLE, Gateway
+from nalar_gateway.bodies import SafeJSONResponse, read_json
+from nalar_gateway.inputs import RunRequest, validation_error
+from nalar_gateway.service import Gateway
+from nalar_gateway.streams import EventStream, StreamSlots, TooManyStreams, resume_after
+from nalar_gateway.visibility import ADMIN_ROLE, cluster_for, scrub, scrub_all, snapshot_for
 
 log = get_logger(__name__)
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 
 
-class PayloadTooLarge(NalarError):
-    code = "payload_too_large"
-    http_status = 413
-
-
-def error_response(exc: NalarError) -> JSONResponse:
+def error_response(exc: NalarError) -> SafeJSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
-    return JSONResponse({"error": {"code": exc.error_code, "message": exc.message,
+    if isinstance(exc, TooManyStreams):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    return SafeJSONResponse({"error": {"code": exc.error_code, "message": exc.message,
                                    "details": exc.details}}, status_code=exc.http_status,
                         headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NalarError)
-    async def _nalar(_: Request, exc: NalarError) -> JSONResponse:
+    async def _nalar(_: Request, exc: NalarError) -> SafeJSONResponse:
         return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> SafeJSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": {"code": code, "message": str(exc.detail),
+        return SafeJSONResponse({"error": {"code": code, "message": str(exc.detail),
                                        "details": {}}}, status_code=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(_: Request, exc: Exception) -> SafeJSONResponse:
         log.exception("gateway.unexpected_error")
-        return JSONResponse({"error": {"code": "internal", "message": f"{type(exc).__name__}",
+        return SafeJSONResponse({"error": {"code": "internal", "message": f"{type(exc).__name__}",
                                        "details": {}}}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> SafeJSONResponse:
         errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
                   for e in exc.errors()]
         return error_response(InvalidInput("invalid request", details={"errors": errors}))
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}",
-                              details={"limit": limit})
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes",
-                                  details={"limit": limit})
-    if not body:
-        return {}
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}",
-                           details={"errors": [{"field": "body", "message": str(exc)}]}) from None
 
 
 def parse_run_request(data: Any) -> RunRequest:
@@ -98,14 +75,14 @@ def parse_run_request(data: Any) -> RunRequest:
 
 
 def check_session_id(session_id: str) -> str:
-    if not SESSION_ID.match(session_id):
-        raise NotFound(f"session {session_id!r} does not exist")
+    if not ID.match(session_id):
+        raise NotFound(f"session {session_id[:200]!r} does not exist")
     return session_id
 
 
 def check_run_id(run_id: str) -> str:
-    if not _RUN_ID.match(run_id):
-        raise NotFound(f"run {run_id!r} does not exist")
+    if not ID.match(run_id):
+        raise NotFound(f"run {run_id[:200]!r} does not exist")
     return run_id
 
 
@@ -145,27 +122,30 @@ def _public(gw: Gateway) -> APIRouter:
         return {"status": "ok"}
 
     @r.get("/readyz", tags=["ops"])
-    async def readyz() -> JSONResponse:
+    async def readyz() -> SafeJSONResponse:
         state = gw.ready()
         ok = state["nats"] and state["driver_instances"] > 0
-        return JSONResponse({"status": "ready" if ok else "not_ready", **state},
+        return SafeJSONResponse({"status": "ready" if ok else "not_ready", **state},
                             status_code=200 if ok else 503)
 
     return r
 
 
-async def _answer(gw: Gateway, view: dict[str, Any], wait: float | None) -> JSONResponse:
+async def _answer(gw: Gateway, view: dict[str, Any], wait: float | None) -> SafeJSONResponse:
     """A new run: 202 with its view, or with `?wait` the finished run (200) if it finishes
     in time."""
     if wait:
         finished = await gw.wait_run(view["run_id"], wait)
         if finished and finished["status"] in ("succeeded", "failed", "cancelled"):
-            return JSONResponse(finished, status_code=200)
+            return SafeJSONResponse(finished, status_code=200)
         view = finished or view
-    return JSONResponse(view, status_code=202)
+    return SafeJSONResponse(view, status_code=202)
 
 
 def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
+    async def body_of(request: Request) -> Any:
+        return await read_json(request, gw.settings.max_body_bytes, gw.settings.max_json_depth)
+
     async def admin(who: Principal = Depends(principal)) -> None:
         """Operator endpoints (dead letters hold every tenant's calls; the policy binds
         everyone): admins only."""
@@ -183,9 +163,9 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
             openapi_extra=_RUN_BODY)
     async def start_run(name: str, request: Request,
                         wait: float | None = Query(default=None, ge=0),
-                        who: Principal = Depends(principal)) -> JSONResponse:
+                        who: Principal = Depends(principal)) -> SafeJSONResponse:
         gw.check_workflow(name)  # an unknown workflow is a 404 whatever the body
-        req = parse_run_request(await read_json(request, gw.settings.max_body_bytes))
+        req = parse_run_request(await body_of(request))
         view, _ = await gw.start_run(name, req, who)
         return await _answer(gw, view, wait)
 
@@ -196,7 +176,7 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
     @r.get("/v1/runs/{run_id}/futures", tags=["runs"])
     async def run_futures(run_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
         await gw.run_for(check_run_id(run_id), who)
-        return {"run_id": run_id, "futures": await gw.reader.futures(run_id)}
+        return {"run_id": run_id, "futures": scrub_all(await gw.reader.futures(run_id), who)}
 
     @r.get("/v1/runs/{run_id}/journal", tags=["runs"])
     async def run_journal(run_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
@@ -204,7 +184,8 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         out = await gw.reader.journal(run_id)
         if out is None:
             raise NotFound(f"run {run_id!r} does not exist")
-        return out
+        return {**scrub(out, who), "calls": scrub_all(out["calls"], who),
+                "events": scrub_all(out["events"], who)}
 
     @r.post("/v1/runs/{run_id}/replay", status_code=202, tags=["runs"],
             openapi_extra={"requestBody": {"required": False, "content": {
@@ -212,9 +193,9 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                     "overrides": {"type": "object", "additionalProperties": True}}}}}}})
     async def replay_run(run_id: str, request: Request,
                          wait: float | None = Query(default=None, ge=0),
-                         who: Principal = Depends(principal)) -> JSONResponse:
+                         who: Principal = Depends(principal)) -> SafeJSONResponse:
         check_run_id(run_id)
-        body = await read_json(request, gw.settings.max_body_bytes)
+        body = await body_of(request)
         body = {} if body is None else body
         if not isinstance(body, dict) or set(body) - {"overrides"} or \
                 not isinstance(body.get("overrides", {}), dict):
@@ -225,48 +206,59 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                                         (body.get("overrides") or {}).items()}, who)
         return await _answer(gw, view, wait)
 
-    @r.get("/v1/runs/{run_id}/events", tags=["runs"])
+    slots = StreamSlots(gw.settings.sse_max_per_principal, gw.settings.sse_max_total)
+
+    @r.get("/v1/runs/{run_id}/events", tags=["runs"], status_code=200, response_class=EventStream,
+           responses={429: {"description": "Too many live event streams (`Retry-After`)"}})
     async def run_events(run_id: str, follow: bool = True,
+                         after: int | None = Query(default=None, ge=0, lt=2**63, description=(
+                             "Only the events after this one (an event's `id`)")),
+                         last_event_id: str | None = Header(default=None, description=(
+                             "As `after`, sent by a reconnecting EventSource; it wins")),
                          who: Principal = Depends(principal)) -> StreamingResponse:
+        """The run's journal as server-sent events (`id` is the event's stream sequence);
+        with `follow` (the default) until the run finishes, with a `: ping` comment after
+        `NALAR_GATEWAY_SSE_PING_S` without an event. Streams per caller and per gateway are
+        capped (429 `too_many_streams` before the stream starts)."""
+        start = resume_after(last_event_id, after)
         await gw.run_for(check_run_id(run_id), who)
-
-        async def stream() -> AsyncIterator[bytes]:
-            async for ev in gw.reader.events(run_id, follow=follow):
-                data = json.dumps(ev, default=str)
-                yield f"id: {ev['seq']}\nevent: {ev['event']}\ndata: {data}\n\n".encode()
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        slot = slots.take(who)  # nothing may raise between here and the response holding it
+        events = gw.reader.events(run_id, follow=follow, after=start,
+                                  idle=gw.settings.sse_ping_s if follow else None)
+        return EventStream(events, slot, lambda ev: scrub(ev, who))
 
     @r.post("/v1/runs/{run_id}/cancel", status_code=202, tags=["runs"])
-    async def cancel_run(run_id: str, who: Principal = Depends(principal)) -> JSONResponse:
-        return JSONResponse(await gw.cancel(check_run_id(run_id), who), status_code=202)
+    async def cancel_run(run_id: str, who: Principal = Depends(principal)) -> SafeJSONResponse:
+        return SafeJSONResponse(await gw.cancel(check_run_id(run_id), who), status_code=202)
 
     @r.post("/v1/runs/{run_id}/signals/{name}", status_code=202, tags=["runs"],
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/json": {"schema": {"type": "object", "required": ["value"],
                                                 "properties": {"value": {}}}}}}})
     async def send_signal(run_id: str, name: str, request: Request,
-                          who: Principal = Depends(principal)) -> JSONResponse:
+                          who: Principal = Depends(principal)) -> SafeJSONResponse:
         check_run_id(run_id)
-        if not _RUN_ID.match(name):
-            raise NotFound(f"run {run_id} has no signal named {name!r}")
-        body = await read_json(request, gw.settings.max_body_bytes)
+        if not ID.match(name):
+            raise NotFound(f"run {run_id} has no signal named {name[:200]!r}")
+        body = await body_of(request)
         if not isinstance(body, dict) or "value" not in body or set(body) - {"value"}:
             raise InvalidInput('body must be {"value": ...}',
                                details={"errors": [{"field": "value", "message": "required"}]})
-        return JSONResponse(await gw.signal(run_id, name, body["value"], who),
+        return SafeJSONResponse(await gw.signal(run_id, name, body["value"], who),
                             status_code=202)
 
     @r.get("/v1/cluster", tags=["ops"])
-    async def cluster() -> dict[str, Any]:
-        return gw.cluster()
+    async def cluster(who: Principal = Depends(principal)) -> dict[str, Any]:
+        return cluster_for(gw.cluster(), who)  # session ids: admins only
 
     @r.get("/v1/policy", tags=["ops"])
-    async def get_policy(history: bool = False) -> dict[str, Any]:
+    async def get_policy(history: bool = False,
+                         who: Principal = Depends(principal)) -> dict[str, Any]:
         out = await gw.policy()
+        out["snapshot"] = snapshot_for(out["snapshot"], who)
         if history:
-            out["history"] = await gw.policy_history()
+            out["history"] = [{**h, "snapshot": snapshot_for(h["snapshot"], who)}
+                              for h in await gw.policy_history()]
         return out
 
     @r.put("/v1/policy", tags=["ops"], dependencies=ops, openapi_extra={"requestBody": {
@@ -278,7 +270,7 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                  "properties": {"class": {"type": "string"},
                                 "params": {"type": "object"}}}]}}}}}}}})
     async def put_policy(request: Request) -> dict[str, Any]:
-        body = await read_json(request, gw.settings.max_body_bytes)
+        body = await body_of(request)
         if not isinstance(body, dict) or set(body) != {"policies"}:
             raise InvalidInput('body must be {"policies": ["module:Class", ...]}',
                                details={"errors": [{"field": "policies", "message": "required"}]})
@@ -323,13 +315,13 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
     # -- Ventis-compatible aliases ------------------------------------------------------
     @r.post("/{workflow}/run", status_code=202, tags=["ventis"])
     async def ventis_run(workflow: str, request: Request,
-                         who: Principal = Depends(principal)) -> JSONResponse:
+                         who: Principal = Depends(principal)) -> SafeJSONResponse:
         gw.check_workflow(workflow)
-        data = await read_json(request, gw.settings.max_body_bytes)
+        data = await body_of(request)
         if not isinstance(data, dict):
             raise InvalidInput("body must be a JSON object of workflow arguments")
         view, _ = await gw.start_run(workflow, RunRequest(input=data), who)
-        return JSONResponse({"request_id": view["run_id"]}, status_code=202)
+        return SafeJSONResponse({"request_id": view["run_id"]}, status_code=202)
 
     @r.get("/status/{request_id}", tags=["ventis"])
     async def ventis_status(request_id: str,

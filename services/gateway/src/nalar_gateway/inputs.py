@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import re
 from typing import Any, Literal
 
 from nalar.registry import WorkflowSpec
 from nalar_common.errors import InvalidInput
+from nalar_common.subjects import ID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
-
-SESSION_ID = re.compile(r"^[A-Za-z0-9_\-:.]{1,128}$")
 
 
 class RunRequest(BaseModel):
@@ -28,8 +26,8 @@ class RunRequest(BaseModel):
     @field_validator("session_id")
     @classmethod
     def _session(cls, v: str | None) -> str | None:
-        if v is not None and not SESSION_ID.match(v):
-            raise ValueError("must be 1-128 characters of [A-Za-z0-9_-:.]")
+        if v is not None and not ID.match(v):
+            raise ValueError("must be 1-128 characters of [A-Za-z0-9_-]")
         return v
 
 

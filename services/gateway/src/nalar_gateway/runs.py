@@ -3,7 +3,7 @@ their dependencies and results, and the journal as an event stream."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from nalar_common.auth import Principal
@@ -168,14 +168,31 @@ class RunReader:
                 row["error"] = body.get("error")
         return sorted(rows.values(), key=lambda r: _order(r["future"]))
 
-    async def events(self, run: str, *, follow: bool) -> AsyncIterator[dict[str, Any]]:
-        async for m in self.bus.iter_stream(self.names.runs_stream, self.names.run_events(run),
-                                            follow=follow):
-            ev = decode(m)
-            ev["seq"] = m.seq
-            yield ev
-            if follow and ev.get("event") == Event.FINISHED:
-                return  # a follower is done; a read of the journal gets what came after too
+    async def events(self, run: str, *, follow: bool, after: int = 0,
+                     idle: float | None = None) -> AsyncGenerator[dict[str, Any] | None, None]:
+        """The run's journal events in order, each with its stream `seq`, those after `after`
+        only (where a reconnecting client left off). A follower reads on until the run's
+        `finished` event and, with `idle`, gets None whenever nothing came for that long (its
+        cue to keep its client's connection alive)."""
+        n = self.names
+        if follow and after > 0:
+            done = await self.bus.direct_get_last(n.runs_stream, n.run_event(run, Event.FINISHED))
+            if done is not None and done.seq <= after:
+                follow = False  # the client saw the end already: nothing to wait for
+        stored = self.bus.iter_stream(n.runs_stream, n.run_events(run), follow=follow,
+                                      after_seq=after, idle=idle if follow else None)
+        try:
+            async for m in stored:
+                if m is None:
+                    yield None
+                    continue
+                ev = decode(m)
+                ev["seq"] = m.seq
+                yield ev
+                if follow and ev.get("event") == Event.FINISHED:
+                    return  # a follower is done; a read of the journal gets what came after
+        finally:
+            await stored.aclose()  # its consumer goes now, not when the generator is collected
 
 
 _CALL_EVENTS = {Event.FUTURE_CREATED, Event.FUTURE_RESOLVED, Event.RETRYING, Event.MIGRATED,

@@ -17,6 +17,7 @@ from nalar_common.authz import PolicyFile
 from nalar_common.bus import Bus
 from nalar_common.calls import cancel_run, publish_result, resume_driver
 from nalar_common.dlq import DeadLetters
+from nalar_common.envelope import pack
 from nalar_common.errors import (
     Cancelled,
     Conflict,
@@ -24,6 +25,7 @@ from nalar_common.errors import (
     NalarError,
     NoInstance,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
     Timeout,
     Unavailable,
@@ -31,7 +33,8 @@ from nalar_common.errors import (
 from nalar_common.guardrails import RESUME, waive
 from nalar_common.journal import Event, is_waiting, record
 from nalar_common.logging import get_logger
-from nalar_common.policyspec import load_policy
+from nalar_common.policyspec import PolicyAllowList, PolicyNotAllowed, load_policy
+from nalar_common.settings import PolicyClassSettings
 from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, signal_future
 from nalar_common.subjects import Headers as H
@@ -39,12 +42,15 @@ from nats.js.errors import KeyNotFoundError
 from pydantic import BaseModel
 
 from nalar_gateway.auth import Authenticator
+from nalar_gateway.capacity import check_capacity
+from nalar_gateway.faults import CRASH_AFTER_CREATED, crash_point
 from nalar_gateway.inputs import RunRequest, input_model, validate_input
 from nalar_gateway.runs import RunReader
 from nalar_gateway.settings import GatewaySettings
+from nalar_gateway.visibility import scrub, sees
 
 log = get_logger(__name__)
-ADMIN_ROLE = "admin"  # sees every tenant's runs and sessions
+MESSAGE_HEADROOM = 16_384  # what a run's messages hold beside its input (headers, principal)
 
 
 class Gateway:
@@ -106,6 +112,18 @@ class Gateway:
                                    details={"workflow": workflow, "rule": decision.rule,
                                             "policy_revision": decision.revision})
 
+    def authorize_action(self, principal: Principal, action: str, run_id: str) -> None:
+        """PermissionDenied unless the policy's `runs` section lets `principal` cancel,
+        signal or replay a run (that it can see)."""
+        decision = self.access.current().run_action(principal, action)
+        if not decision.allowed:
+            log.info("run.action_denied", action=action, run_id=run_id,
+                     principal=principal.name, policy=decision.revision)
+            raise PermissionDenied(f"policy {decision.revision} lets only the roles in "
+                                   f"`runs.{action}` {action} a run",
+                                   details={"action": action, "rule": decision.rule,
+                                            "policy_revision": decision.revision})
+
     async def start_run(self, workflow: str, req: RunRequest,
                         principal: Principal) -> tuple[dict[str, Any], bool]:
         """Admit a run started by `principal`; returns (run view, created) where created is
@@ -114,6 +132,9 @@ class Gateway:
         self.check_workflow(workflow)
         self.authorize(principal, workflow)
         inputs = validate_input(self.models[workflow], req.input)
+        self.check_fits(inputs)
+        await check_capacity(self.bus)  # 503 while NALAR_CALLS or NALAR_RUNS is nearly full
+        timeout_s = self.check_timeout(req.timeout_s)
         if not self.runtime.view.live_instances(DRIVER_AGENT):
             raise NoInstance("no agent host can run workflow drivers right now")
         run_id = uuid.uuid4().hex
@@ -123,22 +144,55 @@ class Gateway:
             if not self.sees(principal, owner):
                 raise NotFound(f"session {req.session_id!r} does not exist")
         if req.idempotency_key:
-            key = f"{principal.tenant}/{req.idempotency_key}"  # tenants never share keys
-            owner = await self.store.claim_idempotency_key(key, run_id,
-                                                           self.settings.idempotency_ttl_s)
+            tenant, key, ttl = principal.tenant, req.idempotency_key, \
+                self.settings.idempotency_ttl_s
+            owner = await self.store.claim_idempotency_key(tenant, key, run_id, ttl)
             if owner != run_id:
                 existing = await self._await_created(owner)
                 if existing is not None:
-                    return existing, False
+                    return self._own(existing, principal), False
                 # the claimer died before creating its run: take the key over
-                owner = await self.store.replace_idempotency_key(
-                    key, owner, run_id, self.settings.idempotency_ttl_s)
+                owner = await self.store.replace_idempotency_key(tenant, key, owner, run_id, ttl)
                 if owner != run_id:
-                    return await self._await_created(owner) or {"run_id": owner}, False
-        deadline = time.time() + (req.timeout_s or self.settings.run_timeout_s)
+                    existing = await self._await_created(owner)
+                    if existing is None:
+                        raise Unavailable("the run of this idempotency key is being created; "
+                                          "retry", details={"idempotency_key": key})
+                    return self._own(existing, principal), False
+        deadline = time.time() + timeout_s
         return await self._launch(run_id, workflow, session, inputs, principal,
                                   priority=req.priority, deadline=deadline,
                                   idempotency_key=req.idempotency_key), True
+
+    def check_fits(self, inputs: dict[str, Any]) -> None:
+        """413 at once for an input that the run's messages could not carry (NATS refuses a
+        message over its max_payload): before any key or session is claimed."""
+        room = self.bus.nc.max_payload - MESSAGE_HEADROOM
+        size = len(pack(inputs))
+        if size > room:
+            raise PayloadTooLarge(f"the run's input takes {size} bytes; a run's messages "
+                                  f"carry at most {room}", details={"limit": room,
+                                                                     "size": size})
+
+    def check_timeout(self, timeout_s: float | None) -> float:
+        """The run's timeout, which may not outlive what it needs: its journal and results
+        (the streams' retention) and its idempotency key."""
+        s = self.bus.settings
+        longest = min(s.futures_max_age_s, s.runs_max_age_s)
+        if timeout_s is None:
+            return min(self.settings.run_timeout_s, longest)
+        if timeout_s > longest:
+            raise InvalidInput(f"timeout_s {timeout_s:g} exceeds the {longest:g} s that runs' "
+                               "results and journals are kept (NALAR_NATS_FUTURES_MAX_AGE_S, "
+                               "NALAR_NATS_RUNS_MAX_AGE_S)", details={"errors": [{
+                                   "field": "timeout_s", "message": f"at most {longest:g}"}]})
+        return timeout_s
+
+    def _own(self, view: dict[str, Any], principal: Principal) -> dict[str, Any]:
+        """An existing run returned for an idempotency key: the caller's tenant's, or none."""
+        if not self.sees(principal, (view.get("started_by") or {}).get("tenant")):
+            raise NotFound("no run of yours has this idempotency key")
+        return view
 
     async def _launch(self, run_id: str, workflow: str, session: str, inputs: dict[str, Any],
                       principal: Principal, *, priority: int, deadline: float,
@@ -151,6 +205,9 @@ class Gateway:
             "workflow": workflow, "session_id": session, "input": inputs,
             "priority": priority, "deadline": deadline, "principal": principal.to_dict(),
             **extra}, acked=True, msg_id=f"{run_id}.created")
+        # fault injection (tests only): die before the driver call is published; the state
+        # store starts the run (nalar_state_store.starts)
+        crash_point(CRASH_AFTER_CREATED)
         try:
             await self.runtime.submit_root(run=run_id, session=session, workflow=workflow,
                                            input=inputs, priority=priority,
@@ -181,6 +238,7 @@ class Gateway:
         are answered from the original's journal (or by `overrides`, future -> value) by the
         local controllers, and only calls whose inputs changed run again, tools never."""
         view = await self.run_for(run_id, principal)
+        self.authorize_action(principal, "replay", run_id)
         if view["status"] not in ("succeeded", "failed", "cancelled"):
             raise Conflict(f"run {run_id} is {view['status']}: only a finished run can be "
                            "replayed", details={"status": view["status"]})
@@ -201,7 +259,7 @@ class Gateway:
         return await self._launch(
             new_run, workflow, session, dict(created.get("input") or {}), principal,
             priority=int(created.get("priority") or 0),
-            deadline=time.time() + self.settings.run_timeout_s, replay_of=run_id,
+            deadline=time.time() + self.check_timeout(None), replay_of=run_id,
             overrides=overrides)
 
     async def _copy_signals(self, run: str, new_run: str, session: str) -> None:
@@ -220,19 +278,16 @@ class Gateway:
                 value=None if err else stored.value(), error=err, executor="replay:journal")
 
     # -- tenants: a principal sees its tenant's runs and sessions (admins see all) ---------
-    @staticmethod
-    def sees(principal: Principal, tenant: str | None) -> bool:
-        return ADMIN_ROLE in principal.roles or (tenant is not None and
-                                                  tenant == principal.tenant)
+    sees = staticmethod(sees)
 
     async def run_for(self, run_id: str, principal: Principal) -> dict[str, Any]:
-        """The run's view if `principal` may see it; another tenant's run is a 404, as if
-        it did not exist."""
+        """The run's view if `principal` may see it (server tracebacks for admins only);
+        another tenant's run is a 404, as if it did not exist."""
         view = await self.reader.get(run_id)
         if view is None or not self.sees(principal,
                                          (view.get("started_by") or {}).get("tenant")):
             raise NotFound(f"run {run_id!r} does not exist")
-        return view
+        return scrub(view, principal)
 
     async def session_for(self, session: str, principal: Principal) -> None:
         """404 for a session that does not exist or is another tenant's."""
@@ -256,6 +311,8 @@ class Gateway:
         `resume` lets a run that a guardrail paused go on."""
         view = await self.run_for(run_id, principal)
         declared = await self.reader.signals(run_id)
+        if name != RESUME or name in declared:  # resume has roles of its own
+            self.authorize_action(principal, "signal", run_id)
         if name == RESUME and name not in declared:
             return await self.resume(view, value, principal)
         if view["status"] in ("succeeded", "failed", "cancelled"):
@@ -331,18 +388,22 @@ class Gateway:
                 for e in entries if e.value]
 
     async def set_policy(self, specs: Any) -> dict[str, Any]:
-        """Validate the policies here (import, instantiate with their params, `decide`), then
-        store them; the active global controller switches at its next tick. A bad one is a
-        422 and nothing changes."""
+        """Validate the policies here (on the allow-list, params as the class declares them,
+        instantiate, `decide`), then store them; the active global controller switches at its
+        next tick. A bad one, or one naming a class that is not allowed (nothing of it is
+        imported), is a 422 and nothing changes."""
         if not isinstance(specs, list) or not specs:
             raise InvalidInput('body must be {"policies": ["module:Class" or {"class": '
                                '"module:Class", "params": {...}}, ...]}',
                                details={"errors": [{"field": "policies",
                                                     "message": "a non-empty list"}]})
+        allowed = PolicyAllowList.load(PolicyClassSettings())  # as the global controller's
         for i, spec in enumerate(specs):
             try:
-                load_policy(spec)
+                load_policy(spec, allowed)
             except Exception as exc:
+                if isinstance(exc, PolicyNotAllowed):
+                    log.warning("policy.refused", policy=exc.name)
                 raise InvalidInput(f"policy {spec!r} cannot be used: {exc}", details={
                     "errors": [{"field": f"policies[{i}]", "message": str(exc)}]}) from None
         kv = await self.bus.kv(self.bus.names.policy_bucket, history=10)
@@ -390,6 +451,7 @@ class Gateway:
         """End a run as `cancelled`: its result is stored first (write-once, so a run that
         finishes meanwhile keeps its own outcome), then every controller and host hears it."""
         view = await self.run_for(run_id, principal)
+        self.authorize_action(principal, "cancel", run_id)
         err = Cancelled(f"run {run_id} was cancelled")
         if not await cancel_run(self.bus, run_id, str(view.get("session_id") or ""),
                                 str(view.get("workflow")), err, "gateway"):

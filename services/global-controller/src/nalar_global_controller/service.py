@@ -24,6 +24,8 @@ from nalar_global_controller.policies import (
     ClusterState,
     Decisions,
     Policy,
+    PolicyAllowList,
+    PolicyNotAllowed,
     describe,
     load_policies,
     parse_specs,
@@ -37,11 +39,16 @@ log = get_logger(__name__)
 
 class GlobalController:
     def __init__(self, bus: Bus, settings: GlobalControllerSettings,
-                 policies: list[Policy] | None = None) -> None:
+                 policies: list[Policy] | None = None, *,
+                 allowed: PolicyAllowList | None = None) -> None:
+        """`allowed`: the policy classes that `policies` and the KV config may name (default:
+        the built-ins only)."""
         self.bus, self.settings = bus, settings
         self.names = bus.names
         self._unreadable: list[tuple[str, bytes, str]] = []  # telemetry to dead-letter
-        self.policies = policies if policies is not None else load_policies(settings.policies)
+        self.allowed = allowed or PolicyAllowList.builtin()
+        self.policies = policies if policies is not None else \
+            load_policies(settings.policies, self.allowed)
         self.policy_names = [type(p).__name__ for p in self.policies]
         self.view = ClusterView(bus)
         self.telemetry: dict[str, dict[str, Any]] = {}
@@ -212,7 +219,8 @@ class GlobalController:
 
     async def _reload(self, kv: KeyValue) -> None:
         """Policies set at run time (`PUT /v1/policy`) replace the configured ones; a config
-        that does not load is logged and the running policies stay."""
+        that does not load, or names a class that is not allowed (written to the bucket by
+        something other than the gateway), is logged and the running policies stay."""
         try:
             entry = await kv.get(self.names.CONFIG_KEY)
         except KeyNotFoundError:
@@ -222,12 +230,16 @@ class GlobalController:
         self._config_rev = entry.revision or 0
         try:
             specs = parse_specs(json.loads(entry.value)["policies"])
-            self.policies = load_policies(specs)
+            self.policies = load_policies(specs, self.allowed)
             self.policy_names = [describe(s) for s in specs]
             self._last_write = 0.0  # write a snapshot from the new policies now
             log.info("policy.reloaded", policies=specs, revision=entry.revision)
+        except PolicyNotAllowed as exc:
+            log.error("policy.refused", policy=exc.name, revision=entry.revision,
+                      kept=self.policy_names, error=str(exc))
         except Exception as exc:
-            log.error("policy.reload_failed", revision=entry.revision, error=str(exc))
+            log.error("policy.reload_failed", revision=entry.revision, error=str(exc),
+                      kept=self.policy_names)
 
     async def tick(self, kv: KeyValue) -> None:
         await self._reload(kv)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from nalar_common.authz import PolicyFile
-from nalar_common.guardrails import GuardrailFile
+from nalar_common.authz import open_policy
+from nalar_common.configfile import config_errors_stop
+from nalar_common.guardrails import open_guardrails
 from nalar_common.process import serve
 from nalar_common.settings import (
     AuthSettings,
@@ -24,12 +23,14 @@ from nalar_local_controller.settings import LocalControllerSettings
 
 def main() -> None:
     nats, node = NatsSettings(), NodeSettings()
+    # the rules it enforces, loaded before anything starts: a bad file stops it here
+    with config_errors_stop(f"nalar-local-controller:{node.name}"):
+        access, guardrails = open_policy(AuthSettings()), open_guardrails(GuardrailSettings())
 
     async def build(bus):  # type: ignore[no-untyped-def]
         store = SessionStore.from_url(RedisSettings().url, Names(nats.prefix))
         return LocalController(bus, node.name, LocalControllerSettings(), store=store,
-                               access=PolicyFile(Path(AuthSettings().policy_file)),
-                               guardrails=GuardrailFile(Path(GuardrailSettings().file)))
+                               access=access, guardrails=guardrails)
 
     serve(f"local-controller:{node.name}", nats, LogSettings(), build)
 

@@ -15,7 +15,6 @@ import sys
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 from nalar_common.authz import PolicyFile
@@ -87,13 +86,12 @@ class LocalController:
     RECENT_REPORTED = 64  # sessions per instance in telemetry, for the affinity policy
 
     def __init__(self, bus: Bus, node: str, settings: LocalControllerSettings,
-                 store: SessionStore | None = None, access: PolicyFile | None = None,
-                 guardrails: GuardrailFile | None = None) -> None:
+                 store: SessionStore | None = None, *, access: PolicyFile,
+                 guardrails: GuardrailFile) -> None:
         self.bus, self.node, self.settings = bus, node, settings
         self.runs = RunBook(bus)
-        self.access = CallAccess(self.runs, access or PolicyFile(Path("config/policy.yaml")))
-        self.guard = CallGuard(store.r, bus.names, guardrails or GuardrailFile(
-            Path("config/guardrails.yaml"))) if store is not None else None
+        self.access = CallAccess(self.runs, access)
+        self.guard = CallGuard(store.r, bus.names, guardrails) if store is not None else None
         self.paused: dict[str, list[Held]] = {}  # run -> its calls a guardrail paused
         # LLM requests' reservations until their host settles them (worst case kept if never)
         self._reservations: dict[str, tuple[list[Reserved], str, float]] = {}

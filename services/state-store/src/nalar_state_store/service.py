@@ -1,7 +1,8 @@
 """StateStore: records every run in its session's registry (from the run journal's `created`
 events, with a durable consumer so none is missed across restarts), answers session queries on
-`nalar.state.session` (request/reply), and keeps the signal timeouts (`timers.py`) and the run
-deadlines (`deadlines.py`)."""
+`nalar.state.session` (request/reply), and keeps the signal timeouts (`timers.py`), the run
+deadlines (`deadlines.py`), the starts of runs whose gateway died (`starts.py`) and the
+collection of old sessions (`sessions.py`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nalar_state_store.deadlines import RunDeadlines
+from nalar_state_store.sessions import SessionCollector
 from nalar_state_store.settings import StateStoreSettings
+from nalar_state_store.starts import RunStarts
 from nalar_state_store.timers import SignalTimers
 
 log = get_logger(__name__)
@@ -35,6 +38,12 @@ class StateStore:
         self.view = ClusterView(bus)
         self.timers = SignalTimers(bus, self.view)
         self.deadlines = RunDeadlines(bus, store)
+        self.starts = RunStarts(bus, store, self.view, grace_s=settings.start_grace_s)
+        ttl = bus.settings.runs_max_age_s if settings.session_ttl_s is None \
+            else settings.session_ttl_s
+        self.session_ttl_s = ttl if ttl > 0 else None
+        self.sessions = SessionCollector(store, self.session_ttl_s,
+                                         settings.session_gc_interval_s)
 
     async def run(self) -> None:
         await self.bus.ensure_topology()
@@ -44,6 +53,8 @@ class StateStore:
                 tg.create_task(self.view.run())
                 tg.create_task(self.timers.run())
                 tg.create_task(self.deadlines.run())
+                tg.create_task(self.starts.run())
+                tg.create_task(self.sessions.run())
                 timers_sub = await self.timers.subscribe()
                 consumer = ConsumerConfig(
                     durable_name=self.names.STATE_STORE_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
@@ -72,10 +83,13 @@ class StateStore:
     async def _on_created(self, msg: Msg) -> None:
         try:
             body = Envelope.decode(msg.data, expect="event").body
-            await self.store.register_run(str(body["session_id"]), str(body["run"]),
-                                          str(body.get("workflow", "")), float(body["ts"]))
+            run, ts = str(body["run"]), float(body["ts"])
+            await self.store.register_run(str(body["session_id"]), run,
+                                          str(body.get("workflow", "")), ts,
+                                          ttl_s=self.session_ttl_s)
             if body.get("deadline") is not None:
-                await self.deadlines.add(str(body["run"]), float(body["deadline"]))
+                await self.deadlines.add(run, float(body["deadline"]))
+            await self.starts.add(run, ts)  # its driver starts, even if its gateway died
             self.registered += 1
         except (MalformedMessage, KeyError, ValueError, TypeError) as exc:
             await dead_letter(self.bus, service="state-store", subject=msg.subject,

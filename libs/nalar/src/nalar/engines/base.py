@@ -6,26 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nalar_common.errors import RetryableError, TerminalError
-
-
-class EngineUnavailable(RetryableError):
-    """The engine is down, timed out or answered 5xx: retrying may work."""
-
-    code = "engine_unavailable"
-
-
-class EngineOverloaded(RetryableError):
-    """The engine has no KV-cache room for the request right now."""
-
-    code = "engine_overloaded"
-
-
-class PromptTooLong(TerminalError):
-    """The prompt does not fit the model's context; `details.limit` names the limit."""
-
-    code = "prompt_too_long"
-    http_status = 400
+# the engine errors live with the rest of the tree, so every process decodes them
+from nalar_common.errors import EngineOverloaded as EngineOverloaded
+from nalar_common.errors import EngineUnavailable as EngineUnavailable
+from nalar_common.errors import PromptTooLong as PromptTooLong
 
 
 @dataclass(frozen=True)
