@@ -74,3 +74,20 @@ def test_a_timeout_past_the_retention_is_refused(http: httpx.Client) -> None:
     ok = http.post(RUNS, params={"wait": 30}, json={"input": {"value": 1}, "timeout_s": 3600})
     assert ok.status_code == 200, ok.text
     assert ok.json()["deadline"] - time.time() <= 3600
+
+
+def test_ids_with_a_trailing_newline_and_overflowing_numbers_are_refused(
+        http: httpx.Client) -> None:
+    # "victim\n" once passed `^...$`, and NATS headers strip the newline: another session
+    refused(http.post(RUNS, json={"input": {"value": 1}, "session_id": "victim\n"}))
+    refused(raw(http, RUNS, b'{"input": {"value": 1e400}}'))
+    assert http.get("/v1/runs/abc%0A").status_code == 404
+
+
+def test_an_oversized_signal_value_is_413_before_anything_is_written(
+        http: httpx.Client) -> None:
+    started = http.post("/v1/workflows/approve/runs", json={"input": {"amount": 1}}).json()
+    big = {"value": "x" * (1_048_576 - 200)}
+    error = refused(http.post(f"/v1/runs/{started['run_id']}/signals/approval", json=big), 413)
+    assert error["code"] == "payload_too_large"
+    http.post(f"/v1/runs/{started['run_id']}/cancel")

@@ -67,6 +67,7 @@ rules:
 
 
 @pytest.mark.parametrize("text", ["", "   \n", "# nothing\n", "rules: []", "rules:",
+                                  "rules: [{match: {}, access: all}]\nruns:",
                                   "rules:\n  - match: {role: adm"])  # the last: cut off
 def test_an_empty_or_truncated_file_is_refused_never_allow_all(text: str) -> None:
     with pytest.raises(ConfigError):

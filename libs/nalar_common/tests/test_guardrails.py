@@ -82,6 +82,7 @@ def test_iterations_without_an_agent_count_every_agent_call() -> None:
     ("", "empty"),
     ("# nothing", "no settings"),
     ("prices: {default: {prompt: 1}}", "the keys `limits`"),  # cut off before its limits
+    ("limits:\n", "`limits` is a list"),  # cut off just after `limits:`
 ])
 def test_bad_files_are_refused_with_where_and_why(text: str, message: str) -> None:
     with pytest.raises(ValueError) as err:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from nalar_common.subjects import Names
+from nalar_common.auth import check_name
+from nalar_common.subjects import Names, check_id, key_part
 
 
 def test_default_names_match_the_design() -> None:
@@ -34,3 +35,15 @@ def test_bad_prefix_rejected(bad: str) -> None:
         return
     with pytest.raises(ValueError):
         Names(bad)
+
+
+@pytest.mark.parametrize("bad", ["victim\n", "a\nb", "", "a.b", "a b", "x" * 129, "a/b"])
+def test_ids_have_one_charset_and_no_trailing_newline(bad: str) -> None:
+    # `$` would let "victim\n" through; NATS headers strip it, so it became another
+    # tenant's session in the controllers
+    with pytest.raises(ValueError):
+        check_id(bad, "session id")
+    assert check_id("run-1_A", "run id") == "run-1_A"
+    assert check_name("tenant", "acme:x") and key_part("acme:x/y") == "acme%3Ax%2Fy"
+    with pytest.raises(ValueError):
+        check_name("tenant", "acme\n")

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from nalar_common.auth import Principal
-from nalar_gateway.visibility import cluster_for, scrub, scrub_all, sees, snapshot_for
+from nalar_gateway.visibility import (
+    cluster_for,
+    config_for,
+    scrub,
+    scrub_all,
+    sees,
+    snapshot_for,
+)
 
 ADMIN = Principal("root", ("admin",), "ops")
 USER = Principal("ann", ("runner",), "acme")
@@ -39,3 +46,12 @@ def test_session_ids_are_for_admins() -> None:
 def test_tenants() -> None:
     assert sees(USER, "acme") and not sees(USER, "zeta") and not sees(USER, None)
     assert sees(ADMIN, "zeta") and sees(ADMIN, None)
+
+
+def test_policy_params_are_for_admins() -> None:
+    config = {"policies": ["m:A", {"class": "m:SessionPriority",
+                                   "params": {"sessions": {"sess-secret": 5}}}]}
+    shown = config_for(config, USER)
+    assert "sess-secret" not in repr(shown) and shown["policies"][0] == "m:A"
+    assert shown["policies"][1]["class"] == "m:SessionPriority"
+    assert config_for(config, ADMIN) is config and config_for(None, USER) is None

@@ -157,3 +157,22 @@ async def test_every_due_run_is_checked_in_one_pass(bus: Bus, store: SessionStor
         await starts.add(await created(bus), time.time() - 1)
     assert await starts.start_due() == 5
     assert await store.r.zcard(starts.key) == 0
+
+
+async def test_a_state_store_that_dies_while_checking_leaves_the_run_due_again(
+        bus: Bus, store: SessionStore) -> None:
+    run = await created(bus)
+    dead = RunStarts(bus, store, view_with_driver(bus), grace_s=0.0)
+    await dead.add(run, time.time() - 1)
+    now = time.time()
+    # it claims the run, then dies before any outcome: the run stays, a lease ahead
+    assert await dead._claim(keys=[dead.key], args=[run, now, now + 0.3]) == 1
+    other = RunStarts(bus, store, view_with_driver(bus), grace_s=0.0)
+    assert await other.start_due() == 0  # leased: not taken twice
+    assert await store.r.zscore(other.key, run) is not None
+    deadline = time.monotonic() + 10
+    while not await other.start_due():  # due again once the lease is over
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert [c.headers[H.RUN] for c in await driver_calls(bus)] == [run]
+    assert await store.r.zscore(other.key, run) is None

@@ -26,8 +26,8 @@ import redis.asyncio as aioredis
 from nalar_common.errors import Unauthenticated
 from nalar_common.subjects import Names
 
-_KEY = re.compile(r"^nk_([a-z0-9]{12})_([A-Za-z0-9_\-]{20,128})$")
-_NAME = re.compile(r"^[A-Za-z0-9_.@:\-]{1,128}$")
+_KEY = re.compile(r"^nk_([a-z0-9]{12})_([A-Za-z0-9_\-]{20,128})\Z")
+_NAME = re.compile(r"^[A-Za-z0-9_.@:\-]{1,128}\Z")
 
 
 @dataclass(frozen=True)

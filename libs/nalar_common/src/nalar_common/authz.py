@@ -31,11 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from nalar_common.auth import Principal
-from nalar_common.configfile import ConfigError, ConfigFile, check_entry, load_yaml
+from nalar_common.configfile import (
+    OFF,
+    ConfigError,
+    ConfigFile,
+    check_entry,
+    load_yaml,
+    open_config,
+)
 from nalar_common.settings import AuthSettings
 
 ALL = "all"
-OFF = "none"  # NALAR_AUTH_POLICY=none: authorization off
 _RULE_KEYS = {"match", "access", "workflows", "agents", "name"}
 
 
@@ -158,6 +164,8 @@ def parse_policy(text: str) -> AccessPolicy:
     if not isinstance(data, dict) or "rules" not in data or set(data) - {"rules", "runs"}:
         raise ConfigError("the file is a mapping with the keys `rules` and (optional) `runs`",
                           line=1)
+    if "runs" in data and not isinstance(data["runs"], dict):  # `runs:` cut short
+        raise ConfigError("`runs` maps actions to roles", line=doc.line_of("runs"))
     actions = _run_actions(data.get("runs"), doc.line_of("runs"))
     raw = data["rules"]
     if not isinstance(raw, list) or not raw:
@@ -211,18 +219,16 @@ class PolicyFile(ConfigFile[AccessPolicy]):
     def off(cls) -> PolicyFile:
         """Authorization off: every principal may run everything (NALAR_AUTH_POLICY=none)."""
         pf = cls(Path("/dev/null"))
-        pf.turn_off(AccessPolicy((), OFF, open=True))
+        pf.turn_off(OPEN)
         return pf
+
+
+OPEN = AccessPolicy((), OFF, open=True)  # authorization off: everything allowed
 
 
 def open_policy(settings: AuthSettings) -> PolicyFile:
     """The policy a service enforces, loaded now: ConfigError (file and line) when the file
     is missing, empty or invalid, unless `NALAR_AUTH_POLICY=none` turns it off."""
-    mode = settings.policy.strip().lower()
-    if mode == OFF:
-        return PolicyFile.off()
-    if mode != "file":
-        raise ConfigError(f"NALAR_AUTH_POLICY is `file` or `none`, not {settings.policy!r}")
     pf = PolicyFile(Path(settings.policy_file))
-    pf.require()
+    open_config(pf, settings.policy, "NALAR_AUTH_POLICY", OPEN)
     return pf

@@ -168,6 +168,22 @@ class ConfigFile(Generic[T]):
                         kept=kept)
 
 
+OFF = "none"  # the setting's value that turns a file off
+
+
+def open_config(file: ConfigFile[T], mode: str, setting: str, off: T) -> ConfigFile[T]:
+    """`file` loaded now (ConfigError naming the file and line when it cannot be used), or
+    serving `off` for good when the setting (`setting`=`mode`) says `none`."""
+    chosen = mode.strip().lower()
+    if chosen == OFF:
+        file.turn_off(off)
+        return file
+    if chosen != "file":
+        raise ConfigError(f"{setting} is `file` or `none`, not {mode!r}")
+    file.require()
+    return file
+
+
 @contextmanager
 def config_errors_stop(service: str) -> Iterator[None]:
     """Turn a ConfigError raised while a service loads its config into one clear line on

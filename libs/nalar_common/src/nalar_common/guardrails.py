@@ -35,8 +35,15 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from nalar_common.auth import Principal
-from nalar_common.authz import OFF, matches, parse_match
-from nalar_common.configfile import ConfigError, ConfigFile, check_entry, load_yaml
+from nalar_common.authz import matches, parse_match
+from nalar_common.configfile import (
+    OFF,
+    ConfigError,
+    ConfigFile,
+    check_entry,
+    load_yaml,
+    open_config,
+)
 from nalar_common.errors import Cancelled, GuardrailExceeded, NalarError
 from nalar_common.settings import GuardrailSettings
 from nalar_common.subjects import Names, key_part
@@ -215,9 +222,10 @@ def parse_guardrails(text: str) -> Guardrails:
     if not isinstance(data, dict) or set(data) - {"limits", "prices"} or "limits" not in data:
         raise ConfigError("the file is a mapping with the keys `limits` (a list; `[]` for "
                           "none) and `prices`", line=1)
-    raw = data["limits"] if data["limits"] is not None else []
-    if not isinstance(raw, list):
-        raise ConfigError("`limits` is a list", line=doc.line_of("limits"))
+    raw = data["limits"]
+    if not isinstance(raw, list):  # `limits:` with nothing after it: a file cut short
+        raise ConfigError("`limits` is a list (`limits: []` for none)",
+                          line=doc.line_of("limits"))
     names: set[str] = set()
     limits = []
     for i, item in enumerate(raw):
@@ -255,13 +263,8 @@ class GuardrailFile(ConfigFile[Guardrails]):
 def open_guardrails(settings: GuardrailSettings) -> GuardrailFile:
     """The guardrails a service enforces, loaded now: ConfigError (file and line) when the
     file is missing, empty or invalid, unless `NALAR_GUARDRAILS=none` turns them off."""
-    mode = settings.mode.strip().lower()
-    if mode == OFF:
-        return GuardrailFile.off()
-    if mode != "file":
-        raise ConfigError(f"NALAR_GUARDRAILS is `file` or `none`, not {settings.mode!r}")
     gf = GuardrailFile(Path(settings.file))
-    gf.require()
+    open_config(gf, settings.mode, "NALAR_GUARDRAILS", Guardrails(revision=OFF))
     return gf
 
 

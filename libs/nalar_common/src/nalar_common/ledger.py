@@ -64,10 +64,15 @@ class Begun:
     tries: int = 0
 
 
+LEDGER_TTL_S = 7 * 24 * 3600
+"""How long a call's idempotency record is kept: runs may not last longer (the gateway caps
+their `timeout_s`), or a retry after it would run a `once` block again."""
+
+
 class Ledger:
     """Idempotency records in Redis; one per process, shared by every call it runs."""
 
-    def __init__(self, client: aioredis.Redis, names: Names, *, ttl_s: int = 7 * 24 * 3600,
+    def __init__(self, client: aioredis.Redis, names: Names, *, ttl_s: int = LEDGER_TTL_S,
                  claim_ttl_ms: int = 10_000, wait_s: float = 300.0) -> None:
         self.r, self.names = client, names
         self.ttl_s, self.claim_ttl_ms, self.wait_s = ttl_s, claim_ttl_ms, wait_s

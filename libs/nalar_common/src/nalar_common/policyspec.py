@@ -38,7 +38,7 @@ BUILTIN_POLICIES: tuple[str, ...] = (
 """The global controller's own policies: kept here as names so that a process without the
 global controller installed (the gateway) checks specs without importing it."""
 
-_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*\Z")
 
 
 class PolicySpecError(ValueError):

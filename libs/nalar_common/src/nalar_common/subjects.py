@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
-ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+\Z")
+ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}\Z")
 """The one charset of run ids, session ids and signal names: they go into subjects (one
 token each) and Redis keys."""
 

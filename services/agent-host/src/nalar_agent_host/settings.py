@@ -20,8 +20,9 @@ class AgentHostSettings(BaseSettings):
     grace_s: float = 10.0
     state_lease_ttl_ms: int = 10_000
     state_wait_s: float = 60.0
-    ledger_ttl_s: int = Field(default=7 * 24 * 3600, description="How long the idempotency "
-                              "ledger keeps a side effect's recorded result")
+    ledger_ttl_s: int = Field(default=7 * 24 * 3600, ge=7 * 24 * 3600, description="How long "
+                              "the idempotency ledger keeps a side effect's recorded result; "
+                              "at least the longest run (the gateway caps `timeout_s` at 7 d)")
     ledger_claim_ttl_ms: int = Field(default=3_000, description="How long a side effect's "
                                      "claim outlives its attempt (renewed every third of it "
                                      "while it runs): a retry after a crash waits this long")

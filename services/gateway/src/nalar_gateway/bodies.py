@@ -21,6 +21,13 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (no NaN or Infinity)")
 
 
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as infinity without naming it
+        raise ValueError(f"{text[:40]} is out of range for a number")
+    return value
+
+
 def _invalid(message: str) -> InvalidInput:
     return InvalidInput(f"body is not acceptable JSON: {message}",
                         details={"errors": [{"field": "body", "message": message}]})
@@ -47,7 +54,7 @@ def parse_json(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
     if not body:
         return {}
     try:
-        value = json.loads(body, parse_constant=_constant)
+        value = json.loads(body, parse_constant=_constant, parse_float=_float)
     except RecursionError:
         raise _invalid(f"nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:

@@ -25,7 +25,14 @@ from nalar_gateway.bodies import SafeJSONResponse, read_json
 from nalar_gateway.inputs import RunRequest, validation_error
 from nalar_gateway.service import Gateway
 from nalar_gateway.streams import EventStream, StreamSlots, TooManyStreams, resume_after
-from nalar_gateway.visibility import ADMIN_ROLE, cluster_for, scrub, scrub_all, snapshot_for
+from nalar_gateway.visibility import (
+    ADMIN_ROLE,
+    cluster_for,
+    config_for,
+    scrub,
+    scrub_all,
+    snapshot_for,
+)
 
 log = get_logger(__name__)
 
@@ -131,15 +138,16 @@ def _public(gw: Gateway) -> APIRouter:
     return r
 
 
-async def _answer(gw: Gateway, view: dict[str, Any], wait: float | None) -> SafeJSONResponse:
+async def _answer(gw: Gateway, view: dict[str, Any], wait: float | None,
+                  who: Principal) -> SafeJSONResponse:
     """A new run: 202 with its view, or with `?wait` the finished run (200) if it finishes
     in time."""
     if wait:
         finished = await gw.wait_run(view["run_id"], wait)
         if finished and finished["status"] in ("succeeded", "failed", "cancelled"):
-            return SafeJSONResponse(finished, status_code=200)
+            return SafeJSONResponse(scrub(finished, who), status_code=200)
         view = finished or view
-    return SafeJSONResponse(view, status_code=202)
+    return SafeJSONResponse(scrub(view, who), status_code=202)
 
 
 def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
@@ -167,7 +175,7 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         gw.check_workflow(name)  # an unknown workflow is a 404 whatever the body
         req = parse_run_request(await body_of(request))
         view, _ = await gw.start_run(name, req, who)
-        return await _answer(gw, view, wait)
+        return await _answer(gw, view, wait, who)
 
     @r.get("/v1/runs/{run_id}", tags=["runs"])
     async def get_run(run_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
@@ -204,7 +212,7 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                                                     "message": "an object"}]})
         view = await gw.replay(run_id, {str(k): v for k, v in
                                         (body.get("overrides") or {}).items()}, who)
-        return await _answer(gw, view, wait)
+        return await _answer(gw, view, wait, who)
 
     slots = StreamSlots(gw.settings.sse_max_per_principal, gw.settings.sse_max_total)
 
@@ -256,6 +264,7 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                          who: Principal = Depends(principal)) -> dict[str, Any]:
         out = await gw.policy()
         out["snapshot"] = snapshot_for(out["snapshot"], who)
+        out["config"] = config_for(out["config"], who)
         if history:
             out["history"] = [{**h, "snapshot": snapshot_for(h["snapshot"], who)}
                               for h in await gw.policy_history()]

@@ -32,6 +32,7 @@ from nalar_common.errors import (
 )
 from nalar_common.guardrails import RESUME, waive
 from nalar_common.journal import Event, is_waiting, record
+from nalar_common.ledger import LEDGER_TTL_S
 from nalar_common.logging import get_logger
 from nalar_common.policyspec import PolicyAllowList, PolicyNotAllowed, load_policy
 from nalar_common.settings import PolicyClassSettings
@@ -144,8 +145,9 @@ class Gateway:
             if not self.sees(principal, owner):
                 raise NotFound(f"session {req.session_id!r} does not exist")
         if req.idempotency_key:
-            tenant, key, ttl = principal.tenant, req.idempotency_key, \
-                self.settings.idempotency_ttl_s
+            # the key outlives the run it names: a retry never starts a second one
+            tenant, key = principal.tenant, req.idempotency_key
+            ttl = max(self.settings.idempotency_ttl_s, int(timeout_s) + 3600)
             owner = await self.store.claim_idempotency_key(tenant, key, run_id, ttl)
             if owner != run_id:
                 existing = await self._await_created(owner)
@@ -164,27 +166,28 @@ class Gateway:
                                   priority=req.priority, deadline=deadline,
                                   idempotency_key=req.idempotency_key), True
 
-    def check_fits(self, inputs: dict[str, Any]) -> None:
-        """413 at once for an input that the run's messages could not carry (NATS refuses a
-        message over its max_payload): before any key or session is claimed."""
+    def check_fits(self, value: Any, what: str = "the run's input") -> None:
+        """413 at once for a value (a run's input, a replay's overrides, a signal's value)
+        that the messages carrying it could not (NATS refuses a message over its
+        max_payload): before any key, session or journal event is written."""
         room = self.bus.nc.max_payload - MESSAGE_HEADROOM
-        size = len(pack(inputs))
+        size = len(pack(value))
         if size > room:
-            raise PayloadTooLarge(f"the run's input takes {size} bytes; a run's messages "
-                                  f"carry at most {room}", details={"limit": room,
-                                                                     "size": size})
+            raise PayloadTooLarge(f"{what} takes {size} bytes; one message carries at most "
+                                  f"{room}", details={"limit": room, "size": size})
 
     def check_timeout(self, timeout_s: float | None) -> float:
         """The run's timeout, which may not outlive what it needs: its journal and results
         (the streams' retention) and its idempotency key."""
         s = self.bus.settings
-        longest = min(s.futures_max_age_s, s.runs_max_age_s)
+        longest = min(s.futures_max_age_s, s.runs_max_age_s, LEDGER_TTL_S)
         if timeout_s is None:
             return min(self.settings.run_timeout_s, longest)
         if timeout_s > longest:
             raise InvalidInput(f"timeout_s {timeout_s:g} exceeds the {longest:g} s that runs' "
-                               "results and journals are kept (NALAR_NATS_FUTURES_MAX_AGE_S, "
-                               "NALAR_NATS_RUNS_MAX_AGE_S)", details={"errors": [{
+                               "results, journals and idempotency records are kept "
+                               "(NALAR_NATS_FUTURES_MAX_AGE_S, NALAR_NATS_RUNS_MAX_AGE_S, 7 "
+                               "days)", details={"errors": [{
                                    "field": "timeout_s", "message": f"at most {longest:g}"}]})
         return timeout_s
 
@@ -192,7 +195,7 @@ class Gateway:
         """An existing run returned for an idempotency key: the caller's tenant's, or none."""
         if not self.sees(principal, (view.get("started_by") or {}).get("tenant")):
             raise NotFound("no run of yours has this idempotency key")
-        return view
+        return scrub(view, principal)
 
     async def _launch(self, run_id: str, workflow: str, session: str, inputs: dict[str, Any],
                       principal: Principal, *, priority: int, deadline: float,
@@ -213,9 +216,13 @@ class Gateway:
                                            input=inputs, priority=priority,
                                            deadline=deadline)
         except Exception as exc:
-            # the run exists in the journal: fail it rather than leave it queued forever
-            err = exc if isinstance(exc, NalarError) else Unavailable(
-                f"could not start the run: {exc}")
+            if not isinstance(exc, NalarError) or exc.retryable:
+                # NATS slow or away: the run is in the journal, and the state store sends
+                # its driver call (the same message id: never twice) once its grace is up.
+                # Failing it here could race that start.
+                log.warning("run.start_deferred", run_id=run_id, error=str(exc))
+                return self._queued(run_id, session, workflow, deadline, principal, extra)
+            err = exc  # the call itself is refused: fail the run rather than leave it queued
             await publish_result(self.bus, {H.RUN: run_id, H.FUTURE: ROOT_FUTURE,
                                             H.SESSION: session, H.AGENT: DRIVER_AGENT,
                                             H.METHOD: workflow}, error=err, executor="gateway")
@@ -225,6 +232,11 @@ class Gateway:
             raise err from exc
         log.info("run.created", run_id=run_id, session_id=session, workflow=workflow,
                  principal=principal.name, replay_of=extra.get("replay_of"))
+        return self._queued(run_id, session, workflow, deadline, principal, extra)
+
+    @staticmethod
+    def _queued(run_id: str, session: str, workflow: str, deadline: float,
+                principal: Principal, extra: dict[str, Any]) -> dict[str, Any]:
         view = {"run_id": run_id, "session_id": session, "workflow": workflow,
                 "status": "queued", "created_at": time.time(), "deadline": deadline,
                 "started_by": principal.public()}
@@ -254,6 +266,9 @@ class Gateway:
                                                     "message": "not an agent call of the run"}
                                                    for f in bad]})
         created = await self.reader.created(run_id) or {}
+        self.check_fits({"input": created.get("input"), "overrides": overrides},
+                        "the replay's input and overrides")
+        await check_capacity(self.bus)
         new_run, session = uuid.uuid4().hex, uuid.uuid4().hex
         await self._copy_signals(run_id, new_run, session)
         return await self._launch(
@@ -309,6 +324,7 @@ class Gateway:
                      principal: Principal) -> dict[str, Any]:
         """Resolve the run's signal `name` (once) and wake the driver if it left to wait;
         `resume` lets a run that a guardrail paused go on."""
+        self.check_fits(value, "the signal's value")
         view = await self.run_for(run_id, principal)
         declared = await self.reader.signals(run_id)
         if name != RESUME or name in declared:  # resume has roles of its own

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 log = get_logger(__name__)
 
 PING = b": ping\n\n"  # an SSE comment: clients ignore it, proxies and dead sockets notice it
-_EVENT_ID = re.compile(r"^[0-9]{1,19}$")
+_EVENT_ID = re.compile(r"^[0-9]{1,19}\Z")
 _MAX_SEQ = 2**63 - 1
 
 Event = dict[str, Any]

@@ -63,3 +63,16 @@ def snapshot_for(snapshot: Any, principal: Principal) -> Any:
     if isinstance(out.get("affinity"), dict | list):
         out["affinity"] = len(out["affinity"])
     return out
+
+
+def config_for(config: Any, principal: Principal) -> Any:
+    """The stored policy config (`PUT /v1/policy`) as a non-admin sees it: the classes, not
+    their params (which may name sessions, as SessionPriority's do)."""
+    if is_admin(principal) or not isinstance(config, dict):
+        return config
+    specs = config.get("policies")
+    if not isinstance(specs, list):
+        return {"policies": []}
+    return {"policies": [s if isinstance(s, str) else {"class": s.get("class"),
+                                                         "params": "shown to admins"}
+                         if isinstance(s, dict) else None for s in specs]}

@@ -70,8 +70,8 @@ class CallAccess:
         """None when the call may run; the error to fail its future with otherwise."""
         policy = self.policy.current()
         agent, method = headers.get(H.AGENT, ""), headers.get(H.METHOD, "")
-        if not policy.rules or (agent.startswith("_") and agent != DRIVER_AGENT):
-            return None
+        if policy.open or (agent.startswith("_") and agent != DRIVER_AGENT):
+            return None  # authorization off (explicitly), or the runtime's own pseudo-agents
         facts = await self.runs.get(headers.get(H.RUN, ""))
         principal = facts.principal
         if agent == DRIVER_AGENT:  # the run's driver: its method is the workflow

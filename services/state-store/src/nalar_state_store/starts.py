@@ -33,6 +33,16 @@ from nats.js.errors import NotFoundError
 log = get_logger(__name__)
 
 RETRY_S = 1.0  # no driver instance, NALAR_CALLS full, NATS away: look again then
+CLAIM_S = 30.0  # a run being checked is due again after this if its checker died
+# claim a run that is still due (its score not past now) by moving it a lease ahead
+_CLAIM = """
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if due and tonumber(due) <= tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
 SKEW_S = 30.0  # margin on the duplicate window: clocks, a gateway's slow publish
 WINDOW_TTL_S = 60.0  # how long the stream's duplicate window is cached
 
@@ -67,6 +77,7 @@ class RunStarts:
         self.bus, self.store, self.view = bus, store, view
         self.grace_s, self.interval_s = grace_s, interval_s
         self.key = bus.names.redis("starts")
+        self._claim = store.r.register_script(_CLAIM)
         self.recovered = 0
         self._window: tuple[float, float] | None = None  # (read at, seconds)
 
@@ -94,7 +105,11 @@ class RunStarts:
                 return started
 
     async def _take(self, run: str) -> int:
-        if not await self.store.r.zrem(self.key, run):
+        """Claim the due run for a lease (another state store skips it; if this one dies
+        while checking, the run is due again when the lease ends), check it, and drop it only
+        once the outcome is known."""
+        now = time.time()
+        if not await self._claim(keys=[self.key], args=[run, now, now + CLAIM_S]):
             return 0  # another state store took it
         try:
             outcome = await self.check(run)
@@ -103,6 +118,8 @@ class RunStarts:
             outcome = Outcome.RETRY
         if outcome == Outcome.RETRY:
             await self.store.r.zadd(self.key, {run: time.time() + RETRY_S})
+        else:
+            await self.store.r.zrem(self.key, run)
         return 1 if outcome == Outcome.STARTED else 0
 
     async def check(self, run: str) -> str:
