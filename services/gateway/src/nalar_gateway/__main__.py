@@ -14,8 +14,15 @@ from nalar_common.auth import KeyStore
 from nalar_common.authz import open_policy
 from nalar_common.configfile import ConfigError
 from nalar_common.logging import configure_logging
+from nalar_common.policyspec import PolicyAllowList
 from nalar_common.process import connect_with_retry
-from nalar_common.settings import AuthSettings, LogSettings, NatsSettings, RedisSettings
+from nalar_common.settings import (
+    AuthSettings,
+    LogSettings,
+    NatsSettings,
+    PolicyClassSettings,
+    RedisSettings,
+)
 from nalar_common.state import SessionStore
 from nalar_common.subjects import Names
 
@@ -36,13 +43,18 @@ async def serve(nats: NatsSettings, redis: RedisSettings, settings: GatewaySetti
         # starts (an error in the lifespan is a traceback and a "startup failed" log line)
         authenticator = Authenticator(KeyStore(store.r, names), auth)
         access = open_policy(auth)  # a missing, empty or invalid policy file stops it here
+        try:
+            policy_classes = PolicyAllowList.load(PolicyClassSettings())
+        except ValueError as exc:  # a malformed NALAR_POLICIES_ALLOW
+            raise ConfigError(str(exc)) from None
     except ConfigError:
         await store.close()
         raise
 
     async def build() -> Gateway:
         bus = await connect_with_retry(nats, names, "gateway")
-        return Gateway(bus, store, settings, authenticator, access)
+        return Gateway(bus, store, settings, authenticator, access,
+                       policy_classes=policy_classes)
 
     # open event streams (and `?wait`s) end after the grace period instead of holding the
     # process until it is killed

@@ -257,17 +257,17 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
 
     @r.get("/v1/cluster", tags=["ops"])
     async def cluster(who: Principal = Depends(principal)) -> dict[str, Any]:
-        return cluster_for(gw.cluster(), who)  # session ids: admins only
+        return cluster_for(gw.ops.cluster(), who)  # session ids: admins only
 
     @r.get("/v1/policy", tags=["ops"])
     async def get_policy(history: bool = False,
                          who: Principal = Depends(principal)) -> dict[str, Any]:
-        out = await gw.policy()
+        out = await gw.ops.policy()
         out["snapshot"] = snapshot_for(out["snapshot"], who)
         out["config"] = config_for(out["config"], who)
         if history:
             out["history"] = [{**h, "snapshot": snapshot_for(h["snapshot"], who)}
-                              for h in await gw.policy_history()]
+                              for h in await gw.ops.policy_history()]
         return out
 
     @r.put("/v1/policy", tags=["ops"], dependencies=ops, openapi_extra={"requestBody": {
@@ -283,7 +283,7 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         if not isinstance(body, dict) or set(body) != {"policies"}:
             raise InvalidInput('body must be {"policies": ["module:Class", ...]}',
                                details={"errors": [{"field": "policies", "message": "required"}]})
-        return await gw.set_policy(body["policies"])
+        return await gw.ops.set_policy(body["policies"])
 
     @r.get("/v1/dlq", tags=["ops"], dependencies=ops)
     async def dlq_list(limit: int = Query(default=100, ge=1, le=10_000),

@@ -4,7 +4,6 @@ the loaded app; the FastAPI routes (`handlers.py`) call into it."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from typing import Any
@@ -34,8 +33,7 @@ from nalar_common.guardrails import RESUME, waive
 from nalar_common.journal import Event, is_waiting, record
 from nalar_common.ledger import LEDGER_TTL_S
 from nalar_common.logging import get_logger
-from nalar_common.policyspec import PolicyAllowList, PolicyNotAllowed, load_policy
-from nalar_common.settings import PolicyClassSettings
+from nalar_common.policyspec import PolicyAllowList
 from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, signal_future
 from nalar_common.subjects import Headers as H
@@ -46,6 +44,7 @@ from nalar_gateway.auth import Authenticator
 from nalar_gateway.capacity import check_capacity
 from nalar_gateway.faults import CRASH_AFTER_CREATED, crash_point
 from nalar_gateway.inputs import RunRequest, input_model, validate_input
+from nalar_gateway.operations import Operations
 from nalar_gateway.runs import RunReader
 from nalar_gateway.settings import GatewaySettings
 from nalar_gateway.visibility import scrub, sees
@@ -56,7 +55,8 @@ MESSAGE_HEADROOM = 16_384  # what a run's messages hold beside its input (header
 
 class Gateway:
     def __init__(self, bus: Bus, store: SessionStore, settings: GatewaySettings,
-                 auth: Authenticator, access: PolicyFile, app: App | None = None) -> None:
+                 auth: Authenticator, access: PolicyFile, app: App | None = None, *,
+                 policy_classes: PolicyAllowList | None = None) -> None:
         self.bus, self.store, self.settings, self.auth = bus, store, settings, auth
         self.access = access
         self.resume_roles = {r.strip() for r in auth.settings.resume_roles.split(",")
@@ -67,6 +67,8 @@ class Gateway:
         self.runtime = Runtime(bus)
         self.reader = RunReader(bus)
         self.dead_letters = DeadLetters(bus)
+        self.ops = Operations(bus, self.runtime.view,
+                              policy_classes or PolicyAllowList.builtin())
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -375,75 +377,6 @@ class Gateway:
         await self.bus.nc.flush()
         log.info("run.resumed_by_signal", run_id=run_id, lifted=lifted, by=principal.name)
         return {"run_id": run_id, "signal": RESUME, "status": "delivered", "lifted": lifted}
-
-    # -- operator surface ------------------------------------------------------------------
-    async def policy(self) -> dict[str, Any]:
-        kv = await self.bus.kv(self.bus.names.policy_bucket, history=10)
-        out: dict[str, Any] = {"snapshot": None, "revision": None, "config": None,
-                               "leader": None}
-        for key, field_ in ((self.bus.names.POLICY_KEY, "snapshot"),
-                            (self.bus.names.CONFIG_KEY, "config"),
-                            (self.bus.names.LEADER_KEY, "leader")):
-            try:
-                entry = await kv.get(key)
-            except KeyNotFoundError:
-                continue
-            if entry.value:
-                out[field_] = json.loads(entry.value)
-                if field_ == "snapshot":
-                    out["revision"] = entry.revision
-        return out
-
-    async def policy_history(self) -> list[dict[str, Any]]:
-        kv = await self.bus.kv(self.bus.names.policy_bucket, history=10)
-        try:
-            entries = await kv.history(self.bus.names.POLICY_KEY)
-        except Exception:
-            return []
-        return [{"revision": e.revision, "snapshot": json.loads(e.value)}
-                for e in entries if e.value]
-
-    async def set_policy(self, specs: Any) -> dict[str, Any]:
-        """Validate the policies here (on the allow-list, params as the class declares them,
-        instantiate, `decide`), then store them; the active global controller switches at its
-        next tick. A bad one, or one naming a class that is not allowed (nothing of it is
-        imported), is a 422 and nothing changes."""
-        if not isinstance(specs, list) or not specs:
-            raise InvalidInput('body must be {"policies": ["module:Class" or {"class": '
-                               '"module:Class", "params": {...}}, ...]}',
-                               details={"errors": [{"field": "policies",
-                                                    "message": "a non-empty list"}]})
-        allowed = PolicyAllowList.load(PolicyClassSettings())  # as the global controller's
-        for i, spec in enumerate(specs):
-            try:
-                load_policy(spec, allowed)
-            except Exception as exc:
-                if isinstance(exc, PolicyNotAllowed):
-                    log.warning("policy.refused", policy=exc.name)
-                raise InvalidInput(f"policy {spec!r} cannot be used: {exc}", details={
-                    "errors": [{"field": f"policies[{i}]", "message": str(exc)}]}) from None
-        kv = await self.bus.kv(self.bus.names.policy_bucket, history=10)
-        revision = await kv.put(self.bus.names.CONFIG_KEY,
-                                json.dumps({"policies": specs}).encode())
-        return {"config": {"policies": specs}, "revision": revision}
-
-    def cluster(self) -> dict[str, Any]:
-        view = self.runtime.view
-        instances = [dict(vars(i)) for i in sorted(view.live(), key=lambda i: i.instance)]
-        nodes: dict[str, dict[str, Any]] = {}
-        for i in instances:
-            n = nodes.setdefault(i["node"], {"instances": 0, "inflight": 0, "agents": set()})
-            n["instances"] += 1
-            n["inflight"] += i["inflight"]
-            n["agents"].add(i["agent"])
-        snap = view.snapshot
-        return {"nodes": {k: {**v, "agents": sorted(v["agents"])} for k, v in nodes.items()},
-                "instances": instances,
-                "policy": {"revision": snap.revision, "policies": snap.policies,
-                           "routes": snap.routes, "sessions": snap.sessions,
-                           "affinity": len(snap.affinity), "priorities": snap.priorities,
-                           "migrations": snap.migrations, "provisions": snap.provisions,
-                           "releases": snap.releases} if snap else None}
 
     async def placement(self, session: str, info: dict[str, Any]) -> dict[str, str]:
         """Where the session lives now: the instance pinned for each stateful agent, and the
