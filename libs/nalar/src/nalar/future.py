@@ -22,9 +22,8 @@ _UNSET: Any = object()
 
 
 class Future(Generic[T]):
-    __slots__ = ("_checked", "_event", "_loop", "_result", "_value", "_waiters", "agent",
-                 "future", "method",
-                 "run")
+    __slots__ = ("_event", "_loop", "_result", "_value", "_waiters", "agent", "future",
+                 "method", "run")
 
     def __init__(self, run: str, future: str, agent: str, method: str,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -34,7 +33,6 @@ class Future(Generic[T]):
         self._result: FutureResult | None = None
         self._value: Any = _UNSET
         self._waiters: list[asyncio.Future[None]] = []
-        self._checked: threading.Event | None = None  # signals: set once the stream was read
 
     def __repr__(self) -> str:
         state = "resolved" if self._event.is_set() else "pending"
@@ -58,8 +56,6 @@ class Future(Generic[T]):
 
     def value(self, timeout: float | None = None) -> T:
         """Block until resolved (up to `timeout` s) and return the value or raise its error."""
-        if self._checked is not None:
-            self._suspend_unless_resolved()
         if not self._event.is_set():
             if _on_loop_thread(self._loop):
                 raise BlockingInEventLoop(
@@ -80,20 +76,7 @@ class Future(Generic[T]):
             raise self._value
         return self._value  # type: ignore[no-any-return]
 
-    def _suspend_unless_resolved(self) -> None:
-        """A signal not yet given: the driver leaves its slot (see `nalar.signals`)."""
-        from nalar.signals import Suspend
-
-        assert self._checked is not None
-        self._checked.wait(10)
-        if not self._event.is_set():
-            raise Suspend(self)
-
     async def wait(self, timeout: float | None = None) -> T:
-        if self._checked is not None:
-            if not self._checked.is_set():
-                await asyncio.get_running_loop().run_in_executor(None, self._checked.wait, 10)
-            self._suspend_unless_resolved()
         if not self._event.is_set():
             loop = asyncio.get_running_loop()
             if loop is not self._loop:

@@ -9,7 +9,6 @@ published so that no result can be missed without a backstop read.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
@@ -26,6 +25,7 @@ from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, signal_future
 
 from nalar.context import CallContext
 from nalar.future import Future
+from nalar.signals import SignalFuture
 
 log = get_logger(__name__)
 
@@ -118,12 +118,12 @@ class Runtime:
             fid = signal_future(name)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        fut: Future[Any] = Future(ctx.run, fid, "_signal", name, self.loop)
-        fut._checked = threading.Event()
+        fut: SignalFuture[Any] = SignalFuture(ctx.run, fid, name, self.loop)
         self._spawn(self._declare_signal(fut, name, timeout))
         return fut
 
-    async def _declare_signal(self, fut: Future[Any], name: str, timeout: float | None) -> None:
+    async def _declare_signal(self, fut: SignalFuture[Any], name: str,
+                              timeout: float | None) -> None:
         """Look the signal up; if it has not come, declare it in the journal (the gateway
         accepts only declared signals; the state store enforces the timeout)."""
         try:
@@ -136,8 +136,7 @@ class Runtime:
         except Exception as exc:
             log.warning("signal.declare_failed", run_id=fut.run, signal=name, error=str(exc))
         finally:
-            assert fut._checked is not None
-            fut._checked.set()
+            fut.looked_up.set()
 
     def watch(self, run: str, future: str) -> Future[Any]:
         """A `Future` for an existing future id (e.g. a run's result), from any process."""

@@ -10,13 +10,18 @@ signal resolves from the stream, and it goes on, on any host, after any time.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import threading
+from typing import Any, TypeVar
 
 from nalar_common.errors import InvalidInput
 from nalar_common.subjects import ROOT_FUTURE
 
 from nalar.context import current
 from nalar.future import Future
+
+T = TypeVar("T")
+LOOKUP_WAIT_S = 10.0  # how long a read waits for the signal's first lookup in the stream
 
 
 class Suspend(BaseException):
@@ -25,6 +30,34 @@ class Suspend(BaseException):
     def __init__(self, future: Future[Any]) -> None:
         super().__init__(f"waiting for signal {future.method!r}")
         self.future = future
+
+
+class SignalFuture(Future[T]):
+    """The future of a signal: reading it before the signal is given raises `Suspend` (once
+    the stream has been looked up: `looked_up`) instead of blocking a worker."""
+
+    __slots__ = ("looked_up",)
+
+    def __init__(self, run: str, future: str, name: str,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(run, future, "_signal", name, loop)
+        self.looked_up = threading.Event()  # set by the runtime once the stream was read
+
+    def _suspend_unless_resolved(self) -> None:
+        self.looked_up.wait(LOOKUP_WAIT_S)
+        if not self.available():
+            raise Suspend(self)
+
+    def value(self, timeout: float | None = None) -> T:
+        self._suspend_unless_resolved()
+        return super().value(timeout)
+
+    async def wait(self, timeout: float | None = None) -> T:
+        if not self.looked_up.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, self.looked_up.wait,
+                                                             LOOKUP_WAIT_S)
+        self._suspend_unless_resolved()
+        return await super().wait(timeout)
 
 
 def signal(name: str, *, timeout: float | None = None) -> Future[Any]:
