@@ -9,6 +9,7 @@ published so that no result can be missed without a backstop read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
@@ -186,10 +187,15 @@ class Runtime:
             node = self.view.choose_node(agent, session)
             if node is not None:
                 return node
-            if time.monotonic() > give_up:
+            left = give_up - time.monotonic()
+            if left <= 0:
                 raise NoInstance(f"no instance of agent {agent!r} came up within "
                                  f"{NO_INSTANCE_WAIT_S:.0f}s", details={"agent": agent})
-            await asyncio.sleep(0.2)
+            # woken by the next heartbeat that changes the view; looked at again within a
+            # second in any case (a change between the look and the wait is not missed)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(1.0, left)):
+                    await self.view.wait_changed()
 
     async def _publish_call(self, subject: str, payload: bytes, headers: dict[str, str]) -> bool:
         """Publish a call and wait for the stream to store it; while NATS is away (a restart)
