@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from nalar.app import load_app
-from nalar.scaffold import PROJECT_EXISTS, create_project, register
+from nalar.cli.scaffold import PROJECT_EXISTS, create_project, register
 from nalar_common.errors import Conflict
 from nalar_common.subjects import Names
 

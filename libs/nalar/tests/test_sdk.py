@@ -193,7 +193,7 @@ def test_replay_overrides_parse_as_json_or_text() -> None:
     import argparse
 
     import pytest
-    from nalar.runs_cli import parse_override
+    from nalar.cli.runs import parse_override
 
     assert parse_override('3={"price": 500}') == ("3", {"price": 500})
     assert parse_override("2=hello world") == ("2", "hello world")

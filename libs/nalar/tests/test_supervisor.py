@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from nalar.supervisor import Child, RestartPolicy, Restarts, Supervisor
+from nalar.cli.supervisor import Child, RestartPolicy, Restarts, Supervisor
 
 
 def _run(restarts: Restarts, start: float, up_s: float) -> tuple[float, float | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nalar.up import Stack, UpOptions
+from nalar.cli.up import Stack, UpOptions
 
 
 def test_provisioning_options_reach_the_processes(tmp_path: Path) -> None:

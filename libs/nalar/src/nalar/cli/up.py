@@ -27,8 +27,8 @@ from nalar_common.redisclient import redis_client
 from nalar_common.servers import ServerProcess, start_nats, start_valkey
 from nalar_common.subjects import Names
 
-from nalar.credentials import DEFAULT_KEY_FILE
-from nalar.supervisor import Child, RestartPolicy, Supervisor
+from nalar.cli.credentials import DEFAULT_KEY_FILE
+from nalar.cli.supervisor import Child, RestartPolicy, Supervisor
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 import os
 from typing import Any
 
-from nalar.ops import _http, _print, _url
+from nalar.cli.ops import _http, _print, _url
 
 
 def parse_override(text: str) -> tuple[str, Any]:

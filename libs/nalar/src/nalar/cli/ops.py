@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from nalar.credentials import auth_headers
+from nalar.cli.credentials import auth_headers
 
 
 def _http() -> httpx.Client:

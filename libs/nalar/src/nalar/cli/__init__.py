@@ -1,5 +1,9 @@
 """The `nalar` command: `up` (embedded stack), `run` (a workflow, locally or on a stack),
-`futures RUN` (read a run's futures from NATS), `stubs` (typed stubs) and `new` (a project)."""
+`futures RUN` (read a run's futures from NATS), `stubs` (typed stubs) and `new` (a project).
+
+Everything a command line needs lives in this package (`up` and its `supervisor`, `keys`,
+`ops`, `runs`, `scaffold`, `credentials`); the rest of `nalar` is the user API and the
+execution support agent hosts use."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nalar.up import UpOptions, run_up
+from nalar.cli.up import UpOptions, run_up
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -83,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.local:
         import httpx
 
-        from nalar.credentials import auth_headers
+        from nalar.cli.credentials import auth_headers
 
         r = httpx.post(f"{args.url}/v1/workflows/{args.workflow}/runs",
                        params={"wait": args.wait}, headers=auth_headers(),
@@ -151,12 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--llm-time-scale", type=float, default=1.0)
     run.set_defaults(fn=_run)
 
-    from nalar import keys, ops, runs_cli, scaffold, stubgen
+    from nalar import stubgen
+    from nalar.cli import keys, ops, runs, scaffold
 
     stubgen.register(sub)
     scaffold.register(sub)
     ops.register(sub)
-    runs_cli.register(sub)
+    runs.register(sub)
     keys.register(sub)
 
     args = parser.parse_args(argv)
