@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 from nalar.engines import LLMSettings, build_engine
+from nalar_common.logging import get_logger
 from nalar_common.process import serve
 from nalar_common.settings import LogSettings, NatsSettings, NodeSettings, RedisSettings
 from nalar_common.state import SessionStore
@@ -21,6 +26,20 @@ def main() -> None:
                          engine=build_engine(LLMSettings()))
 
     serve(f"agent-host:{settings.host_id}", nats, LogSettings(), build)
+    exit_past_stuck_threads()
+
+
+def exit_past_stuck_threads() -> None:
+    """Sync user code still running in a worker thread past the drain cannot be cancelled;
+    its call was handed back and runs again elsewhere. Leave without joining those threads
+    (the interpreter would wait for them: a stack's stop once waited out a 30 s call)."""
+    stuck = [t for t in threading.enumerate()
+             if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if stuck:
+        get_logger(__name__).warning("agent_host.threads_abandoned", threads=len(stuck))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

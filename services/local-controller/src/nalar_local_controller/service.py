@@ -158,9 +158,11 @@ class LocalController:
             tg.create_task(self._housekeeping_loop())
             tg.create_task(self._watch_instances())
             await self._stopping.wait()
-            await self._stop_spawned()
+            # stop intake, hand back what has not started, then let the hosts it started
+            # finish (their `done` still comes here), and only then stop listening
             await calls_sub.unsubscribe()
             await self._release_waiting()
+            await self._stop_spawned()
             await done_sub.unsubscribe()
             raise Shutdown
 
