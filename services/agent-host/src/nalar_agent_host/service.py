@@ -155,6 +155,7 @@ class AgentHost:
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.driver_pool.shutdown(wait=False, cancel_futures=True)
+            await self.bus.close()  # drain NATS (results in flight go out), then Redis
             if self.store is not None:
                 await self.store.close()
             log.info("agent_host.stopped", host=self.host_id)

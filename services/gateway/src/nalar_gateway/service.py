@@ -84,8 +84,8 @@ class Gateway:
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
+        await self.bus.close()  # drain NATS, then Redis
         await self.store.close()
-        await self.bus.close()
 
     def ready(self) -> dict[str, Any]:
         drivers = self.runtime.view.live_instances(DRIVER_AGENT)

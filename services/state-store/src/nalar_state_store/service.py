@@ -75,6 +75,7 @@ class StateStore:
         except* Shutdown:
             pass
         finally:
+            await self.bus.close()  # drain NATS (acks in flight go out), then Redis
             await self.store.close()
 
     def stop(self) -> None:
