@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from nalar_common.errors import NalarError
+from nalar_common.futurekey import FutureKey
 from nalar_common.ledger import Begun
 from nalar_common.state import redis_unavailable
 
@@ -187,7 +188,7 @@ async def _finish(ctx: CallContext, key: str, value: Any) -> Any:
 def operation_key(ctx: CallContext, name: str) -> str:
     """The idempotency key of operation `name` of the current call: the same on every attempt
     of the call, different for every call and run."""
-    return f"{ctx.run}.{ctx.future}.{name}"
+    return FutureKey(ctx.run, ctx.future).op_id(name)
 
 
 def idempotency_key(name: str | None = None) -> str:

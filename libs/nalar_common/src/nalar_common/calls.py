@@ -12,6 +12,7 @@ from nats.js.errors import BadRequestError
 from nalar_common.bus import Bus
 from nalar_common.envelope import Envelope
 from nalar_common.errors import AgentError, MalformedMessage, NalarError
+from nalar_common.futurekey import FutureKey
 from nalar_common.logging import get_logger
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
@@ -43,7 +44,7 @@ class CallSpec:
 
     @property
     def key(self) -> str:
-        return f"{self.run}.{self.future}"
+        return str(FutureKey(self.run, self.future))
 
     def headers(self, policy_rev: int | None = None) -> dict[str, str]:
         h = {
@@ -51,7 +52,7 @@ class CallSpec:
             H.DEPS: ",".join(self.deps), H.PARENT: self.parent, H.AGENT: self.agent,
             H.METHOD: self.method, H.PRIORITY: str(self.priority), H.ATTEMPT: str(self.attempt),
             # a republished call (migration, retry) needs a new id: JetStream drops repeats
-            H.MSG_ID: f"{self.key}.c{self.hop}.a{self.attempt}",
+            H.MSG_ID: FutureKey(self.run, self.future).call_msg_id(self.hop, self.attempt),
         }
         if policy_rev is not None:
             h[H.POLICY_REV] = str(policy_rev)
@@ -92,7 +93,7 @@ def result_headers(call_headers: dict[str, str], *, status: str, executor: str) 
     h = {k: v for k, v in call_headers.items() if k.startswith("Nalar-")}
     h[H.STATUS] = status
     h[H.EXECUTOR] = executor
-    h[H.MSG_ID] = f"{h.get(H.RUN, '')}.{h.get(H.FUTURE, '')}"
+    h[H.MSG_ID] = FutureKey.of(h).result_msg_id
     h[H.EXPECTED_LAST_SUBJECT_SEQ] = "0"
     return h
 

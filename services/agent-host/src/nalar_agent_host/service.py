@@ -296,7 +296,7 @@ class AgentHost:
                                             inst.info.instance) as (state, lease):
                     ctx.state = state
                     value = await run
-                    await self.states.commit(state, lease, op_id=f"{call.run}.{call.future}")
+                    await self.states.commit(state, lease, op_id=call.key)
             else:
                 value = await run
         except Suspend as suspend:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nalar_common.cluster import InstanceInfo
+from nalar_common.futurekey import FutureKey
 from nalar_common.futures import FutureResult
 
 _seq = itertools.count()
@@ -46,7 +47,7 @@ class Held:
 
     @property
     def key(self) -> str:
-        return f"{self.run}.{self.future}"
+        return str(FutureKey(self.run, self.future))
 
     async def ack(self) -> None:
         for m in self.msgs:

@@ -32,6 +32,7 @@ from nalar_common.errors import (
     NoInstance,
     Timeout,
 )
+from nalar_common.futurekey import FutureKey
 from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.guardrails import Breach, GuardrailFile
 from nalar_common.journal import Event, record
@@ -191,7 +192,7 @@ class LocalController:
             await self._reject_malformed(msg, headers, f"missing headers {missing}" if missing
                                          else f"call of {len(msg.data)} bytes is too large")
             return
-        key = f"{headers[H.RUN]}.{headers[H.FUTURE]}"
+        key = str(FutureKey.of(headers))
         if headers[H.RUN] in self._cancelled:
             await self._fail_headers(headers, Cancelled(f"run {headers[H.RUN]} was cancelled"))
             await msg.ack()
