@@ -45,9 +45,10 @@ class Held:
     replay_of: str = ""  # its run replays this one: it may be answered from its journal
     paused: bool = False  # a `pause` guardrail holds it (said in the journal once)
 
-    @property
-    def key(self) -> str:
-        return str(FutureKey(self.run, self.future))
+    key: str = field(init=False, repr=False)  # `<run>.<future>`, looked up many times
+
+    def __post_init__(self) -> None:
+        self.key = str(FutureKey(self.run, self.future))
 
     async def ack(self) -> None:
         for m in self.msgs:
