@@ -5,6 +5,7 @@ from __future__ import annotations
 from nalar_common.authz import open_policy
 from nalar_common.configfile import config_errors_stop
 from nalar_common.guardrails import open_guardrails
+from nalar_common.logging import configure_logging
 from nalar_common.process import serve
 from nalar_common.settings import (
     AuthSettings,
@@ -22,7 +23,9 @@ from nalar_local_controller.settings import LocalControllerSettings
 
 
 def main() -> None:
-    nats, node = NatsSettings(), NodeSettings()
+    nats, node, logs = NatsSettings(), NodeSettings(), LogSettings()
+    name = f"local-controller:{node.name}"
+    configure_logging(logs, process=name)
     # the rules it enforces, loaded before anything starts: a bad file stops it here
     with config_errors_stop(f"nalar-local-controller:{node.name}"):
         access, guardrails = open_policy(AuthSettings()), open_guardrails(GuardrailSettings())
@@ -32,7 +35,7 @@ def main() -> None:
         return LocalController(bus, node.name, LocalControllerSettings(), store=store,
                                access=access, guardrails=guardrails)
 
-    serve(f"local-controller:{node.name}", nats, LogSettings(), build)
+    serve(name, nats, logs, build)
 
 
 if __name__ == "__main__":
