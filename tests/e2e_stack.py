@@ -212,3 +212,25 @@ def start_services(app: Path, nats_url: str, redis_url: str, log_dir: Path,
         handle.stop(grace=5)
         raise
     return handle
+
+
+@contextmanager
+def one_node(app: Path, nats_url: str, redis_url: str, log_dir: Path, *,
+             state_store: Mapping[str, str] | None = None,
+             gateway: Mapping[str, str] | None = None,
+             extra_env: Mapping[str, str] | None = None) -> Iterator[Services]:
+    """The smallest whole stack as separate processes (a local controller, one agent host, a
+    state store and a gateway on node `n1`), ready to take runs; stopped at the end. Each
+    service's own environment on top (`state_store`, `gateway`)."""
+    handle = start_services(app, nats_url, redis_url, log_dir, [
+        ("lc", "nalar_local_controller", {}),
+        ("host", "nalar_agent_host", {"NALAR_AGENT_HOST_HOST_ID": "a"}),
+        ("state-store", "nalar_state_store", dict(state_store or {})),
+        ("gateway", "nalar_gateway", dict(gateway or {})),
+    ], extra_env={"NALAR_NODE_NAME": "n1", **(extra_env or {})})
+    try:
+        handle.wait_until(lambda: httpx.get(f"{handle.url}/readyz").status_code == 200,
+                          what="a driver instance")
+        yield handle
+    finally:
+        handle.stop()

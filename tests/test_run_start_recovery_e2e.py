@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from e2e_stack import BASIC_APP, Services, start_services
+from e2e_stack import BASIC_APP, Services, one_node
 from nalar_common.subjects import Names
 from nalar_gateway.faults import CRASH_AFTER_CREATED
 
@@ -22,18 +22,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def svc(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[Services]:
-    handle = start_services(BASIC_APP, nats_url, redis_url, tmp_path, [
-        ("lc", "nalar_local_controller", {}),
-        ("host", "nalar_agent_host", {"NALAR_AGENT_HOST_HOST_ID": "a"}),
-        ("state-store", "nalar_state_store", {"NALAR_STATE_START_GRACE_S": "1"}),
-        ("gateway", "nalar_gateway", {CRASH_AFTER_CREATED: "1"}),
-    ], extra_env={"NALAR_NODE_NAME": "n1"})
-    try:
-        handle.wait_until(lambda: httpx.get(f"{handle.url}/readyz").status_code == 200,
-                          what="a driver instance")
+    with one_node(BASIC_APP, nats_url, redis_url, tmp_path,
+                  state_store={"NALAR_STATE_START_GRACE_S": "1"},
+                  gateway={CRASH_AFTER_CREATED: "1"}) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 def recovered_runs(svc: Services) -> set[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from e2e_stack import BASIC_APP, Services, start_services
+from e2e_stack import BASIC_APP, Services, one_node
 from nalar_common.subjects import Names
 
 pytestmark = pytest.mark.e2e
@@ -20,18 +20,9 @@ LIMIT = 1 << 20
 
 @pytest.fixture
 def svc(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[Services]:
-    handle = start_services(BASIC_APP, nats_url, redis_url, tmp_path, [
-        ("lc", "nalar_local_controller", {}),
-        ("host", "nalar_agent_host", {"NALAR_AGENT_HOST_HOST_ID": "a"}),
-        ("state-store", "nalar_state_store", {}),
-        ("gateway", "nalar_gateway", {}),
-    ], extra_env={"NALAR_NODE_NAME": "n1", "NALAR_NATS_RUNS_MAX_BYTES": str(LIMIT)})
-    try:
-        handle.wait_until(lambda: httpx.get(f"{handle.url}/readyz").status_code == 200,
-                          what="a driver instance")
+    with one_node(BASIC_APP, nats_url, redis_url, tmp_path,
+                  extra_env={"NALAR_NATS_RUNS_MAX_BYTES": str(LIMIT)}) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 async def fill_journal(nats_url: str, names: Names, ratio: float) -> None:
