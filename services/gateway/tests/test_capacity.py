@@ -11,7 +11,7 @@ from nalar_common.errors import Unavailable
 from nalar_common.journal import Event, record
 from nalar_common.settings import NatsSettings
 from nalar_common.subjects import Names
-from nalar_gateway.capacity import Capacity, check_capacity
+from nalar_gateway.capacity import Capacity
 
 LIMIT = 100_000
 
@@ -70,6 +70,7 @@ async def test_fill_is_read_at_most_once_a_second(small: Bus,
         return await real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(small.js, "stream_info", counting)
+    gauge = Capacity(small)
     for _ in range(20):
-        await check_capacity(small)
+        await gauge.check()
     assert reads == 2  # one per stream, then from the cache

@@ -154,6 +154,7 @@ class SessionStore:
         self._write = client.register_script(_WRITE)
         self._swap = client.register_script(_SWAP)
         self._transfer = client.register_script(_TRANSFER)
+        self._register = client.register_script(_REGISTER)
 
     @classmethod
     def from_url(cls, url: str, names: Names) -> SessionStore:
@@ -175,8 +176,7 @@ class SessionStore:
             # indexed before it is written: a session never exists without its index entry
             await self.r.zadd(session_index_key(self.names), {session: created_at + ttl_s},
                               gt=True)
-        script = self.r.register_script(_REGISTER)
-        await script(keys=[self.names.session_key(session, "meta"),
+        await self._register(keys=[self.names.session_key(session, "meta"),
                            self.names.session_key(session, "runs")],
                      args=[run, workflow, repr(float(created_at)), tenant or "",
                            repr(float(ttl_s)) if ttl_s is not None and ttl_s > 0 else ""])

@@ -2,14 +2,14 @@
 mark (`NALAR_NATS_STREAMS_HIGH_WATER` of its `max_bytes`). Both streams refuse publishes past
 their limit (discard `new`: nothing stored is dropped), so the room above the mark is what the
 runs already accepted need to finish; a new run gets 503 `unavailable` instead, with the
-stream and its fill in the details. Stream info is read at most once a second per gateway.
+stream and its fill in the details. Stream info is read at most once a second per gateway
+(the gateway holds one `Capacity`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from dataclasses import dataclass
 
 from nalar_common.bus import Bus
@@ -78,15 +78,3 @@ class Capacity:
     async def _read(self, stream: str) -> Fill:
         info = await self.bus.js.stream_info(stream)
         return Fill(stream, int(info.state.bytes or 0), int(info.config.max_bytes or -1))
-
-
-_by_bus: weakref.WeakKeyDictionary[Bus, Capacity] = weakref.WeakKeyDictionary()
-
-
-async def check_capacity(bus: Bus) -> None:
-    """`Capacity.check` with the gauge of this connection (one per gateway process, made on
-    first use, gone with its bus)."""
-    gauge = _by_bus.get(bus)
-    if gauge is None:
-        gauge = _by_bus[bus] = Capacity(bus)
-    await gauge.check()

@@ -41,7 +41,7 @@ from nats.js.errors import KeyNotFoundError
 from pydantic import BaseModel
 
 from nalar_gateway.auth import Authenticator
-from nalar_gateway.capacity import check_capacity
+from nalar_gateway.capacity import Capacity
 from nalar_gateway.faults import CRASH_AFTER_CREATED, crash_point
 from nalar_gateway.inputs import RunRequest, input_model, validate_input
 from nalar_gateway.operations import Operations
@@ -67,6 +67,7 @@ class Gateway:
         self.runtime = Runtime(bus)
         self.reader = RunReader(bus)
         self.dead_letters = DeadLetters(bus)
+        self.capacity = Capacity(bus)
         self.ops = Operations(bus, self.runtime.view,
                               policy_classes or PolicyAllowList.builtin())
         self._task: asyncio.Task[None] | None = None
@@ -136,7 +137,7 @@ class Gateway:
         self.authorize(principal, workflow)
         inputs = validate_input(self.models[workflow], req.input)
         self.check_fits(inputs)
-        await check_capacity(self.bus)  # 503 while NALAR_CALLS or NALAR_RUNS is nearly full
+        await self.capacity.check()  # 503 while NALAR_CALLS or NALAR_RUNS is nearly full
         timeout_s = self.check_timeout(req.timeout_s)
         if not self.runtime.view.live_instances(DRIVER_AGENT):
             raise NoInstance("no agent host can run workflow drivers right now")
@@ -180,7 +181,8 @@ class Gateway:
 
     def check_timeout(self, timeout_s: float | None) -> float:
         """The run's timeout, which may not outlive what it needs: its journal and results
-        (the streams' retention) and its idempotency key."""
+        (the streams' retention) and its ledger records (7 days). Its idempotency key is
+        kept at least as long (`start_run`)."""
         s = self.bus.settings
         longest = min(s.futures_max_age_s, s.runs_max_age_s, LEDGER_TTL_S)
         if timeout_s is None:
@@ -270,7 +272,7 @@ class Gateway:
         created = await self.reader.created(run_id) or {}
         self.check_fits({"input": created.get("input"), "overrides": overrides},
                         "the replay's input and overrides")
-        await check_capacity(self.bus)
+        await self.capacity.check()
         new_run, session = uuid.uuid4().hex, uuid.uuid4().hex
         await self._copy_signals(run_id, new_run, session)
         return await self._launch(

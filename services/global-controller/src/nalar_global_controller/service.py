@@ -68,11 +68,17 @@ class GlobalController:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.view.run())
                 sub = await self.bus.nc.subscribe(self.names.all_telemetry, cb=self._on_telemetry)
-                tg.create_task(self._loop(kv))
+                rounds = tg.create_task(self._loop(kv))
+                lease = tg.create_task(self._lease_loop(kv))
                 log.info("global_controller.started", id=self.settings.controller_id,
                          policies=self.policy_names)
                 await self._stopping.wait()
                 await sub.unsubscribe()
+                # no more rounds and no more renewals before resigning: a stopping controller
+                # once took the lease back after giving it up, and a standby waited it out
+                for task in (rounds, lease):
+                    task.cancel()
+                await asyncio.gather(rounds, lease, return_exceptions=True)
                 if self.is_leader:
                     await self._resign(kv)
                 raise Shutdown
@@ -106,19 +112,15 @@ class GlobalController:
         return bad
 
     async def _loop(self, kv: KeyValue) -> None:
-        """The lease is renewed on its own schedule, so a long policy round never lets it
-        lapse; rounds run while this controller holds it."""
-        lease = asyncio.create_task(self._lease_loop(kv))
-        try:
-            while True:
-                try:
-                    if self.is_leader:
-                        await self.tick(kv)
-                except Exception:
-                    log.exception("global_controller.tick_failed")
-                await asyncio.sleep(self.settings.interval_s)
-        finally:
-            lease.cancel()
+        """Policy rounds, while this controller holds the lease (renewed on its own schedule
+        by `_lease_loop`, so a long round never lets it lapse)."""
+        while True:
+            try:
+                if self.is_leader:
+                    await self.tick(kv)
+            except Exception:
+                log.exception("global_controller.tick_failed")
+            await asyncio.sleep(self.settings.interval_s)
 
     async def _lease_loop(self, kv: KeyValue) -> None:
         while True:
