@@ -3,97 +3,55 @@ from the run's `created` event, which only the gateway writes; never from the ca
 
 from __future__ import annotations
 
-import math
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any
-
-from nalar_common.auth import Principal
 from nalar_common.authz import PolicyFile
-from nalar_common.bus import Bus
 from nalar_common.errors import PermissionDenied
-from nalar_common.journal import Event, decode
 from nalar_common.logging import get_logger
 from nalar_common.subjects import DRIVER_AGENT
-from nalar_common.subjects import Headers as H
+
+from nalar_local_controller.book import Book
+from nalar_local_controller.held import Held
+from nalar_local_controller.hooks import CallHook
+from nalar_local_controller.outcomes import Outcomes
+from nalar_local_controller.runs import RunFacts
 
 log = get_logger(__name__)
 
-UNKNOWN = Principal("", via="unknown")  # a run created without one (before auth existed)
+
+def check(policy_file: PolicyFile, facts: RunFacts, agent: str,
+          method: str) -> PermissionDenied | None:
+    """None when the run's principal may call `agent.method`; the error otherwise."""
+    policy = policy_file.current()
+    if policy.open or (agent.startswith("_") and agent != DRIVER_AGENT):
+        return None  # authorization off (explicitly), or the runtime's own pseudo-agents
+    principal = facts.principal
+    if agent == DRIVER_AGENT:  # the run's driver: its method is the workflow
+        decision = policy.workflow(principal, method)
+        what = f"workflow {method!r}"
+    else:
+        decision = policy.call(principal, facts.workflow, agent, method)
+        what = f"{agent}.{method}"
+    if decision.allowed:
+        return None
+    log.info("call.denied", run_id=facts.run, agent=agent, method=method,
+             principal=principal.name, rule=decision.rule, policy=decision.revision)
+    return PermissionDenied(decision.why(what, principal), details={
+        "agent": agent, "method": method, "principal": principal.name,
+        "rule": decision.rule, "policy_revision": decision.revision})
 
 
-@dataclass(frozen=True)
-class RunFacts:
-    """What a run was created with, as the gateway recorded it."""
+class Authorization(CallHook):
+    """policy.yaml decides whether the run's principal may make the call."""
 
-    run: str
-    principal: Principal
-    workflow: str
-    session: str
-    created_at: float
-    replay_of: str = ""  # a replay: the run whose journal answers its calls
-    overrides: dict[str, Any] = field(default_factory=dict)  # future -> value, in a replay
+    def __init__(self, policy: PolicyFile, book: Book, outcomes: Outcomes) -> None:
+        self.policy, self.book, self.outcomes = policy, book, outcomes
 
+    async def before_admit(self, held: Held, facts: RunFacts) -> bool:
+        denied = check(self.policy, facts, held.agent, held.method)
+        if denied is None:
+            return False
+        self.book.stats["denied"] += 1
+        await self.outcomes.fail(held, denied)
+        return True
 
-class RunBook:
-    """Runs' `created` facts, read from the journal once and cached (they never change).
-
-    A run without a `created` event (one started through the SDK rather than the gateway) is
-    remembered too, for `absent_ttl_s`: the gateway stores `created` before it publishes the
-    run's first call, so its absence is as stable as its facts, and asking the stream again
-    on every call of such a run cost a request per call (it halved no-op throughput). The
-    short expiry covers a stream replica that had not caught up when it was asked.
-    """
-
-    def __init__(self, bus: Bus, cache_size: int = 10_000, absent_ttl_s: float = 30.0) -> None:
-        self.bus, self.cache_size, self.absent_ttl_s = bus, cache_size, absent_ttl_s
-        self._runs: OrderedDict[str, tuple[RunFacts, float]] = OrderedDict()
-
-    async def get(self, run: str) -> RunFacts:
-        hit = self._runs.get(run)
-        if hit is not None and hit[1] > time.monotonic():
-            self._runs.move_to_end(run)
-            return hit[0]
-        n = self.bus.names
-        stored = await self.bus.direct_get_last(n.runs_stream, n.run_event(run, Event.CREATED))
-        created = decode(stored) if stored is not None else {}
-        who = created.get("principal")
-        facts = RunFacts(run, Principal.from_dict(who) if isinstance(who, dict) else UNKNOWN,
-                         str(created.get("workflow") or ""),
-                         str(created.get("session_id") or ""),
-                         float(created.get("ts") or 0.0), str(created.get("replay_of") or ""),
-                         dict(created.get("overrides") or {}))
-        until = math.inf if stored is not None else time.monotonic() + self.absent_ttl_s
-        self._runs[run] = (facts, until)
-        self._runs.move_to_end(run)
-        if len(self._runs) > self.cache_size:
-            self._runs.popitem(last=False)
-        return facts
-
-
-class CallAccess:
-    def __init__(self, runs: RunBook, policy: PolicyFile) -> None:
-        self.runs, self.policy = runs, policy
-
-    async def check(self, headers: dict[str, str]) -> PermissionDenied | None:
-        """None when the call may run; the error to fail its future with otherwise."""
-        policy = self.policy.current()
-        agent, method = headers.get(H.AGENT, ""), headers.get(H.METHOD, "")
-        if policy.open or (agent.startswith("_") and agent != DRIVER_AGENT):
-            return None  # authorization off (explicitly), or the runtime's own pseudo-agents
-        facts = await self.runs.get(headers.get(H.RUN, ""))
-        principal = facts.principal
-        if agent == DRIVER_AGENT:  # the run's driver: its method is the workflow
-            decision = policy.workflow(principal, method)
-            what = f"workflow {method!r}"
-        else:
-            decision = policy.call(principal, facts.workflow, agent, method)
-            what = f"{agent}.{method}"
-        if decision.allowed:
-            return None
-        log.info("call.denied", run_id=headers.get(H.RUN), agent=agent, method=method,
-                 principal=principal.name, rule=decision.rule, policy=decision.revision)
-        return PermissionDenied(decision.why(what, principal), details={
-            "agent": agent, "method": method, "principal": principal.name,
-            "rule": decision.rule, "policy_revision": decision.revision})
+    def revisions(self) -> dict[str, str]:
+        return {"access": self.policy.current().revision}

@@ -28,7 +28,7 @@ from nalar_common.guardrails import (
 )
 from nalar_common.subjects import DRIVER_AGENT, Names
 
-from nalar_local_controller.access import RunFacts
+from nalar_local_controller.runs import RunFacts
 
 SESSION_TTL_S = 30 * 86400
 

@@ -1,66 +1,16 @@
-"""Per-instance priority queues and the held-call record of a local controller."""
+"""Per-instance priority queues of a local controller."""
 
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from nalar_common.cluster import InstanceInfo
-from nalar_common.futurekey import FutureKey
-from nalar_common.futures import FutureResult
 
-_seq = itertools.count()
-
-
-@dataclass(eq=False)
-class Held:
-    """A call this controller holds (its JetStream message stays unacked until it is done)."""
-
-    msgs: list[Any]  # JetStream handles: more than one when the same call arrived twice
-    data: bytes
-    headers: dict[str, str]
-    run: str
-    future: str
-    agent: str
-    session: str
-    priority: int
-    deps: list[str]
-    arrived: float = field(default_factory=time.time)
-    waiting: set[str] = field(default_factory=set)
-    dep_results: dict[str, FutureResult] = field(default_factory=dict)
-    instance: str | None = None
-    dispatched_at: float = 0.0
-    token: str = ""  # names the current dispatch; a `done` for another one is stale
-    pinned: str | None = None  # the instance a stateful agent's session is pinned to
-    seq: int = field(default_factory=lambda: next(_seq))
-    base_priority: int = 0  # what the caller asked for (the policy may raise it)
-    deliveries: int = 1  # JetStream deliveries plus runs cut short by a lost instance
-    deadline: float | None = None  # epoch seconds; past it the call fails with `Timeout`
-    guarded: bool = False  # guardrails bind its run: its host asks before each LLM request
-    replay_of: str = ""  # its run replays this one: it may be answered from its journal
-    paused: bool = False  # a `pause` guardrail holds it (said in the journal once)
-
-    key: str = field(init=False, repr=False)  # `<run>.<future>`, looked up many times
-
-    def __post_init__(self) -> None:
-        self.key = str(FutureKey(self.run, self.future))
-
-    async def ack(self) -> None:
-        for m in self.msgs:
-            await m.ack()
-
-    async def nak(self, delay: float | None = None) -> None:
-        for m in self.msgs:
-            await m.nak(delay=delay)
-
-    async def in_progress(self) -> None:
-        for m in self.msgs:
-            await m.in_progress()
+from nalar_local_controller.held import CallState, Held
 
 
 class InstanceQueue:
@@ -117,7 +67,7 @@ class InstanceQueue:
         return (len(self._heap) + len(self.inflight)) / max(1, self.info.concurrency)
 
     def push(self, held: Held) -> None:
-        held.instance = self.info.instance
+        held.instance, held.state = self.info.instance, CallState.QUEUED
         due = held.deadline if self.edf and held.deadline is not None else math.inf
         heapq.heappush(self._heap, (-held.priority, (due, held.seq), held))
 

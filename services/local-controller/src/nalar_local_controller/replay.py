@@ -12,20 +12,31 @@ answered here from the original run instead of running, when it can be:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec
+from nalar_common.cluster import ClusterView
 from nalar_common.digest import args_digest
 from nalar_common.envelope import FutureRef, substitute_refs
 from nalar_common.errors import NalarError, ReplayDiverged
 from nalar_common.futures import FutureWaiter
 from nalar_common.journal import Event, decode
+from nalar_common.logging import get_logger
+from nalar_common.subjects import DRIVER_AGENT
 from nalar_common.subjects import Headers as H
 
-from nalar_local_controller.access import RunFacts
-from nalar_local_controller.queues import Held
+from nalar_local_controller.book import Book, Tasks
+from nalar_local_controller.held import Held
+from nalar_local_controller.hooks import CallHook
+from nalar_local_controller.runs import RunFacts
+
+if TYPE_CHECKING:
+    from nalar_local_controller.outcomes import Outcomes
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,3 +104,37 @@ def _digest(held: Held) -> str:
     if not values:
         return args_digest(call.args, call.kwargs)
     return args_digest(substitute_refs(call.args, values), substitute_refs(call.kwargs, values))
+
+
+class ReplayHook(CallHook):
+    """A call of a replay run, once its arguments are known, is answered from the original
+    run instead of running when it can be (overridden, asked the same, or a tool)."""
+
+    AGAIN_S = 2.0
+
+    def __init__(self, replays: Replays, view: ClusterView, book: Book, tasks: Tasks,
+                 outcomes: Outcomes) -> None:
+        self.replays, self.view, self.book, self.tasks = replays, view, book, tasks
+        self.outcomes = outcomes
+        self.again: Callable[[Held], Awaitable[None]] | None = None  # wired: place it again
+
+    async def before_place(self, held: Held, facts: RunFacts) -> bool:
+        if not held.replay_of or held.agent == DRIVER_AGENT:
+            return False
+        try:
+            tools = {t for i in self.view.live_instances(held.agent) for t in i.tools}
+            answer = await self.replays.answer(facts, held, tools)
+        except Exception as exc:  # NATS away: keep the call, decide again later
+            log.warning("replay.answer_retry", run_id=held.run, future_id=held.future,
+                        error=str(exc))
+            assert self.again is not None
+            self.tasks.later(self.AGAIN_S, self.book, held, self.again)
+            return True
+        if answer.source == "diverged":
+            assert answer.error is not None
+            await self.outcomes.fail(held, answer.error)
+            return True
+        if answer.source != "live":
+            await self.outcomes.answer_from_replay(held, answer)
+            return True
+        return False

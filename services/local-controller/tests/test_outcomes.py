@@ -1,0 +1,148 @@
+"""How calls end or go round again, without a server: a host's `done` (stale or current),
+a retry, a lost instance, dead letters, the hooks' order, deadlines, cancellation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lc_fakes import FakeMsg, call_headers, controller, held_call, instance, started
+from nalar_common.cluster import PolicySnapshot
+from nalar_common.testing import wait_until
+from nalar_local_controller.held import CallState, Held
+from nalar_local_controller.hooks import CallHook, Hooks
+from nalar_local_controller.runs import RunFacts
+
+
+def done(held: Held, status: str = "ok", token: str | None = None, **extra: str) -> FakeMsg:
+    return FakeMsg({"Nalar-Run": held.run, "Nalar-Future": held.future,
+                    "Nalar-Dispatch": held.token if token is None else token,
+                    "Nalar-Status": status, **extra})
+
+
+async def admit(lc: object, *futures: str, **kw: str) -> list[Held]:
+    out = []
+    for fut in futures:
+        await lc.admission.on_call(FakeMsg(call_headers(fut, **kw)))  # type: ignore[attr-defined]
+        out.append(lc.book.held[f"{kw.get('run', 'r')}.{fut}"])  # type: ignore[attr-defined]
+    return out
+
+
+async def test_a_stale_done_is_ignored_and_the_current_one_frees_the_slot(
+        tmp_path: Path) -> None:
+    """A `done` from an earlier dispatch of the same call must neither ack the call nor free
+    the slot of the copy that runs now; the current one acks it and sends the next call."""
+    lc, _ = controller(tmp_path, instance("i1"))
+    async with started(lc):
+        first, second = await admit(lc, "1", "2")
+        assert first.dispatched and second.state is CallState.QUEUED
+        await lc._on_done(done(first, token="n1:999"))
+        assert lc.book.holds(first) and first.msgs[0].acked == 0
+        await lc._on_done(done(first))
+        assert not lc.book.holds(first) and first.msgs[0].acked == 1
+        assert first.state is CallState.DONE and second.dispatched
+        assert lc.stats["completed"] == 1
+
+
+async def test_a_retry_frees_the_slot_and_places_the_next_attempt_later(
+        tmp_path: Path) -> None:
+    lc, _ = controller(tmp_path, instance("i1"))
+    async with started(lc):
+        (held,) = await admit(lc, "1")
+        await lc._on_done(done(held, "retry", **{"Retry-After": "60"}))
+        assert lc.book.holds(held) and held.state is CallState.BACKOFF
+        assert held.headers["Nalar-Attempt"] == "2" and held.msgs[0].acked == 0
+        assert lc.book.queues["i1"].free_slots == 1 and lc.stats["retried"] == 1
+        await lc.cancels.cancel("r")  # ends the test: the waiting attempt fails now
+    assert held.state is CallState.DONE
+
+
+async def test_an_instance_lost_runs_its_calls_again_or_dead_letters_them(
+        tmp_path: Path) -> None:
+    lc, bus = controller(tmp_path, instance("i1", concurrency=2), instance("i2"),
+                         max_deliver=1, redelivery_backoff_s=60.0)
+    async with started(lc):
+        held, other = await admit(lc, "1", "2")
+        lost = [h for h in (held, other) if h.instance == "i1"]
+        del lc.view.instances["i1"]
+        lc.recovery.sync_instances()  # delivered once already: past max_deliver
+        await wait_until(lambda: all(h.state is CallState.DONE for h in lost),
+                         what="the lost instance's calls dead-lettered")
+        assert lost and lc.stats["dead_lettered"] == len(lost)
+    assert any(s.startswith("nalar.dlq.") for s in bus.subjects())
+
+
+async def test_a_lost_done_is_found_in_the_futures_stream(tmp_path: Path) -> None:
+    lc, bus = controller(tmp_path, instance("i1"))
+    async with started(lc):
+        (held,) = await admit(lc, "1")
+        bus.stored[bus.names.future("r", "1")] = object()
+        await lc.recovery.reconcile(older_than=-1.0)
+    assert held.state is CallState.DONE and held.msgs[0].acked == 1
+    assert lc.stats["reconciled"] == 1
+
+
+async def test_a_call_past_its_deadline_fails_unless_it_runs(tmp_path: Path) -> None:
+    lc, bus = controller(tmp_path, instance("i1"))
+    async with started(lc):
+        running, queued = await admit(lc, "1", "2", **{"Nalar-Deadline": "1"})
+        await lc.hooks.tick(now=2.0)
+    assert running.dispatched and queued.state is CallState.DONE
+    assert lc.stats["timed_out"] == 1 and lc.book.queues["i1"].queued == 0
+    assert bus.names.future("r", "2") in bus.subjects()
+
+
+async def test_a_cancelled_runs_waiting_calls_fail_and_later_ones_are_refused(
+        tmp_path: Path) -> None:
+    lc, _ = controller(tmp_path, instance("i1"))
+    async with started(lc):
+        running, queued = await admit(lc, "1", "2")
+        await lc.cancels.cancel("r")
+        assert running.dispatched and queued.state is CallState.DONE
+        msg = FakeMsg(call_headers("3"))
+        await lc.admission.on_call(msg)
+    assert msg.acked == 1 and "r.3" not in lc.book.held
+
+
+async def test_hooks_run_in_order_and_the_first_that_takes_a_call_stops_the_rest() -> None:
+    seen: list[str] = []
+
+    class Mark(CallHook):
+        def __init__(self, name: str, take: bool) -> None:
+            self.name, self.take = name, take
+
+        async def before_admit(self, held: Held, facts: RunFacts) -> bool:
+            seen.append(self.name)
+            return self.take
+
+        def revisions(self) -> dict[str, str]:
+            return {self.name: "1"}
+
+    hooks = Hooks([Mark("a", False), Mark("b", True), Mark("c", False)])
+    facts = RunFacts("r", None, "wf", "s", 0.0)  # type: ignore[arg-type]
+    assert await hooks.before_admit(held_call(), facts)
+    assert seen == ["a", "b"]
+    assert hooks.revisions() == {"a": "1", "b": "1", "c": "1"}
+    assert not await Hooks([]).before_place(held_call(), facts)
+
+
+async def test_a_snapshot_moves_a_sessions_queued_calls_and_raises_its_priority(
+        tmp_path: Path) -> None:
+    """Applying a snapshot: the routed session's queued calls move to the target instance
+    (journalled as `migrated`), its priority goes up, calls already running stay."""
+    lc, bus = controller(tmp_path, instance("busy"), instance("idle"))
+    busy, idle = lc.book.queues["busy"], lc.book.queues["idle"]
+    running = held_call("0", session="vip")
+    busy.inflight[running.key] = running
+    calls = [held_call(f, session=s) for f, s in (("1", "x"), ("2", "vip"), ("3", "vip"))]
+    for h in calls:
+        lc.book.held[h.key] = h
+        busy.push(h)
+    idle.inflight["r.9"] = held_call("9")  # busy as well: nothing is dispatched meanwhile
+    async with started(lc):
+        await lc.migration.apply(PolicySnapshot(sessions={"vip": {"A": "idle"}},
+                                                priorities={"vip": 5}))
+    assert [h.future for h in idle.take(lambda h: False)] == ["2", "3"]
+    assert [h.future for h in busy.take(lambda h: False)] == ["1"]
+    assert running.key in busy.inflight and calls[1].priority == 5
+    assert lc.stats["migrated"] == 2
+    assert bus.subjects().count(bus.names.run_event("r", "migrated")) == 2
