@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lc_fakes import FakeMsg, call_headers, controller, instance, started
+from fakebus import FakeMsg
+from lc_fakes import call_headers, controller, instance, started
 from nalar_common.envelope import Envelope
 from nalar_local_controller.held import CallState
 

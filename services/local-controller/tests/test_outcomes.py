@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lc_fakes import FakeMsg, call_headers, controller, held_call, instance, started
+from fakebus import FakeMsg
+from lc_fakes import call_headers, controller, held_call, instance, started
 from nalar_common.cluster import PolicySnapshot
 from nalar_local_controller.held import CallState, Held
 from nalar_local_controller.hooks import CallHook, Hooks

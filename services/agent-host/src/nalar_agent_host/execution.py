@@ -1,0 +1,238 @@
+"""Running one dispatched call on a host: its instance and arguments, the context user code
+sees (run, LLM replay, ledger, guardrails, managed state under the session's lease), the
+method's timeout and retry policy, a driver leaving to wait for a signal, and what is
+reported when it ends."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from nalar.app import App
+from nalar.context import CallContext
+from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
+from nalar.guard import GuardClient
+from nalar.once import run_once
+from nalar.registry import MethodSpec
+from nalar.replay import RecordedLLM
+from nalar.runtime import Runtime
+from nalar.signals import Suspend
+from nalar_common.bus import Bus
+from nalar_common.calls import CallSpec, resume_driver
+from nalar_common.digest import args_digest
+from nalar_common.errors import NalarError, NotFound, ReplayDiverged, Timeout
+from nalar_common.journal import Event, deadline_error, record
+from nalar_common.ledger import Ledger
+from nalar_common.logging import get_logger
+from nalar_common.subjects import DRIVER_AGENT
+from nalar_common.subjects import Headers as H
+
+from nalar_agent_host.cancels import Cancellations
+from nalar_agent_host.instances import Instance, Instances
+from nalar_agent_host.reporting import Reporter
+from nalar_agent_host.sessions import SessionStates
+
+log = get_logger(__name__)
+
+
+class Execution:
+    def __init__(self, bus: Bus, node: str, app: App, instances: Instances, runtime: Runtime,
+                 pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
+                 reporter: Reporter, cancels: Cancellations, ledger: Ledger | None,
+                 states: SessionStates | None) -> None:
+        self.bus, self.node, self.app, self.instances = bus, node, app, instances
+        self.runtime, self.reporter, self.cancels = runtime, reporter, cancels
+        self.pool, self.driver_pool = pools
+        self.ledger, self.states = ledger, states
+        self.host_id = instances.host_id
+        self.stats = {"executed": 0, "failed": 0, "duplicates": 0, "retried": 0}
+
+    async def run(self, call: CallSpec, body: dict[str, Any], headers: dict[str, str],
+                  token: str, reply: str) -> None:
+        started = time.time()
+        inst = self.instances.get(str(body.get("instance", "")))
+        value: Any = None
+        error: NalarError | None = None
+        ctx: CallContext | None = None
+        is_driver = call.agent == DRIVER_AGENT
+        attempt = int(headers.get(H.ATTEMPT) or call.attempt)
+        audit: dict[str, Any] = {"attempt": attempt, "node": self.node, "host": self.host_id,
+                                 "policy": {"placement": headers.get(H.POLICY_REV),
+                                            **(body.get("revisions") or {})}}
+        if inst is not None:
+            inst.inflight += 1
+        try:
+            if inst is None:
+                raise NotFound(f"instance {body.get('instance')!r} is not on host "
+                               f"{self.host_id}")
+            fn, mspec = await self._target(call, inst, attempt)
+            args, kwargs = resolve_args(call, body.get("deps") or {})
+            audit["args_digest"] = args_digest(args, kwargs)
+            ctx = self._context(call, body, inst, attempt)
+            if mspec is not None and mspec.tool:
+                audit["kind"] = "tool"
+                if body.get("replay_of"):  # its controller could not tell: a replay never
+                    raise ReplayDiverged(   # reaches outside
+                        f"replay reached tool {call.agent}.{call.method} (future "
+                        f"{call.future}), which it may not run: override future "
+                        f"{call.future} to give it a result",
+                        details={"future": call.future, "replay_of": body["replay_of"]})
+            value = await self._invoke(call, ctx, inst, fn, mspec, args, kwargs, attempt)
+        except Suspend as suspend:
+            await self._suspend(call, headers, token, reply, suspend)
+            return
+        except Exception as exc:
+            error = as_error(exc, call)
+        finally:
+            if inst is not None:
+                inst.inflight -= 1
+        if isinstance(error, Timeout):
+            error = await self._past_deadline(call, inst, error)
+        if error is not None and not is_driver and ctx is not None and reply and \
+                await self._retry(call, headers, token, reply, ctx, error):
+            return
+        await self._report(call, body, headers, token, reply, inst, value, error, ctx,
+                           audit, started)
+
+    async def _target(self, call: CallSpec, inst: Instance,
+                      attempt: int) -> tuple[Any, MethodSpec | None]:
+        """The function the call runs (a driver journals that its run started)."""
+        if call.agent != DRIVER_AGENT:
+            spec = self.app.agents.get(call.agent)
+            return (lookup(inst.target, call.method, call.agent),
+                    spec.methods.get(call.method) if spec is not None else None)
+        wf = self.app.workflows.get(call.method)
+        if wf is None:
+            raise NotFound(f"workflow {call.method!r} is not in the app")
+        await record(self.bus, call.run, Event.STARTED, {
+            "workflow": call.method, "host": self.host_id, "node": self.node,
+            "attempt": attempt}, acked=True)
+        return wf.fn, None
+
+    def _context(self, call: CallSpec, body: dict[str, Any], inst: Instance,
+                 attempt: int) -> CallContext:
+        ctx = context_for(self.runtime, call, attempt)
+        self.reporter.sinks(call, ctx)
+        if body.get("replay_of"):  # a replay re-runs this call: same LLM asks are served
+            ctx.replay = RecordedLLM(self.bus, str(body["replay_of"]), call.future)
+        ctx.ledger, ctx.instance = self.ledger, inst.info.instance
+        if body.get("guard"):
+            ctx.guard = GuardClient(self.bus, self.node, run=call.run, future=call.future,
+                                    session=call.session, agent=call.agent,
+                                    method=call.method)
+        return ctx
+
+    async def _invoke(self, call: CallSpec, ctx: CallContext, inst: Instance, fn: Any,
+                      mspec: MethodSpec | None, args: Any, kwargs: Any, attempt: int) -> Any:
+        """Run user code: cancellable, within its time, once only if it is a tool with side
+        effects (`idempotent=False`: its result goes to the ledger, a retry replays it), and
+        under the session's state lease if the agent keeps managed state."""
+        pool = self.driver_pool if call.agent == DRIVER_AGENT else self.pool
+        limit = _time_left(mspec.timeout if mspec is not None else None, call.deadline)
+
+        def start() -> Any:
+            return self.cancels.run(call, ctx, invoke(fn, args, kwargs, ctx, pool, limit))
+
+        if mspec is None or mspec.idempotent or self.ledger is None:
+            run = start()
+        else:
+            run = run_once(ctx, f"{call.agent}.{call.method}", start)
+        spec = self.app.agents.get(call.agent)
+        if spec is None or not spec.uses_state or not call.session or self.states is None:
+            return await run
+        owner = f"{inst.info.instance}/{call.run}.{call.future}.a{attempt}"
+        async with self.states.hold(call.session, call.agent, owner,
+                                    inst.info.instance) as (state, lease):
+            ctx.state = state
+            value = await run
+            await self.states.commit(state, lease, op_id=call.key)
+        return value
+
+    async def _report(self, call: CallSpec, body: dict[str, Any], headers: dict[str, str],
+                      token: str, reply: str, inst: Instance | None, value: Any,
+                      error: NalarError | None, ctx: CallContext | None,
+                      audit: dict[str, Any], started: float) -> None:
+        timings = {"created": call.created_at, "dispatched": body.get("dispatched_at", 0.0),
+                   "started": started, "finished": time.time()}
+        executor = inst.info.instance if inst else self.host_id
+        usage = ctx.usage if ctx is not None else None
+        published = await self.reporter.result(headers, value, error, executor, timings, usage)
+        self.stats["executed"] += 1
+        if error is not None:
+            self.stats["failed"] += 1
+            log.info("call.failed", run_id=call.run, future_id=call.future, agent=call.agent,
+                     method=call.method, code=error.error_code, message=error.message[:500])
+        if not published:  # an earlier attempt resolved it: this result is dropped
+            self.stats["duplicates"] += 1
+        spent = {k: v for k, v in usage.items() if k != "llm"} if usage else {}
+        await self.reporter.resolved(call, headers, executor, error, published,
+                                     {"timings": timings, **audit, "usage": spent})
+        if call.agent == DRIVER_AGENT:
+            await self.reporter.finished(call.run, error if published else None, published)
+        if reply:
+            await self.reporter.done(reply, headers, token, executor,
+                                     "ok" if error is None else "error", usage)
+
+    async def _retry(self, call: CallSpec, headers: dict[str, str], token: str, reply: str,
+                     ctx: CallContext, error: NalarError) -> bool:
+        """Apply the method's retry policy: if `error` is worth another attempt, publish no
+        result; the local controller runs the call again after the backoff."""
+        spec = self.app.agents.get(call.agent)
+        mspec = spec.methods.get(call.method) if spec is not None else None
+        if mspec is None or call.run in self.cancels:
+            return False
+        delay = mspec.retry.delay(ctx.attempt, error)
+        deadline = call.deadline
+        if delay is None or (deadline is not None and time.time() + delay >= deadline):
+            return False
+        self.stats["retried"] += 1
+        log.info("call.retrying", run_id=call.run, future_id=call.future, agent=call.agent,
+                 method=call.method, attempt=ctx.attempt, code=error.error_code,
+                 delay=round(delay, 3))
+        await record(self.bus, call.run, Event.RETRYING, {
+            "future": call.future, "agent": call.agent, "method": call.method,
+            "attempt": ctx.attempt, "delay": delay, "error": error.to_wire()})
+        await self.reporter.done(reply, headers, token, ctx.instance, "retry", ctx.usage,
+                                 retry_after=delay)
+        return True
+
+    async def _past_deadline(self, call: CallSpec, inst: Instance | None,
+                             error: NalarError) -> NalarError:
+        """A call cut short by its deadline (not its method's timeout) says so; a driver
+        says where its run was stuck."""
+        deadline = call.deadline
+        if deadline is None or time.time() < deadline - 0.05:
+            return error
+        if call.agent == DRIVER_AGENT:
+            try:
+                return await deadline_error(self.bus, call.run, deadline)
+            except Exception:
+                return error
+        where = inst.info.instance if inst else self.host_id
+        return Timeout(f"{call.agent}.{call.method} passed its deadline while running on "
+                       f"{where}", details={**error.details, "deadline": deadline,
+                                            "stuck": "running", "instance": where})
+
+    async def _suspend(self, call: CallSpec, headers: dict[str, str], token: str, reply: str,
+                       suspend: Suspend) -> None:
+        """The driver waits for a signal: record `waiting`, free the slot, publish no result.
+        If the signal came meanwhile (its sender saw the run still running), resume now."""
+        fut = suspend.future
+        await record(self.bus, call.run, Event.WAITING, {
+            "signal": fut.method, "future": fut.future, "host": self.host_id}, acked=True)
+        log.info("run.waiting", run_id=call.run, signal=fut.method)
+        if await self.runtime.waiter.get(call.run, fut.future) is not None:
+            node = self.runtime.view.choose_node(DRIVER_AGENT, call.session) or self.node
+            await resume_driver(self.bus, call.run, node)
+        if reply:
+            await self.reporter.done(reply, headers, token, self.host_id, "waiting")
+
+
+def _time_left(timeout: float | None, deadline: float | None) -> float | None:
+    """How long a call may run: its method's timeout, cut short by the deadline of its call
+    or run (a call already past its deadline gets none)."""
+    if deadline is None:
+        return timeout
+    left = max(0.001, deadline - time.time())
+    return left if timeout is None else min(timeout, left)
