@@ -111,13 +111,37 @@ class PolicySnapshot:
         return self.priorities.get(session)
 
 
+class _Instances(dict[str, "InstanceInfo"]):
+    """The instance table, counting its changes (what the view's answers are cached by)."""
+
+    version = 0
+
+    def __setitem__(self, key: str, value: InstanceInfo) -> None:
+        super().__setitem__(key, value)
+        self.version += 1
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.version += 1
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.version += 1
+        return super().pop(key, *default)
+
+
 class ClusterView:
-    """Local, eventually consistent copy of instances and policy; never on a network path."""
+    """Local, eventually consistent copy of instances and policy; never on a network path.
+
+    `live_instances` is asked on every call (by callers choosing a node, by controllers
+    placing): its answer is cached until the instance table changes or the first of its
+    instances' heartbeats would go stale.
+    """
 
     def __init__(self, bus: Bus, *, instance_ttl_s: float | None = None) -> None:
         self._bus = bus
         self._ttl = instance_ttl_s or bus.settings.instance_ttl_s
-        self.instances: dict[str, InstanceInfo] = {}
+        self.instances: dict[str, InstanceInfo] = _Instances()
+        self._live: dict[tuple[str, str | None], tuple[int, float, list[InstanceInfo]]] = {}
         self.snapshot: PolicySnapshot | None = None
         self._ready = asyncio.Event()
         self._initial_done: set[str] = set()
@@ -219,9 +243,21 @@ class ClusterView:
         return [i for i in self.instances.values() if i.ts >= cutoff]
 
     def live_instances(self, agent: str, node: str | None = None) -> list[InstanceInfo]:
-        """Instances that take new work (fresh, not draining)."""
-        return [i for i in self.live() if i.agent == agent and not i.draining
-                and (node is None or i.node == node)]
+        """Instances that take new work (fresh, not draining). Do not change the list."""
+        now = time.time()
+        version = getattr(self.instances, "version", -1)  # a plain dict: never cached
+        hit = self._live.get((agent, node))
+        if hit is not None and hit[0] == version >= 0 and now < hit[1]:
+            return hit[2]
+        found = [i for i in self.live(now) if i.agent == agent and not i.draining
+                 and (node is None or i.node == node)]
+        # valid until a change of the table, or the first of them would go stale; one that
+        # is stale now comes back only with a new heartbeat, which changes the table
+        until = min((i.ts for i in found), default=now) + self._ttl
+        if len(self._live) > 4096:
+            self._live.clear()
+        self._live[(agent, node)] = (version, until, found)
+        return found
 
     def nodes(self) -> set[str]:
         return {i.node for i in self.live()}
