@@ -6,11 +6,12 @@ request used. Agent code never sees this; `nalar.llm` does it around every engin
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
-from nalar_common.envelope import Envelope
-from nalar_common.errors import NalarError, Unavailable
+from nalar_common.errors import Unavailable
 from nalar_common.logging import get_logger
+from nalar_common.wire import GuardAnswer, GuardReserve, GuardSettle
 
 from nalar.engines.base import Completion, LLMRequest, model_of, prompt_tokens
 
@@ -23,23 +24,24 @@ PAUSE_RECHECK_S = 2.0  # a paused request asks again this often (and at once on 
 class Reservation:
     """What the controller reserved for one request ("": nothing to settle)."""
 
-    def __init__(self, ident: str) -> None:
-        self.ident = ident
+    def __init__(self, ident: str, model: str = "") -> None:
+        self.ident, self.model = ident, model
 
 
 class GuardClient:
     def __init__(self, bus: Any, node: str, *, run: str, future: str, session: str,
                  agent: str, method: str) -> None:
         self.bus, self.node = bus, node
-        self.call = {"run": run, "future": future, "session": session, "agent": agent,
-                     "method": method}
+        self.run, self.future = run, future
+        self._ask_for = GuardReserve(run=run, future=future, session=session, agent=agent,
+                                     method=method, prompt_tokens=0, max_tokens=0)
 
     async def before(self, engine: Any, request: LLMRequest) -> Reservation:
         """Room for the request's worst case; raises what stops it (`GuardrailExceeded`,
         `Cancelled` when the run was aborted), and waits while the run is paused."""
-        ask: dict[str, Any] = {**self.call, "model": model_of(engine),
-                               "prompt_tokens": prompt_tokens(engine, request),
-                               "max_tokens": request.max_tokens}
+        ask = replace(self._ask_for, model=model_of(engine),
+                      prompt_tokens=prompt_tokens(engine, request),
+                      max_tokens=request.max_tokens)
         resumed = asyncio.Event()
 
         async def wake(_msg: Any) -> None:
@@ -48,21 +50,21 @@ class GuardClient:
         sub = None
         try:
             while True:
-                reply = await self._ask(ask)
-                if reply.get("ok"):
-                    return Reservation(str(reply.get("reservation") or ""))
-                if reply.get("action") != "pause":
-                    error = reply.get("error")
-                    if error:
-                        raise NalarError.from_wire(error)
+                answer = await self._ask(ask)
+                if answer.ok:
+                    return Reservation(answer.reservation, ask.model)
+                if answer.action != "pause":
+                    error = answer.exception()
+                    if error is not None:
+                        raise error
                     raise Unavailable("guardrails could not be checked: "
-                                      f"{(reply.get('details') or {}).get('reason', '')}")
+                                      f"{answer.details.get('reason', '')}")
                 if sub is None:  # paused: wait for the run's resume signal
-                    ask["again"] = True  # the controller journaled the pause once
-                    sub = await self.bus.nc.subscribe(self.bus.names.resume(self.call["run"]),
+                    ask = replace(ask, again=True)  # the controller journaled the pause once
+                    sub = await self.bus.nc.subscribe(self.bus.names.resume(self.run),
                                                       cb=wake)
-                    log.info("llm.paused", run_id=self.call["run"],
-                             future_id=self.call["future"], **(reply.get("details") or {}))
+                    log.info("llm.paused", run_id=self.run, future_id=self.future,
+                             **answer.details)
                 try:
                     await asyncio.wait_for(resumed.wait(), PAUSE_RECHECK_S)
                 except TimeoutError:
@@ -76,23 +78,20 @@ class GuardClient:
         """Count what the request used instead of its worst case (nothing if it failed)."""
         if not reservation.ident:
             return
-        body = {"settle": reservation.ident,
-                "prompt_tokens": completion.prompt_tokens if completion else 0,
-                "completion_tokens": completion.completion_tokens if completion else 0,
-                "ok": completion is not None}
+        settle = GuardSettle(settle=reservation.ident, model=reservation.model,
+                             prompt_tokens=completion.prompt_tokens if completion else 0,
+                             completion_tokens=completion.completion_tokens if completion else 0,
+                             ok=completion is not None)
         try:  # no answer awaited: off the request's path
-            await self.bus.nc.publish(self.bus.names.guardrail(self.node),
-                                      Envelope("guard", body).encode())
+            await self.bus.nc.publish(self.bus.names.guardrail(self.node), settle.encode())
         except Exception as exc:  # its worst case stays counted: never under-counts
-            log.warning("guardrails.settle_failed", run_id=self.call["run"], error=str(exc))
+            log.warning("guardrails.settle_failed", run_id=self.run, error=str(exc))
 
-    async def _ask(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _ask(self, ask: GuardReserve) -> GuardAnswer:
         try:
-            msg = await self.bus.nc.request(self.bus.names.guardrail(self.node),
-                                            Envelope("guard", body).encode(),
+            msg = await self.bus.nc.request(self.bus.names.guardrail(self.node), ask.encode(),
                                             timeout=ASK_TIMEOUT_S)
         except Exception as exc:
             raise Unavailable(f"the local controller of node {self.node} did not answer "
                               f"a guardrail check: {exc}") from exc
-        return Envelope.decode(msg.data, expect="guard_reply").body
-
+        return GuardAnswer.decode(msg.data)

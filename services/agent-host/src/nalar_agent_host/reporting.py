@@ -5,7 +5,7 @@ text), and the `done` that frees its slot at the local controller."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
 from typing import Any
 
 from nalar.context import CallContext
@@ -95,34 +95,23 @@ class Reporter:
     def sinks(self, call: CallSpec, ctx: CallContext) -> None:
         """Each LLM request of the call becomes an `llm` event of its run (the request's
         digest, its usage and the answer: what a replay serves instead of asking again);
-        streamed text becomes `token` events (SSE shows them live)."""
-        ctx.on_llm = self._llm_sink(call)
-        ctx.on_token = self._token_sink(call)
+        streamed text becomes `token` events (SSE shows them live). Bound per call, cheaply:
+        most calls make no LLM request."""
+        ctx.on_llm = functools.partial(self._on_llm, call)
+        ctx.on_token = functools.partial(self._on_token, call)
 
-    def _spawner(self) -> Callable[[Any], Any]:
+    def _on_llm(self, call: CallSpec, n: int, request_digest: str, completion: Any) -> None:
         assert self.tg is not None
-        return self.tg.create_task
+        text = completion.text if len(completion.text) <= MAX_RECORDED_TEXT else None
+        self.tg.create_task(self._record_quietly(call.run, Event.LLM, {
+            "future": call.future, "n": n, "digest": request_digest,
+            "model": completion.model, "engine": completion.engine,
+            **completion.usage(), "text": text, "truncated": text is None}))
 
-    def _llm_sink(self, call: CallSpec) -> Any:
-        spawn = self._spawner()
-
-        def sink(n: int, request_digest: str, completion: Any) -> None:
-            text = completion.text if len(completion.text) <= MAX_RECORDED_TEXT else None
-            spawn(self._record_quietly(call.run, Event.LLM, {
-                "future": call.future, "n": n, "digest": request_digest,
-                "model": completion.model, "engine": completion.engine,
-                **completion.usage(), "text": text, "truncated": text is None}))
-
-        return sink
-
-    def _token_sink(self, call: CallSpec) -> Any:
-        spawn = self._spawner()
-
-        def sink(piece: str) -> None:
-            spawn(self._record_quietly(call.run, Event.TOKEN, {
-                "future": call.future, "agent": call.agent, "text": piece}))
-
-        return sink
+    def _on_token(self, call: CallSpec, piece: str) -> None:
+        assert self.tg is not None
+        self.tg.create_task(self._record_quietly(call.run, Event.TOKEN, {
+            "future": call.future, "agent": call.agent, "text": piece}))
 
     async def _record_quietly(self, run: str, event: str, body: dict[str, Any]) -> None:
         try:

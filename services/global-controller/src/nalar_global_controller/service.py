@@ -13,9 +13,9 @@ from typing import Any
 from nalar_common.bus import Bus
 from nalar_common.cluster import ClusterView, PolicySnapshot
 from nalar_common.dlq import dead_letter
-from nalar_common.envelope import Envelope
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
+from nalar_common.wire import DecodeError, Telemetry
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -103,12 +103,11 @@ class GlobalController:
         bad = []
         for node, data in raw.items():
             try:
-                body = Envelope.decode(data, expect="telemetry").body
-                if not isinstance(body.get("instances", {}), dict):
-                    raise ValueError("instances must be a map")
-                self.telemetry[str(body["node"])] = body
-            except Exception as exc:
-                bad.append((self.names.telemetry(node), data, str(exc) or type(exc).__name__))
+                tel = Telemetry.decode(data)
+            except DecodeError as exc:
+                bad.append((self.names.telemetry(node), data, exc.message))
+                continue
+            self.telemetry[tel.node] = tel.as_dict()  # policies read maps (ClusterState)
         return bad
 
     async def _loop(self, kv: KeyValue) -> None:
