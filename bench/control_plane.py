@@ -17,7 +17,7 @@ Everything is the services' own code, run in one process without a bus:
    queue with KV affinity); up to `concurrency` calls per instance are running (`inflight`,
    dispatched a while ago), and 128 earlier calls per instance went through `finished()`, so
    `recent` sessions, KV context and `service_s` are real. Its `telemetry()` body goes through
-   `Envelope("telemetry", body).encode()`, exactly what the node publishes. The local
+   `Telemetry.encode()`, exactly what the node publishes. The local
    controllers are then dropped (they live in other processes in a real cluster) and a real
    `GlobalController` (`__new__`, as its unit tests build one) with a real `ClusterView` of
    every instance runs one round per repetition, as its `tick` does: every node's message goes
@@ -68,7 +68,6 @@ from typing import Any, cast
 
 from nalar_common.authz import PolicyFile
 from nalar_common.cluster import ClusterView, InstanceInfo, PolicySnapshot
-from nalar_common.envelope import Envelope
 from nalar_common.guardrails import GuardrailFile
 from nalar_common.settings import NatsSettings
 from nalar_common.subjects import Names
@@ -136,10 +135,6 @@ def make_held(n: int, session: str, agent: str, arrived: float) -> Held:
                 session=session, priority=p, deps=[], arrived=arrived, base_priority=p)
 
 
-class _View:
-    snapshot: PolicySnapshot | None = None
-
-
 def bare_lc(node: str, queues: dict[str, InstanceQueue]) -> LocalController:
     """A real local controller without a connection: its own constructor with a stand-in bus
     (names and settings only; nothing here sends), so it has every attribute the constructor
@@ -147,8 +142,7 @@ def bare_lc(node: str, queues: dict[str, InstanceQueue]) -> LocalController:
     bus = SimpleNamespace(names=Names(), settings=NatsSettings(), on_reconnect=lambda hook: None)
     lc = LocalController(cast(Any, bus), node, LocalControllerSettings(),
                          access=PolicyFile.off(), guardrails=GuardrailFile.off())
-    lc.view = cast(Any, _View())
-    lc.queues = queues
+    lc.book.queues.update(queues)
     return lc
 
 
@@ -180,7 +174,7 @@ def fill_node(lc: LocalController, futures: int, local: Sessions, shared: Sessio
               rng: random.Random, now: float, seq: itertools.count[int]) -> None:
     """`futures` outstanding calls: first what ran before (finished), then calls placed by
     the controller's own `_choose`, then up to `concurrency` of each queue start running."""
-    for q in lc.queues.values():
+    for q in lc.book.queues.values():
         for s in local.draw(FINISHED_PER_INSTANCE):
             held = make_held(next(seq), s, q.info.agent, now)
             q.finished(held, rng.lognormvariate(-0.7, 0.6), rng.randint(100, 600),
@@ -191,21 +185,21 @@ def fill_node(lc: LocalController, futures: int, local: Sessions, shared: Sessio
     agents = rng.choices(AGENTS, weights=AGENT_WEIGHTS, k=futures)
     for s, agent in zip(sessions, agents, strict=True):
         held = make_held(next(seq), s, agent, now - rng.uniform(0.0, 20.0))
-        queue = lc._choose(held)
+        queue = lc.dispatcher.choose(held)
         assert queue is not None
         queue.push(held)
-        lc.held[held.key] = held
-    for q in lc.queues.values():  # a queue runs as many calls as it has slots
+        lc.book.held[held.key] = held
+    for q in lc.book.queues.values():  # a queue runs as many calls as it has slots
         for _ in range(CONCURRENCY):
             running = q.pop()
             if running is None:
                 break
-            running.dispatched_at = now - rng.uniform(0.0, 2.0 * q.service_s)
-            running.token = f"{lc.node}:{running.seq}"
+            running.dispatch(f"{lc.node}:{running.seq}",
+                             now - rng.uniform(0.0, 2.0 * q.service_s))
             q.inflight[running.key] = running
             q.dispatched += 1
     lc.stats["admitted"] = futures
-    lc.stats["dispatched"] = lc.stats["completed"] = FINISHED_PER_INSTANCE * len(lc.queues)
+    lc.stats["dispatched"] = lc.stats["completed"] = FINISHED_PER_INSTANCE * len(lc.book.queues)
 
 
 @dataclass
@@ -233,13 +227,13 @@ def build_cluster(nodes: int, futures: int, seed: int) -> Cluster:
         local = Sessions(f"{node}-s", max(16, per_node // 4), rng)
         fill_node(lc, per_node + (futures % nodes if n == 0 else 0), local, shared, rng, now,
                   seq)
-        outstanding += sum(q.queued + len(q.inflight) for q in lc.queues.values())
+        outstanding += sum(q.queued + len(q.inflight) for q in lc.book.queues.values())
         t0 = time.perf_counter()
         body = lc.telemetry()
         tel_ms.append((time.perf_counter() - t0) * 1e3)
         names.append(node)
-        messages.append(Envelope("telemetry", body).encode())
-        for iid, q in lc.queues.items():
+        messages.append(body.encode())
+        for iid, q in lc.book.queues.items():
             instances[iid] = replace(q.info, ts=now, inflight=len(q.inflight))
     assert outstanding == futures, (outstanding, futures)
     return Cluster(names, messages, instances, tel_ms, outstanding)
@@ -268,7 +262,7 @@ def bare_gc(policies: list[Policy], instances: dict[str, InstanceInfo],
     view.snapshot = None
     gc_.view = view
     gc_.telemetry = {}
-    gc_._raw = {}
+    gc_._raw, gc_._unreadable = {}, []
     gc_._actions, gc_._action_seq = {}, 0
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -423,11 +417,11 @@ def bench_decision(n_queues: int, queued: int, with_snapshot: bool, calls: int,
     fill_node(lc, queued + n_queues * CONCURRENCY, sessions, Sessions("g", 64, rng), rng, now,
               seq)
     if with_snapshot:
-        lc.view.snapshot = decision_snapshot(lc.queues, sessions, rng)
+        lc.view.snapshot = decision_snapshot(lc.book.queues, sessions, rng)
     agents = rng.choices(AGENTS, weights=AGENT_WEIGHTS, k=calls + 1000)
     batch = [make_held(next(seq), s, a, now)
              for s, a in zip(sessions.draw(calls + 1000), agents, strict=True)]
-    choose, clock = lc._choose, time.perf_counter_ns
+    choose, clock = lc.dispatcher.choose, time.perf_counter_ns
     samples = []
     for held in batch:
         t0 = clock()
@@ -437,7 +431,7 @@ def bench_decision(n_queues: int, queued: int, with_snapshot: bool, calls: int,
         q.pop()
         samples.append(clock() - t0)
     samples = samples[1000:]  # warm-up
-    still = sum(q.queued for q in lc.queues.values())
+    still = sum(q.queued for q in lc.book.queues.values())
     return {"queues": n_queues, "queued": still, "snapshot": with_snapshot, "calls": calls,
             "p50_us": round(pct(samples, 50) / 1e3, 2),
             "p99_us": round(pct(samples, 99) / 1e3, 2),

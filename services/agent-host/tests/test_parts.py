@@ -17,6 +17,7 @@ from nalar_common.calls import CallSpec
 from nalar_common.envelope import Envelope
 from nalar_common.errors import Cancelled
 from nalar_common.subjects import Headers as H
+from nalar_common.wire import ControlReply, Dispatch
 
 BASIC_APP = Path(__file__).resolve().parents[3] / "tests" / "apps" / "basic"
 
@@ -38,9 +39,9 @@ async def run(h: AgentHost, method: str, *args: object, agent: str = "Echo",
               **call: object) -> dict[str, str]:
     spec = CallSpec(run="r", future="1", session="s", agent=agent, method=method,
                     args=list(args), created_at=time.time(), **call)  # type: ignore[arg-type]
-    body = {"call": spec.encode(), "headers": spec.headers(), "instance": f"h1.{agent}",
-            "token": "n1:1", "dispatched_at": time.time(), "revisions": {"access": "a1"}}
-    await h.execution.run(spec, body, spec.headers(), "n1:1", "done.n1")
+    dispatch = Dispatch(call=spec.encode(), headers=spec.headers(), instance=f"h1.{agent}",
+                        token="n1:1", dispatched_at=time.time(), revisions={"access": "a1"})
+    await h.execution.run(spec, dispatch, "done.n1")
     return dict(next(p for p in h.bus.nc.published if p.subject == "done.n1").headers or {})
 
 
@@ -99,9 +100,10 @@ async def test_a_cancelled_run_stops_its_running_call_and_starts_no_other() -> N
 async def test_instances_assign_and_release_answer_what_they_did(
         host: tuple[AgentHost, FakeBus]) -> None:
     h, _ = host
-    inst = h.instances
-    assert inst.assign("Nope", h._tg) == {"ok": False,  # type: ignore[arg-type]
-                                          "error": "agent 'Nope' is not in the app"}
-    assert inst.assign("Echo", h._tg)["status"] == "already here"  # type: ignore[arg-type]
-    assert not inst.release("h1.Missing", h._tg)["ok"]  # type: ignore[arg-type]
+    inst, tg = h.instances, h._tg
+    assert tg is not None
+    assert inst.assign("Nope", tg) == ControlReply(ok=False,
+                                                   error="agent 'Nope' is not in the app")
+    assert inst.assign("Echo", tg).status == "already here"
+    assert not inst.release("h1.Missing", tg).ok
     assert inst.get("h1.Echo") is not None and inst.free_slots() is None

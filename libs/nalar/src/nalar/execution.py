@@ -10,6 +10,7 @@ import contextvars
 import functools
 import inspect
 import traceback
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,17 +18,18 @@ from nalar_common.calls import CallSpec
 from nalar_common.envelope import FutureRef, substitute_refs
 from nalar_common.errors import AgentError, InvalidInput, NalarError, NotFound, Timeout
 from nalar_common.futures import FutureResult
+from nalar_common.wire import DepResult
 
 from nalar.context import CallContext, enter, leave
 
 
-def resolve_args(call: CallSpec, deps: dict[str, dict[str, Any]]) -> tuple[list[Any],
-                                                                           dict[str, Any]]:
+def resolve_args(call: CallSpec, deps: Mapping[str, DepResult]) -> tuple[list[Any],
+                                                                         dict[str, Any]]:
     """Substitute dependency values (already resolved by the local controller) for their refs."""
     values: dict[FutureRef, Any] = {}
     for fid, res in deps.items():
-        values[FutureRef(call.run, fid)] = FutureResult(call.run, fid, res["data"],
-                                                        res.get("headers") or {}).value()
+        values[FutureRef(call.run, fid)] = FutureResult(call.run, fid, res.data,
+                                                        res.headers).value()
     if not values:
         return call.args, call.kwargs
     return substitute_refs(call.args, values), substitute_refs(call.kwargs, values)

@@ -24,6 +24,7 @@ from nalar_common.errors import DependencyFailed, InvalidInput, NalarError, NotF
 from nalar_common.futures import FutureResult
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
+from nalar_common.wire import DepResult
 
 from nalar.app import App, load_app
 from nalar.context import CallContext
@@ -119,7 +120,7 @@ class LocalRuntime:
         started = time.time()
         value: Any = None
         error: NalarError | None = None
-        deps: dict[str, dict[str, Any]] = {}
+        deps: dict[str, DepResult] = {}
         try:
             for dep in call.deps:
                 result = await self._resolved(call.run, dep)
@@ -128,7 +129,7 @@ class LocalRuntime:
                     raise DependencyFailed(
                         f"argument future {dep} failed: {cause.message if cause else ''}",
                         details={"dependency": dep, "cause": cause.to_wire() if cause else None})
-                deps[dep] = {"data": result.data, "headers": result.headers}
+                deps[dep] = DepResult(data=result.data, headers=result.headers)
             value = await self._run_agent(call, deps)
         except Exception as exc:
             error = as_error(exc, call)
@@ -146,7 +147,7 @@ class LocalRuntime:
         assert dep._result is not None
         return dep._result
 
-    async def _run_agent(self, call: CallSpec, deps: dict[str, dict[str, Any]]) -> Any:
+    async def _run_agent(self, call: CallSpec, deps: dict[str, DepResult]) -> Any:
         spec = self.app.agents.get(call.agent)
         if spec is None:
             raise NotFound(f"agent {call.agent!r} is not in the app")

@@ -27,6 +27,7 @@ from nalar_common.ledger import Ledger
 from nalar_common.logging import get_logger
 from nalar_common.subjects import DRIVER_AGENT
 from nalar_common.subjects import Headers as H
+from nalar_common.wire import Dispatch
 
 from nalar_agent_host.cancels import Cancellations
 from nalar_agent_host.instances import Instance, Instances
@@ -48,10 +49,10 @@ class Execution:
         self.host_id = instances.host_id
         self.stats = {"executed": 0, "failed": 0, "duplicates": 0, "retried": 0}
 
-    async def run(self, call: CallSpec, body: dict[str, Any], headers: dict[str, str],
-                  token: str, reply: str) -> None:
+    async def run(self, call: CallSpec, dispatch: Dispatch, reply: str) -> None:
         started = time.time()
-        inst = self.instances.get(str(body.get("instance", "")))
+        headers, token = dispatch.headers, dispatch.token
+        inst = self.instances.get(dispatch.instance)
         value: Any = None
         error: NalarError | None = None
         ctx: CallContext | None = None
@@ -59,25 +60,25 @@ class Execution:
         attempt = int(headers.get(H.ATTEMPT) or call.attempt)
         audit: dict[str, Any] = {"attempt": attempt, "node": self.node, "host": self.host_id,
                                  "policy": {"placement": headers.get(H.POLICY_REV),
-                                            **(body.get("revisions") or {})}}
+                                            **dispatch.revisions}}
         if inst is not None:
             inst.inflight += 1
         try:
             if inst is None:
-                raise NotFound(f"instance {body.get('instance')!r} is not on host "
+                raise NotFound(f"instance {dispatch.instance!r} is not on host "
                                f"{self.host_id}")
             fn, mspec = await self._target(call, inst, attempt)
-            args, kwargs = resolve_args(call, body.get("deps") or {})
+            args, kwargs = resolve_args(call, dispatch.deps)
             audit["args_digest"] = args_digest(args, kwargs)
-            ctx = self._context(call, body, inst, attempt)
+            ctx = self._context(call, dispatch, inst, attempt)
             if mspec is not None and mspec.tool:
                 audit["kind"] = "tool"
-                if body.get("replay_of"):  # its controller could not tell: a replay never
+                if dispatch.replay_of:  # its controller could not tell: a replay never
                     raise ReplayDiverged(   # reaches outside
                         f"replay reached tool {call.agent}.{call.method} (future "
                         f"{call.future}), which it may not run: override future "
                         f"{call.future} to give it a result",
-                        details={"future": call.future, "replay_of": body["replay_of"]})
+                        details={"future": call.future, "replay_of": dispatch.replay_of})
             value = await self._invoke(call, ctx, inst, fn, mspec, args, kwargs, attempt)
         except Suspend as suspend:
             await self._suspend(call, headers, token, reply, suspend)
@@ -92,8 +93,7 @@ class Execution:
         if error is not None and not is_driver and ctx is not None and reply and \
                 await self._retry(call, headers, token, reply, ctx, error):
             return
-        await self._report(call, body, headers, token, reply, inst, value, error, ctx,
-                           audit, started)
+        await self._report(call, dispatch, reply, inst, value, error, ctx, audit, started)
 
     async def _target(self, call: CallSpec, inst: Instance,
                       attempt: int) -> tuple[Any, MethodSpec | None]:
@@ -110,14 +110,14 @@ class Execution:
             "attempt": attempt}, acked=True)
         return wf.fn, None
 
-    def _context(self, call: CallSpec, body: dict[str, Any], inst: Instance,
+    def _context(self, call: CallSpec, dispatch: Dispatch, inst: Instance,
                  attempt: int) -> CallContext:
         ctx = context_for(self.runtime, call, attempt)
         self.reporter.sinks(call, ctx)
-        if body.get("replay_of"):  # a replay re-runs this call: same LLM asks are served
-            ctx.replay = RecordedLLM(self.bus, str(body["replay_of"]), call.future)
+        if dispatch.replay_of:  # a replay re-runs this call: same LLM asks are served
+            ctx.replay = RecordedLLM(self.bus, dispatch.replay_of, call.future)
         ctx.ledger, ctx.instance = self.ledger, inst.info.instance
-        if body.get("guard"):
+        if dispatch.guard:
             ctx.guard = GuardClient(self.bus, self.node, run=call.run, future=call.future,
                                     session=call.session, agent=call.agent,
                                     method=call.method)
@@ -149,11 +149,11 @@ class Execution:
             await self.states.commit(state, lease, op_id=call.key)
         return value
 
-    async def _report(self, call: CallSpec, body: dict[str, Any], headers: dict[str, str],
-                      token: str, reply: str, inst: Instance | None, value: Any,
-                      error: NalarError | None, ctx: CallContext | None,
-                      audit: dict[str, Any], started: float) -> None:
-        timings = {"created": call.created_at, "dispatched": body.get("dispatched_at", 0.0),
+    async def _report(self, call: CallSpec, dispatch: Dispatch, reply: str,
+                      inst: Instance | None, value: Any, error: NalarError | None,
+                      ctx: CallContext | None, audit: dict[str, Any], started: float) -> None:
+        headers, token = dispatch.headers, dispatch.token
+        timings = {"created": call.created_at, "dispatched": dispatch.dispatched_at,
                    "started": started, "finished": time.time()}
         executor = inst.info.instance if inst else self.host_id
         usage = ctx.usage if ctx is not None else None

@@ -16,6 +16,7 @@ from nalar_common.cluster import InstanceInfo
 from nalar_common.errors import NotFound
 from nalar_common.logging import get_logger
 from nalar_common.subjects import DRIVER_AGENT
+from nalar_common.wire import ControlReply
 
 from nalar_agent_host.settings import AgentHostSettings
 
@@ -116,20 +117,20 @@ class Instances:
             log.warning("agent_host.deregister_failed", error=str(exc))
 
     # -- provisioning ----------------------------------------------------------------------
-    def assign(self, agent: str, tg: asyncio.TaskGroup) -> dict[str, Any]:
+    def assign(self, agent: str, tg: asyncio.TaskGroup) -> ControlReply:
         """Start an instance of `agent` here (after the engine's start-up time)."""
         if agent not in self.app.agents:
-            return {"ok": False, "error": f"agent {agent!r} is not in the app"}
+            return ControlReply(ok=False, error=f"agent {agent!r} is not in the app")
         current = self.live.get(f"{self.host_id}.{agent}")
         if (current is not None and not current.releasing) or agent in self._changing:
-            return {"ok": True, "agent": agent, "status": "already here"}
+            return ControlReply(ok=True, agent=agent, status="already here")
         slots = self.free_slots()
         if slots is not None and slots <= 0:
-            return {"ok": False, "error": f"host {self.host_id} has no free slot"}
+            return ControlReply(ok=False, error=f"host {self.host_id} has no free slot")
         self._changing.add(agent)
         tg.create_task(self._start(agent))
-        return {"ok": True, "agent": agent, "status": "starting",
-                "startup_s": self.settings.engine_startup_s}
+        return ControlReply(ok=True, agent=agent, status="starting",
+                            startup_s=self.settings.engine_startup_s)
 
     async def _start(self, agent: str) -> None:
         try:
@@ -144,16 +145,17 @@ class Instances:
         finally:
             self._changing.discard(agent)
 
-    def release(self, instance: str, tg: asyncio.TaskGroup) -> dict[str, Any]:
+    def release(self, instance: str, tg: asyncio.TaskGroup) -> ControlReply:
         """Stop an instance: it finishes what it runs, takes nothing new, then leaves."""
         inst = self.live.get(instance)
         if inst is None or inst.info.agent == DRIVER_AGENT:
-            return {"ok": False, "error": f"no agent instance {instance!r} on {self.host_id}"}
+            return ControlReply(ok=False,
+                                error=f"no agent instance {instance!r} on {self.host_id}")
         if inst.releasing:
-            return {"ok": True, "instance": instance, "status": "already releasing"}
+            return ControlReply(ok=True, instance=instance, status="already releasing")
         inst.releasing = True
         tg.create_task(self._stop(inst))
-        return {"ok": True, "instance": instance, "status": "releasing"}
+        return ControlReply(ok=True, instance=instance, status="releasing")
 
     async def _stop(self, inst: Instance) -> None:
         """Announce it draining, let the controller stop sending, finish what runs, leave."""

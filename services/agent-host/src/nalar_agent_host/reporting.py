@@ -17,6 +17,7 @@ from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.subjects import ROOT_FUTURE
 from nalar_common.subjects import Headers as H
+from nalar_common.wire import Done, DoneStatus
 
 log = get_logger(__name__)
 
@@ -75,21 +76,19 @@ class Reporter:
                      msg_id=f"{run}.finished")
 
     async def done(self, reply: str, headers: dict[str, str], token: str, executor: str,
-                   status: str, usage: dict[str, Any] | None = None,
+                   status: DoneStatus, usage: dict[str, Any] | None = None,
                    retry_after: float | None = None) -> None:
         """Tell the local controller the call is over, so it acks it and frees the slot; the
         tokens it used feed the controller's work estimates and migration costs."""
-        out = {H.RUN: headers.get(H.RUN, ""), H.FUTURE: headers.get(H.FUTURE, ""),
-               H.INSTANCE: executor, H.STATUS: status, H.DISPATCH: token}
-        if retry_after is not None:
-            out[H.RETRY_AFTER] = f"{retry_after:.3f}"
+        tokens = context = None
         if usage and usage.get("llm"):
             last = usage["llm"][-1]
-            out[H.TOKENS] = str(int(usage.get("prompt_tokens", 0))
-                                + int(usage.get("completion_tokens", 0)))
-            out[H.CONTEXT_TOKENS] = str(int(last.get("prompt_tokens", 0))
-                                        + int(last.get("completion_tokens", 0)))
-        await self.bus.nc.publish(reply, b"", headers=out)
+            tokens = int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
+            context = int(last.get("prompt_tokens", 0)) + int(last.get("completion_tokens", 0))
+        done = Done(run=headers.get(H.RUN, ""), future=headers.get(H.FUTURE, ""),
+                    dispatch=token, status=status, instance=executor, retry_after=retry_after,
+                    tokens=tokens, context_tokens=context)
+        await self.bus.nc.publish(reply, b"", headers=done.encode())
 
     # -- what a call says while it runs ---------------------------------------------------
     def sinks(self, call: CallSpec, ctx: CallContext) -> None:

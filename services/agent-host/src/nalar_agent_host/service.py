@@ -18,13 +18,13 @@ from nalar.runtime import Runtime
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec
 from nalar_common.dlq import dead_letter
-from nalar_common.envelope import Envelope
 from nalar_common.errors import MalformedMessage
 from nalar_common.ledger import Ledger
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
 from nalar_common.state import SessionStore
 from nalar_common.subjects import Headers as H
+from nalar_common.wire import ControlReply, ControlRequest, DecodeError, Dispatch
 from nats.aio.msg import Msg
 
 from nalar_agent_host.cancels import Cancellations
@@ -125,45 +125,41 @@ class AgentHost:
     async def _on_exec(self, msg: Msg) -> None:
         assert self._tg is not None
         try:
-            body = Envelope.decode(msg.data, expect="dispatch").body
-            headers: dict[str, str] = dict(body["headers"])
-        except Exception as exc:  # not from a local controller: nothing to answer
+            dispatch = Dispatch.decode(msg.data)
+        except DecodeError as exc:  # not from a local controller: nothing to answer
             await dead_letter(self.bus, service=f"agent-host:{self.host_id}",
                               subject=msg.subject, data=msg.data, headers=msg.headers,
-                              reason=f"malformed dispatch: {exc}")
+                              reason=f"malformed dispatch: {exc.message}")
             return
-        token = str(body.get("token") or "")
-        self._tokens.add(token)  # at once: a controller may ask before the task starts
-        task = self._tg.create_task(self._execute(msg, body, headers, token))
+        self._tokens.add(dispatch.token)  # at once: a controller may ask before it starts
+        task = self._tg.create_task(self._execute(dispatch, msg.reply))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _execute(self, msg: Msg, body: dict[str, Any], headers: dict[str, str],
-                       token: str) -> None:
+    async def _execute(self, dispatch: Dispatch, reply: str) -> None:
         """Never raises: an error here would stop the host and every call it runs."""
         try:
             try:
-                call = CallSpec.decode(body["call"])
+                call = CallSpec.decode(dispatch.call)
             except MalformedMessage as exc:
-                await self._reject(msg, body, headers, token, exc)
+                await self._reject(dispatch, reply, exc)
                 return
-            await self.execution.run(call, body, headers, token, msg.reply)
+            await self.execution.run(call, dispatch, reply)
         except Exception:
             log.exception("agent_host.execute_failed")
         finally:
-            self._tokens.discard(token)
+            self._tokens.discard(dispatch.token)
 
-    async def _reject(self, msg: Msg, body: dict[str, Any], headers: dict[str, str],
-                      token: str, error: MalformedMessage) -> None:
+    async def _reject(self, dispatch: Dispatch, reply: str, error: MalformedMessage) -> None:
         """A call whose body cannot be read fails its future once; it is never retried."""
-        call = body.get("call")
+        headers = dispatch.headers
         await dead_letter(self.bus, service=f"agent-host:{self.host_id}",
                           subject=self.names.call(self.node, headers.get(H.AGENT) or "unknown"),
-                          data=call if isinstance(call, bytes) else msg.data, headers=headers,
+                          data=dispatch.call, headers=headers,
                           reason=f"malformed call: {error.message}")
         await self.reporter.result(headers, None, error, self.host_id, {})
-        if msg.reply:
-            await self.reporter.done(msg.reply, headers, token, self.host_id, "error")
+        if reply:
+            await self.reporter.done(reply, headers, dispatch.token, self.host_id, "error")
 
     async def _on_cancel(self, msg: Msg) -> None:
         self.cancels.cancel(msg.subject.rsplit(".", 1)[1])
@@ -174,25 +170,24 @@ class AgentHost:
         runs, takes nothing new, then leaves the instance table; `{"op": "running",
         "tokens": [...]}` says which of those dispatches run here. Replies with what it did."""
         assert self._tg is not None
+        quiet = False  # `running` is asked often: not logged
         try:
-            body = Envelope.decode(msg.data, expect="control").body
-            op = body.get("op")
-            if op == "assign":
-                result = self.instances.assign(str(body.get("agent", "")), self._tg)
-            elif op == "release":
-                result = self.instances.release(str(body.get("instance", "")), self._tg)
-            elif op == "running":  # a controller checks calls it has not heard back about
-                asked = body.get("tokens") or []
-                result = {"ok": True, "running": [t for t in asked if t in self._tokens]}
-            else:
-                result = {"ok": False, "error": f"unknown op {op!r}"}
-        except Exception as exc:
-            result = {"ok": False, "error": str(exc)}
+            req = ControlRequest.decode(msg.data)
+            if req.op == "assign":
+                result = self.instances.assign(req.agent, self._tg)
+            elif req.op == "release":
+                result = self.instances.release(req.instance, self._tg)
+            else:  # running: a controller checks calls it has not heard back about
+                quiet = True
+                result = ControlReply(ok=True, running=tuple(
+                    t for t in req.tokens if t in self._tokens))
+        except DecodeError as exc:
+            result = ControlReply(ok=False, error=exc.message)
             await dead_letter(self.bus, service=f"agent-host:{self.host_id}",
                               subject=msg.subject, data=msg.data, headers=msg.headers,
-                              reason=f"malformed control message: {exc}")
-        if "running" not in result:
-            log.info("agent_host.control", host=self.host_id,
-                     **{k: str(v) for k, v in result.items()})
+                              reason=f"malformed control message: {exc.message}")
+        if not quiet:
+            log.info("agent_host.control", host=self.host_id, ok=result.ok,
+                     status=result.status, error=result.error)
         if msg.reply:
-            await self.bus.nc.publish(msg.reply, Envelope("control_reply", result).encode())
+            await self.bus.nc.publish(msg.reply, result.encode())

@@ -15,9 +15,9 @@ from nalar_common.subjects import Headers as H
 from nalar_local_controller import placement
 from nalar_local_controller.book import Book, Tasks
 from nalar_local_controller.dispatch import Dispatcher
-from nalar_local_controller.held import CallState, Held
+from nalar_local_controller.held import CallState, Held, header_float, header_int
 from nalar_local_controller.hooks import Hooks
-from nalar_local_controller.outcomes import Outcomes, header_float, header_int
+from nalar_local_controller.outcomes import Outcomes
 from nalar_local_controller.pins import Pins
 from nalar_local_controller.runs import RunBook
 from nalar_local_controller.settings import LocalControllerSettings

@@ -11,10 +11,10 @@ from typing import Any
 
 from nalar_common.bus import Bus
 from nalar_common.cluster import ClusterView
-from nalar_common.envelope import Envelope
 from nalar_common.errors import InvalidInput, NalarError
 from nalar_common.logging import get_logger
 from nalar_common.subjects import Headers as H
+from nalar_common.wire import DepResult, Dispatch
 
 from nalar_local_controller import placement
 from nalar_local_controller.book import Book, Tasks
@@ -98,14 +98,12 @@ class Dispatcher:
             headers = held.headers
             if self.policy_rev > 0:
                 headers = {**headers, H.POLICY_REV: str(self.policy_rev)}
-            payload = Envelope("dispatch", {
-                "call": held.data, "headers": headers, "instance": queue.info.instance,
-                "deps": {f: {"data": r.data, "headers": r.headers}
-                         for f, r in held.dep_results.items()},
-                "dispatched_at": held.dispatched_at, "token": held.token,
-                "guard": held.guarded, "replay_of": held.replay_of,
-                "revisions": self.revisions(),
-            }).encode()
+            payload = Dispatch(
+                call=held.data, headers=headers, instance=queue.info.instance,
+                deps={f: DepResult(data=r.data, headers=r.headers)
+                      for f, r in held.dep_results.items()},
+                dispatched_at=held.dispatched_at, token=held.token, guard=held.guarded,
+                replay_of=held.replay_of, revisions=self.revisions()).encode()
             if len(payload) > self.bus.nc.max_payload - 1024:
                 assert self.fail is not None
                 self.tasks.spawn(self.fail(held, InvalidInput(

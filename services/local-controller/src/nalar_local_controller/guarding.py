@@ -7,16 +7,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from nalar_common.bus import Bus
 from nalar_common.calls import cancel_run
-from nalar_common.envelope import Envelope
 from nalar_common.errors import NalarError
 from nalar_common.guardrails import Breach
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.subjects import Headers as H
+from nalar_common.wire import GuardAction, GuardAnswer, GuardSettle, decode_guard
 
 from nalar_local_controller.book import Book, Tasks
 from nalar_local_controller.guard import CallGuard, Reserved
@@ -121,36 +121,31 @@ class Guardrails(CallHook):
         for rid in [r for r, v in self._reservations.items() if v[2] < stale]:
             del self._reservations[rid]
 
-    async def answer(self, data: bytes) -> dict[str, Any]:
-        """An agent host asks before an LLM request of a guarded run (and settles after):
-        `{"ok": true, "reservation": ...}` or `{"ok": false, "action", "error"}`."""
+    async def answer(self, data: bytes) -> GuardAnswer:
+        """An agent host asks before an LLM request of a guarded run (and settles after)."""
         try:
-            body = Envelope.decode(data, expect="guard").body
-            model = str(body.get("model") or "")
-            if "settle" in body:
-                held_for = self._reservations.pop(str(body["settle"]), None)
+            req = decode_guard(data)
+            if isinstance(req, GuardSettle):
+                held_for = self._reservations.pop(req.settle, None)
                 if held_for is not None:
-                    await self.guard.settle(held_for[0], held_for[1],
-                                            int(body["prompt_tokens"]),
-                                            int(body["completion_tokens"]), bool(body["ok"]))
-                return {"ok": True}
-            facts = await self.runs.get(str(body["run"]))
-            breach, held = await self.guard.reserve(
-                facts, str(body.get("session") or ""), model, int(body["prompt_tokens"]),
-                int(body["max_tokens"]))
+                    await self.guard.settle(held_for[0], held_for[1], req.prompt_tokens,
+                                            req.completion_tokens, req.ok)
+                return GuardAnswer(ok=True)
+            facts = await self.runs.get(req.run)
+            breach, held = await self.guard.reserve(facts, req.session, req.model,
+                                                    req.prompt_tokens, req.max_tokens)
             if breach is None:
                 rid = ""
                 if held:  # settled by id: a host names a reservation, never counters
                     rid = uuid.uuid4().hex
-                    self._reservations[rid] = (held, model, time.monotonic())
-                return {"ok": True, "reservation": rid}
-            headers = {H.FUTURE: str(body.get("future") or ""),
-                       H.AGENT: str(body.get("agent") or ""),
-                       H.METHOD: str(body.get("method") or "")}
-            error = await self.enforce(breach, facts, headers, quiet=bool(body.get("again")))
-            return {"ok": False, "action": breach.limit.action,
-                    "error": error.to_wire() if error else None, "details": breach.details()}
+                    self._reservations[rid] = (held, req.model, time.monotonic())
+                return GuardAnswer(ok=True, reservation=rid)
+            headers = {H.FUTURE: req.future, H.AGENT: req.agent, H.METHOD: req.method}
+            error = await self.enforce(breach, facts, headers, quiet=req.again)
+            return GuardAnswer(ok=False, action=cast(GuardAction, breach.limit.action),
+                               error=error.to_wire() if error else None,
+                               details=breach.details())
         except Exception as exc:
             log.warning("guardrails.request_failed", error=str(exc))
-            return {"ok": False, "action": "unavailable", "error": None,
-                    "details": {"reason": str(exc)[:300]}}
+            return GuardAnswer(ok=False, action="unavailable",
+                               details={"reason": str(exc)[:300]})

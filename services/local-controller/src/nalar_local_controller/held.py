@@ -15,6 +15,21 @@ from nalar_common.subjects import Headers as H
 _seq = itertools.count()
 
 
+def header_int(value: str | None, default: Any) -> Any:
+    """A header's integer, or `default` when it is absent or not a number."""
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default
+
+
+def header_float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
 class CallState(enum.Enum):
     """Where a held call is. Only a `DISPATCHED` call runs on a host (its `token` names the
     dispatch); every other one can still be failed, moved or cancelled here."""

@@ -5,7 +5,7 @@ instead of a branch in the controller.
 
     before_admit(held, facts)  once its run's facts are known, before pin and dependencies
     before_place(held, facts)  its arguments are known, before it is queued on an instance
-    after_done(held, headers)  its host reported the dispatch over, before it is acked
+    after_done(held, done)     its host reported the dispatch over, before it is acked
     tick(now)                  every housekeeping round
     revisions()                the rules in force, named in each dispatch (the audit trail)
 
@@ -14,6 +14,8 @@ later hooks and the controller's own step do not see it.
 """
 
 from __future__ import annotations
+
+from nalar_common.wire import Done
 
 from nalar_local_controller.held import Held
 from nalar_local_controller.runs import RunFacts
@@ -28,7 +30,7 @@ class CallHook:
     async def before_place(self, held: Held, facts: RunFacts) -> bool:
         return False
 
-    async def after_done(self, held: Held, headers: dict[str, str]) -> bool:
+    async def after_done(self, held: Held, done: Done) -> bool:
         return False
 
     async def tick(self, now: float) -> None:
@@ -56,9 +58,9 @@ class Hooks:
                 return True
         return False
 
-    async def after_done(self, held: Held, headers: dict[str, str]) -> bool:
+    async def after_done(self, held: Held, done: Done) -> bool:
         for hook in self.hooks:
-            if await hook.after_done(held, headers):
+            if await hook.after_done(held, done):
                 return True
         return False
 

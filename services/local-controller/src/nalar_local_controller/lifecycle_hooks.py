@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 from nalar_common.errors import Cancelled, Timeout
-from nalar_common.subjects import Headers as H
+from nalar_common.wire import Done
 
 from nalar_local_controller.book import Book
 from nalar_local_controller.held import Held
 from nalar_local_controller.hooks import CallHook
-from nalar_local_controller.outcomes import Outcomes, header_float
+from nalar_local_controller.outcomes import Outcomes
 from nalar_local_controller.runs import RunFacts
 
 
@@ -78,9 +78,8 @@ class Retries(CallHook):
     def __init__(self, book: Book, outcomes: Outcomes) -> None:
         self.book, self.outcomes = book, outcomes
 
-    async def after_done(self, held: Held, headers: dict[str, str]) -> bool:
-        if headers.get(H.STATUS) != "retry":
+    async def after_done(self, held: Held, done: Done) -> bool:
+        if done.status != "retry":
             return False
-        self.outcomes.retry_later(held, self.book.queue_of(held),
-                                  header_float(headers.get(H.RETRY_AFTER)) or 0.0)
+        self.outcomes.retry_later(held, self.book.queue_of(held), done.retry_after or 0.0)
         return True

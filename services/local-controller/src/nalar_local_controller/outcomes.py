@@ -15,10 +15,11 @@ from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.subjects import ROOT_FUTURE
 from nalar_common.subjects import Headers as H
+from nalar_common.wire import Done
 
 from nalar_local_controller.book import Book, Tasks
 from nalar_local_controller.dispatch import Dispatcher
-from nalar_local_controller.held import Held
+from nalar_local_controller.held import Held, header_int
 from nalar_local_controller.queues import InstanceQueue
 from nalar_local_controller.settings import LocalControllerSettings
 
@@ -26,21 +27,6 @@ if TYPE_CHECKING:
     from nalar_local_controller.replay import Answer
 
 log = get_logger(__name__)
-
-
-def header_int(value: str | None, default: Any) -> Any:
-    """A header's integer, or `default` when it is absent or not a number."""
-    try:
-        return int(value) if value else default
-    except ValueError:
-        return default
-
-
-def header_float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 class Outcomes:
@@ -51,24 +37,23 @@ class Outcomes:
         self.executor = f"lc:{node}"
 
     # -- the host's word ---------------------------------------------------------------------
-    def dispatch_of(self, headers: dict[str, str]) -> Held | None:
+    def dispatch_of(self, done: Done) -> Held | None:
         """The held call a host's `done` is about; None when it is unknown or a superseded
         dispatch finishing late (the current one still runs)."""
-        held = self.book.held.get(f"{headers.get(H.RUN)}.{headers.get(H.FUTURE)}")
-        if held is None or not held.dispatched or headers.get(H.DISPATCH) != held.token:
+        held = self.book.held.get(f"{done.run}.{done.future}")
+        if held is None or not held.dispatched or done.dispatch != held.token:
             return None
         return held
 
-    async def done(self, held: Held, headers: dict[str, str]) -> None:
+    async def done(self, held: Held, done: Done) -> None:
         """The host reports the dispatch over (`ok`, `error`, `waiting`): ack, refill."""
         key = held.key
         queue = self.book.queue_of(held)
         self.book.end(held)
         if queue is not None:
             queue.inflight.pop(key, None)
-            queue.finished(held, time.time() - held.dispatched_at,
-                           header_int(headers.get(H.TOKENS), None),
-                           header_int(headers.get(H.CONTEXT_TOKENS), None))
+            queue.finished(held, time.time() - held.dispatched_at, done.tokens,
+                           done.context_tokens)
         self.book.stats["completed"] += 1
         if queue is not None:
             self.dispatcher.refill(queue)

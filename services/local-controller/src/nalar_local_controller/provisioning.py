@@ -9,13 +9,12 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from nalar_common.bus import Bus
 from nalar_common.cluster import ClusterView, PolicySnapshot
-from nalar_common.envelope import Envelope
 from nalar_common.logging import get_logger
 from nalar_common.servers import die_with_parent
+from nalar_common.wire import ControlReply, ControlRequest
 
 from nalar_local_controller.book import Book, OneShot, Tasks
 from nalar_local_controller.queues import InstanceQueue
@@ -35,16 +34,14 @@ class Provisioning:
         self.spawned: dict[str, asyncio.subprocess.Process] = {}  # host id -> process
         self._spawn_seq = 0
 
-    async def control(self, host: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Ask an agent host (assign, release, running); `{"ok": False, ...}` when it does
-        not answer."""
+    async def control(self, host: str, req: ControlRequest) -> ControlReply:
+        """Ask an agent host (assign, release, running); not `ok` when it does not answer."""
         try:
-            reply = await self.bus.nc.request(self.bus.names.control(host),
-                                              Envelope("control", body).encode(),
+            reply = await self.bus.nc.request(self.bus.names.control(host), req.encode(),
                                               timeout=self.settings.control_timeout_s)
-            return dict(Envelope.decode(reply.data, expect="control_reply").body)
+            return ControlReply.decode(reply.data)
         except Exception as exc:
-            return {"ok": False, "error": str(exc) or type(exc).__name__}
+            return ControlReply(ok=False, error=str(exc) or type(exc).__name__)
 
     def apply(self, snap: PolicySnapshot) -> None:
         releases = [a for a in snap.releases
@@ -77,12 +74,11 @@ class Provisioning:
                         (i.host in freed or i.slots_free is None or i.slots_free > 0)},
                        key=lambda h: (h not in freed, h))
         for host in hosts:
-            result = await self.control(host, {"op": "assign", "agent": agent})
-            if result.get("ok"):
+            result = await self.control(host, ControlRequest.assign(agent))
+            if result.ok:
                 assigned.add((host, agent))
                 self.book.stats["provisioned"] += 1
-                log.info("instance.provisioned", agent=agent, host=host,
-                         status=result.get("status"))
+                log.info("instance.provisioned", agent=agent, host=host, status=result.status)
                 return
         if len(self.spawned) < self.settings.spawn_hosts:
             await self.spawn_host(agent)
@@ -123,11 +119,10 @@ class Provisioning:
         queue = self.book.queues.get(action["instance"])
         if queue is None:
             return False
-        result = await self.control(queue.info.host, {"op": "release",
-                                                      "instance": action["instance"]})
-        if not result.get("ok"):
+        result = await self.control(queue.info.host, ControlRequest.release(action["instance"]))
+        if not result.ok:
             log.warning("instance.release_failed", instance=action["instance"],
-                        error=result.get("error"))
+                        error=result.error)
             return False
         self.book.stats["released"] += 1
         log.info("instance.released", instance=action["instance"])

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from nalar_common.bus import Bus
 from nalar_common.cluster import ClusterView
 from nalar_common.errors import NoInstance
 from nalar_common.logging import get_logger
+from nalar_common.wire import ControlReply, ControlRequest
 
 from nalar_local_controller.book import Book
 from nalar_local_controller.dispatch import Dispatcher
@@ -23,7 +23,7 @@ from nalar_local_controller.settings import LocalControllerSettings
 
 log = get_logger(__name__)
 
-Control = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Control = Callable[[str, ControlRequest], Awaitable[ControlReply]]
 
 
 class Recovery:
@@ -129,11 +129,10 @@ class Recovery:
                 by_host.setdefault(queue.info.host, []).append(held)
         lost: list[Held] = []
         for host, calls in by_host.items():
-            reply = await self.control(host, {"op": "running",
-                                              "tokens": [h.token for h in calls]})
-            if not reply.get("ok"):
+            reply = await self.control(host, ControlRequest.running([h.token for h in calls]))
+            if not reply.ok:
                 continue
-            running = set(reply.get("running") or ())
+            running = set(reply.running)
             lost += [h for h in calls if h.token not in running]
         for held in await self.finish_resolved(lost):
             if not self.book.holds(held) or not held.dispatched:

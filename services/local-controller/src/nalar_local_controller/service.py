@@ -23,13 +23,12 @@ from nalar_common.authz import PolicyFile
 from nalar_common.bus import Bus
 from nalar_common.cluster import ClusterView
 from nalar_common.dlq import dead_letter
-from nalar_common.envelope import Envelope
 from nalar_common.futures import FutureWaiter
 from nalar_common.guardrails import GuardrailFile
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
 from nalar_common.state import SessionStore
-from nalar_common.subjects import Headers as H
+from nalar_common.wire import DecodeError, Done, GuardAnswer, Telemetry
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -170,16 +169,16 @@ class LocalController:
 
     # -- messages ------------------------------------------------------------------
     async def _on_done(self, msg: Msg) -> None:
-        h = msg.headers or {}
-        if not h.get(H.RUN) or not h.get(H.FUTURE) or not h.get(H.DISPATCH):
+        try:
+            done = Done.decode(msg.headers)
+        except DecodeError as exc:
             await dead_letter(self.bus, service=self.outcomes.executor, subject=msg.subject,
-                              data=msg.data, headers=h, reason="done without run, future or "
-                              "dispatch token")
+                              data=msg.data, headers=msg.headers, reason=exc.message)
             return
-        held = self.outcomes.dispatch_of(h)
-        if held is None or await self.hooks.after_done(held, h):
+        held = self.outcomes.dispatch_of(done)
+        if held is None or await self.hooks.after_done(held, done):
             return
-        await self.outcomes.done(held, h)
+        await self.outcomes.done(held, done)
 
     async def _on_cancel(self, msg: Msg) -> None:
         await self.cancels.cancel(msg.subject.rsplit(".", 1)[1])
@@ -192,10 +191,10 @@ class LocalController:
         if self.guardrails is not None:
             reply = await self.guardrails.answer(msg.data)
         else:
-            reply = {"ok": False, "action": "unavailable", "error": None,
-                     "details": {"reason": "this controller has no guardrail store"}}
+            reply = GuardAnswer(ok=False, action="unavailable",
+                                details={"reason": "this controller has no guardrail store"})
         if msg.reply:
-            await self.bus.nc.publish(msg.reply, Envelope("guard_reply", reply).encode())
+            await self.bus.nc.publish(msg.reply, reply.encode())
 
     # -- policy --------------------------------------------------------------------
     async def _watch_instances(self) -> None:
@@ -238,11 +237,11 @@ class LocalController:
             await asyncio.sleep(self.settings.telemetry_interval_s)
             try:
                 await self.bus.nc.publish(self.names.telemetry(self.node),
-                                          Envelope("telemetry", self.telemetry()).encode())
+                                          self.telemetry().encode())
             except Exception as exc:
                 log.warning("telemetry.publish_failed", error=str(exc))
 
-    def telemetry(self) -> dict[str, Any]:
+    def telemetry(self) -> Telemetry:
         spawned = len(self.provisioning.spawned)
         return telemetry(self.node, self.book, self.settings.spawn_hosts - spawned)
 
