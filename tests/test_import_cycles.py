@@ -9,6 +9,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import nalar.hosting
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,3 +125,13 @@ def test_it_reads_function_level_imports(tmp_path: Path) -> None:
 @pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
 def test_no_import_cycle(package: Path) -> None:
     assert cycles(graph(package)) == []
+
+
+def test_the_agent_host_uses_the_sdk_only_through_its_hosting_surface() -> None:
+    """The host runs user code with what `nalar.hosting` gives it, never the SDK's other
+    internals (the user API is `nalar`, the command line `nalar.cli`)."""
+    host = next(p for p in PACKAGES if p.name == "nalar_agent_host")
+    used = {m for name, path in modules(host).items() for m in imported(name, path)
+            if m == "nalar" or m.startswith("nalar.")}
+    surface = {"nalar.hosting"} | {f"nalar.hosting.{n}" for n in nalar.hosting.__all__}
+    assert used and used <= surface

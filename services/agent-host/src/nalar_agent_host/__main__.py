@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 
-from nalar.engines import LLMSettings, build_engine
+from nalar.hosting import LLMSettings, build_engine
 from nalar_common.logging import get_logger
 from nalar_common.process import serve
 from nalar_common.settings import LogSettings, NatsSettings, NodeSettings, RedisSettings

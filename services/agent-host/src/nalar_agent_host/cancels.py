@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from nalar.context import CallContext
+from nalar.hosting import CallContext
 from nalar_common.calls import CallSpec
 from nalar_common.errors import Cancelled
 from nalar_common.logging import get_logger

@@ -9,15 +9,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from nalar.app import App
-from nalar.context import CallContext
-from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
-from nalar.guard import GuardClient
-from nalar.once import run_once
-from nalar.registry import MethodSpec
-from nalar.replay import RecordedLLM
-from nalar.runtime import Runtime
-from nalar.signals import Suspend
+from nalar.hosting import (
+    App,
+    CallContext,
+    GuardClient,
+    MethodSpec,
+    RecordedLLM,
+    Runtime,
+    Suspend,
+    as_error,
+    context_for,
+    invoke,
+    lookup,
+    resolve_args,
+    run_once,
+)
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, resume_driver
 from nalar_common.digest import args_digest

@@ -10,8 +10,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nalar.app import App
-from nalar.engines import Engine
+from nalar.hosting import App, Engine
 from nalar_common.cluster import InstanceInfo
 from nalar_common.errors import NotFound
 from nalar_common.logging import get_logger

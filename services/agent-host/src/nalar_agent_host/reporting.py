@@ -8,7 +8,7 @@ import asyncio
 import functools
 from typing import Any
 
-from nalar.context import CallContext
+from nalar.hosting import CallContext
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, publish_result
 from nalar_common.errors import NalarError

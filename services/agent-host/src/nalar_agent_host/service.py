@@ -12,9 +12,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from nalar.app import App, load_app
-from nalar.engines import Engine, SimulatedEngine
-from nalar.runtime import Runtime
+from nalar.hosting import App, Engine, Runtime, SimulatedEngine, load_app
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec
 from nalar_common.dlq import dead_letter

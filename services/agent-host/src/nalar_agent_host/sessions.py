@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from nalar.state import CallState
+from nalar.hosting import CallState
 from nalar_common.errors import LeaseLost as LeaseLost
 from nalar_common.errors import StateConflict as StateConflict
 from nalar_common.errors import Unavailable
