@@ -1,8 +1,9 @@
 """Local mode: an app's workflows run in one process with no servers.
 
 The same stubs, futures, dependency resolution (futures nested in lists and dicts), typed
-errors, managed state (kept in memory) and wire encoding (every call and result goes through
-the msgpack envelope) as on the stack, so a workflow gives the same result in both:
+errors, input validation, retries, call deadlines, managed state (kept in memory) and wire
+encoding (every call and result goes through the msgpack envelope) as on the stack, so a
+workflow gives the same result in both (tests/test_semantics.py runs one suite on both):
 
     nalar run --local APP_DIR WORKFLOW '{"input": {...}, "session_id": "s1"}'
 """
@@ -10,36 +11,41 @@ the msgpack envelope) as on the stack, so a workflow gives the same result in bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
 from nalar_common.calls import CallSpec, encode_result
 from nalar_common.envelope import pack, unpack
-from nalar_common.errors import DependencyFailed, InvalidInput, NalarError, NotFound
+from nalar_common.errors import DependencyFailed, InvalidInput, NalarError, NotFound, Timeout
 from nalar_common.futures import FutureResult
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
 from nalar_common.wire import DepResult
+from pydantic import BaseModel
 
 from nalar.app import App, load_app
 from nalar.context import CallContext
 from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
 from nalar.future import Future
+from nalar.inputs import input_model, validate_input
 from nalar.llm import SimulatedEngine
 from nalar.once import MemoryLedger, run_once
+from nalar.registry import WorkflowSpec
 from nalar.retry import DEFAULT_RETRY
-from nalar.runtime import encode_call, to_wire
+from nalar.runtime import encode_call, sooner, to_wire
 from nalar.state import CallState
 
 
 class LocalRuntime:
     """Plays the stack's part in one process: one instance per agent, `concurrency` calls at
-    once each, state per (session, agent) in memory. Use as `async with LocalRuntime(app)`."""
+    once each, state per (session, agent) in memory, a session's calls of a stateful agent one
+    at a time in order. Use as `async with LocalRuntime(app)`."""
 
     def __init__(self, app: App, *, engine: Any = None) -> None:
         self.app = app
@@ -57,6 +63,7 @@ class LocalRuntime:
             s.concurrency for s in app.agents.values())), thread_name_prefix="nalar-local")
         self.driver_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="nalar-driver")
         self.ledger = MemoryLedger()
+        self._inputs: dict[str, type[BaseModel]] = {}
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -94,7 +101,7 @@ class LocalRuntime:
                         args=to_wire(list(args), ctx.run, deps),
                         kwargs=to_wire(dict(kwargs), ctx.run, deps), deps=tuple(deps),
                         parent=ctx.future, priority=ctx.priority if priority is None else priority,
-                        created_at=time.time())
+                        deadline=sooner(ctx.deadline, deadline), created_at=time.time())
         payload = encode_call(spec)  # unsendable arguments fail here, as on the stack
         fut: Future[Any] = Future(ctx.run, fid, agent, method, self._loop)
         self._futures[(ctx.run, fid)] = fut
@@ -123,7 +130,8 @@ class LocalRuntime:
         deps: dict[str, DepResult] = {}
         try:
             for dep in call.deps:
-                result = await self._resolved(call.run, dep)
+                async with _until_deadline(call, f"waiting for {dep}"):
+                    result = await self._resolved(call.run, dep)
                 if not result.ok:
                     cause = result.error()
                     raise DependencyFailed(
@@ -161,7 +169,8 @@ class LocalRuntime:
                 return await self._attempt(call, spec, mspec, fn, args, kwargs, attempt)
             except Exception as exc:
                 delay = retry.delay(attempt, as_error(exc, call))
-                if delay is None:
+                if delay is None or (call.deadline is not None and
+                                     time.time() + delay >= call.deadline):
                     raise
             await asyncio.sleep(delay)
             attempt += 1
@@ -171,25 +180,38 @@ class LocalRuntime:
         ctx = context_for(self, call, attempt)
         ctx.cancelled = threading.Event()
         ctx.ledger, ctx.instance = self.ledger, f"local.{call.agent}"
-        limit = mspec.timeout if mspec is not None else None
 
         async def run() -> Any:
-            if mspec is not None and not mspec.idempotent:
-                return await run_once(ctx, f"{call.agent}.{call.method}",
-                                      lambda: invoke(fn, args, kwargs, ctx, self.pool, limit))
-            return await invoke(fn, args, kwargs, ctx, self.pool, limit)
+            limit = _time_left(mspec.timeout if mspec is not None else None, call.deadline)
+            try:
+                if mspec is not None and not mspec.idempotent:
+                    return await run_once(ctx, f"{call.agent}.{call.method}",
+                                          lambda: invoke(fn, args, kwargs, ctx, self.pool,
+                                                         limit))
+                return await invoke(fn, args, kwargs, ctx, self.pool, limit)
+            except Timeout as exc:
+                if call.deadline is None or time.time() < call.deadline - 0.05:
+                    raise  # its method's timeout, not its deadline
+                raise _past_deadline(call, "running", exc.details) from None
 
-        async with self._slots[call.agent]:
+        key = (call.session, call.agent)
+        # a session's calls of an agent with state (managed, or kept by a stateful instance)
+        # run one at a time, in the order they came, as on the stack
+        turn = (self._state_locks.setdefault(key, asyncio.Lock())
+                if call.session and (spec.uses_state or spec.stateful) else None)
+        async with contextlib.AsyncExitStack() as held:
+            async with _until_deadline(call, "queued"):
+                if turn is not None:
+                    await held.enter_async_context(turn)
+                await held.enter_async_context(self._slots[call.agent])
             if not (spec.uses_state and call.session):
                 return await run()
-            key = (call.session, call.agent)
-            async with self._state_locks.setdefault(key, asyncio.Lock()):
-                blob, version = self._state.get(key, (pack({}), 0))
-                ctx.state = CallState(unpack(blob), version)
-                value = await run()
-                if ctx.state.changed():  # committed only when the call succeeded
-                    self._state[key] = (pack(ctx.state.values), version + 1)
-                return value
+            blob, version = self._state.get(key, (pack({}), 0))
+            ctx.state = CallState(unpack(blob), version)
+            value = await run()
+            if ctx.state.changed():  # committed only when the call succeeded
+                self._state[key] = (pack(ctx.state.values), version + 1)
+            return value
 
     async def run(self, workflow: str, input: dict[str, Any] | None = None, *,
                   session: str | None = None) -> Any:
@@ -202,7 +224,8 @@ class LocalRuntime:
             raise InvalidInput("input must be a JSON object")
         root = CallSpec(run=uuid.uuid4().hex, future=ROOT_FUTURE,
                         session=session or uuid.uuid4().hex, agent=DRIVER_AGENT,
-                        method=workflow, kwargs=dict(input or {}), created_at=time.time())
+                        method=workflow, kwargs=self._validated(wf, input or {}),
+                        created_at=time.time())
         call = CallSpec.decode(encode_call(root))
         ctx = context_for(self, call, 1)
         ctx.ledger, ctx.instance = self.ledger, "local.driver"
@@ -212,6 +235,44 @@ class LocalRuntime:
             raise as_error(exc, call) from None
         status, data = encode_result(value=value)
         return FutureResult(call.run, ROOT_FUTURE, data, {H.STATUS: status}).value()
+
+    def _validated(self, wf: WorkflowSpec, input: dict[str, Any]) -> dict[str, Any]:
+        """The input checked against the workflow's signature and converted to its annotated
+        types, as the gateway does (`nalar.inputs`): the same input gives the same
+        arguments, or the same `InvalidInput` naming the fields, in both modes."""
+        model = self._inputs.get(wf.name)
+        if model is None:
+            model = self._inputs[wf.name] = input_model(wf)
+        return validate_input(model, input)
+
+
+def _time_left(timeout: float | None, deadline: float | None) -> float | None:
+    """How long a call may run: its method's timeout, cut short by its deadline."""
+    if deadline is None:
+        return timeout
+    left = max(0.001, deadline - time.time())
+    return left if timeout is None else min(timeout, left)
+
+
+def _past_deadline(call: CallSpec, where: str, details: Mapping[str, Any] | None = None
+                   ) -> Timeout:
+    return Timeout(f"call {call.agent}.{call.method} passed its deadline while {where} in "
+                   "local mode", details={**(details or {}), "future": call.future,
+                                          "stuck": where, "deadline": call.deadline})
+
+
+@contextlib.asynccontextmanager
+async def _until_deadline(call: CallSpec, where: str) -> AsyncIterator[None]:
+    """Wait inside the block until the call's deadline at most, then fail it with `Timeout`
+    (`where` says what it was waiting for)."""
+    if call.deadline is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout(max(0.0, call.deadline - time.time())):
+            yield
+    except TimeoutError:
+        raise _past_deadline(call, where) from None
 
 
 async def run_local(app_dir: str, workflow: str, input: dict[str, Any] | None = None, *,

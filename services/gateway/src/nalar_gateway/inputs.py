@@ -1,14 +1,15 @@
-"""Request bodies and workflow input validation (pydantic models built from signatures)."""
+"""Request bodies; a workflow's input is checked by `nalar.inputs` (also used by local
+mode, so both check it alike)."""
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Literal
+from typing import Any
 
-from nalar.registry import WorkflowSpec
-from nalar_common.errors import InvalidInput
+from nalar.inputs import input_model, validate_input, validation_error
 from nalar_common.subjects import ID
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["RunRequest", "input_model", "validate_input", "validation_error"]
 
 
 class RunRequest(BaseModel):
@@ -29,34 +30,3 @@ class RunRequest(BaseModel):
         if v is not None and not ID.match(v):
             raise ValueError("must be 1-128 characters of [A-Za-z0-9_-]")
         return v
-
-
-def input_model(spec: WorkflowSpec) -> type[BaseModel]:
-    fields: dict[str, Any] = {}
-    for name, p in spec.signature.parameters.items():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        ann = Any if p.annotation is inspect.Parameter.empty else p.annotation
-        default = ... if p.default is inspect.Parameter.empty else p.default
-        fields[name] = (ann, default)
-    extra: Literal["allow", "forbid"] = "allow" if any(p.kind == p.VAR_KEYWORD
-                           for p in spec.signature.parameters.values()) else "forbid"
-    return create_model(f"{spec.name}_input", __config__=ConfigDict(extra=extra), **fields)
-
-
-def validation_error(exc: ValidationError, prefix: str = "") -> InvalidInput:
-    errors = [{"field": ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"])),
-               "message": e["msg"], "type": e["type"]} for e in exc.errors()]
-    fields = ", ".join(e["field"] for e in errors)
-    return InvalidInput(f"invalid {fields}: {errors[0]['message']}" if errors else "invalid input",
-                        details={"errors": errors})
-
-
-def validate_input(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
-    try:
-        parsed = model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc, "input") from None
-    out = parsed.model_dump(mode="python")
-    out.update(parsed.model_extra or {})
-    return out

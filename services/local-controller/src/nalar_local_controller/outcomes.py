@@ -68,9 +68,13 @@ class Outcomes:
         await held.ack()
 
     async def fail_headers(self, headers: dict[str, str], error: NalarError) -> None:
-        """Resolve the call's future with `error` (and its run's, for a driver)."""
+        """Resolve the call's future with `error` (and its run's, for a driver); like every
+        error of a call, it names the call's place (future, agent, method)."""
         self.book.stats["failed"] += 1
         run, fut = headers.get(H.RUN, ""), headers.get(H.FUTURE, "")
+        error.details.setdefault("future", fut)
+        error.details.setdefault("agent", headers.get(H.AGENT, ""))
+        error.details.setdefault("method", headers.get(H.METHOD, ""))
         log.info("call.failed", run_id=run, future_id=fut, code=error.error_code,
                  message=error.message)
         await publish_result(self.bus, headers, error=error, executor=self.executor)
