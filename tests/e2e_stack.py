@@ -13,14 +13,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import httpx
 from nalar_common.servers import die_with_parent, free_port
-from nalar_common.testing import TEST_PRINCIPAL
+from nalar_common.testing import TEST_PRINCIPAL, WaitTimeout, wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 BASIC_APP = ROOT / "tests" / "apps" / "basic"
+# every use of a config file looks at it again: an edit is in force from the next request on
+CONFIG_CHECKS = {"NALAR_CONFIG_CHECK_S": "0"}
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,7 +58,7 @@ def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: i
     port = free_port()
     prefix = "e" + uuid.uuid4().hex[:8]
     env = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url,
-           "NALAR_LOG_LEVEL": "INFO", "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL,
+           "NALAR_LOG_LEVEL": "INFO", "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL, **CONFIG_CHECKS,
            **config_env(app, extra_env), **(extra_env or {})}
     out = open(log, "wb")
     proc = subprocess.Popen(
@@ -65,21 +68,20 @@ def start_stack(app: Path, nats_url: str, redis_url: str, log: Path, *, nodes: i
          *args],
         env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
+
+    def ready() -> bool:  # once drivers are up on every node
         if proc.poll() is not None:
             raise RuntimeError(f"nalar up exited early:\n{log.read_text()[-4000:]}")
-        try:
-            r = httpx.get(f"{url}/readyz", timeout=2)
-            # ready once drivers are up on every node
-            if r.status_code == 200 and len(r.json()["nodes"]) == nodes:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise TimeoutError(f"stack not ready:\n{log.read_text()[-4000:]}")
-        time.sleep(0.2)
+        r = httpx.get(f"{url}/readyz", timeout=2)
+        return r.status_code == 200 and len(r.json()["nodes"]) == nodes
+
+    try:
+        wait_until_sync(ready, what=f"the stack ready on {nodes} nodes", timeout=90,
+                        interval=0.2, ignore=(httpx.HTTPError,))
+    except WaitTimeout as exc:
+        proc.kill()
+        raise WaitTimeout(f"{exc.what}\n{log.read_text()[-4000:]}", exc.timeout,
+                          exc.last) from None
     return StackHandle(url, nats_url, redis_url, prefix, log, proc)
 
 
@@ -89,15 +91,21 @@ NO_LIMITS = "limits: []\n"
 
 @contextmanager
 def live_config(path: Path, restore: str) -> Iterator[Callable[[str], None]]:
-    """A writer for a config file the stack rereads while it runs (policy, guardrails): each
-    write waits until the services have it (they check once a second); `restore` is written
-    back at the end (a deleted file would keep the last rules in force)."""
+    """A writer for a config file the stack rereads while it runs (policy, guardrails): the
+    test stacks look at it on every use (`CONFIG_CHECKS`), so what a write puts there is in
+    force from the next request on; `restore` is written back at the end (a deleted file
+    would keep the last rules in force)."""
 
     def write(text: str) -> None:
-        path.write_text(text)
-        stamp = time.time() + 0.1 * len(text)  # a new mtime even within one clock tick
-        os.utime(path, (stamp, stamp))
-        time.sleep(1.3)
+        # whole (never half-written when a service reads it), and a new inode and mtime (an
+        # edit within one clock tick, of the same size, is seen too)
+        fresh = path.with_name(f".{path.name}.new")
+        fresh.write_text(text)
+        stamp = time.time_ns()
+        if path.exists():
+            stamp = max(stamp, path.stat().st_mtime_ns + 1_000_000)
+        os.utime(fresh, ns=(stamp, stamp))
+        os.replace(fresh, path)
 
     try:
         yield write
@@ -113,6 +121,10 @@ def stop_stack(handle: StackHandle) -> None:
         except subprocess.TimeoutExpired:
             handle.proc.kill()
             handle.proc.wait()
+
+
+class NotReady(Exception):
+    """What a readiness check raised (the services are not there yet): keep waiting."""
 
 
 @dataclass
@@ -150,21 +162,24 @@ class Services:
         if dead:
             raise RuntimeError(f"services exited: {dead}\n{self.logs()}")
 
-    def wait_until(self, ready: Callable[[], bool], timeout: float = 60,
-                   what: str = "services ready") -> None:
-        """Poll `ready` (exceptions count as not ready) until true; fail early if a service
-        exits."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
+    def wait_until(self, ready: Callable[[], T], timeout: float = 60,
+                   what: str = "services ready", until: Callable[[T], object] = bool) -> T:
+        """Poll `ready` (an exception counts as not ready) until what it returns is truthy
+        (or passes `until`), and return that; fail at once if a service exits, with every log
+        when time runs out."""
+        def poll() -> T:
+            self.check_alive()  # a service that exited ends the wait at once
             try:
-                if ready():
-                    return
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}\n{self.logs()}")
-            time.sleep(0.1)
+                return ready()
+            except Exception as exc:
+                raise NotReady(exc) from exc
+
+        try:
+            value: T = wait_until_sync(poll, what=what, until=until, timeout=timeout,
+                                       interval=0.1, ignore=(NotReady,))
+            return value
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc.what}\n{self.logs()}", exc.timeout, exc.last) from None
 
     def stop(self, grace: float = 20) -> None:
         """SIGTERM every service at once, wait up to `grace` s in all, then SIGKILL."""
@@ -197,7 +212,7 @@ def start_services(app: Path, nats_url: str, redis_url: str, log_dir: Path,
             "NALAR_NATS_PREFIX": prefix, "NALAR_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
             "NALAR_AGENT_HOST_APP": str(app), "NALAR_GATEWAY_APP": str(app),
             "NALAR_GATEWAY_PORT": str(port), "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL,
-            **config_env(app, extra_env), **(extra_env or {})}
+            **CONFIG_CHECKS, **config_env(app, extra_env), **(extra_env or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
     handle = Services(f"http://127.0.0.1:{port}", nats_url, redis_url, prefix, log_dir)
     try:

@@ -3,28 +3,27 @@ and never stop the services from handling what comes next."""
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import msgpack
 import nats
 import pytest
 from e2e_stack import StackHandle
 from nalar_common.envelope import Envelope
+from nalar_common.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 async def _result(nc: nats.NATS, stack: StackHandle, run: str, fut: str) -> dict[str, object]:
     js = nc.jetstream()
-    for _ in range(200):
-        try:
-            msg = await js.get_msg(f"{stack.prefix.upper()}_NALAR_FUTURES",
-                                   subject=f"{stack.prefix}.nalar.fut.{run}.{fut}", direct=True)
-            return msgpack.unpackb(msg.data)["b"]  # type: ignore[no-any-return]
-        except nats.js.errors.NotFoundError:
-            await asyncio.sleep(0.05)
-    raise AssertionError("no result")
+
+    async def stored() -> dict[str, object]:
+        msg = await js.get_msg(f"{stack.prefix.upper()}_NALAR_FUTURES",
+                               subject=f"{stack.prefix}.nalar.fut.{run}.{fut}", direct=True)
+        return msgpack.unpackb(msg.data)["b"]  # type: ignore[no-any-return]
+
+    return await wait_until(stored, what=f"future {run}.{fut} resolved",  # type: ignore[no-any-return]
+                            ignore=(nats.js.errors.NotFoundError,))
 
 
 async def test_garbage_call_body_fails_its_future(stack: StackHandle, http: httpx.Client) -> None:

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -18,22 +19,19 @@ def _futures(http: httpx.Client, run: str) -> dict[str, dict[str, object]]:
 def test_cancel_running_and_queued_calls(http: httpx.Client) -> None:
     run = http.post("/v1/workflows/long_job/runs", json={"input": {"seconds": 30}}
                     ).json()["run_id"]
-    deadline = time.monotonic() + 20
-    while len(_futures(http, run)) < 4:  # driver + three calls created
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)  # let the two workers start
+    wait_until_sync(lambda: _futures(http, run), until=lambda futs: len(futs) == 4,
+                    what="the driver and its three calls created")
+    # the sleeper and the spinner running (the third call waits for the sleeper)
+    wait_until_sync(lambda: sum(i["inflight"] for i in http.get("/v1/cluster").json()[
+        "instances"] if i["agent"] == "Echo") >= 2, what="two Echo calls in flight")
     started = time.monotonic()
     r = http.post(f"/v1/runs/{run}/cancel")
     assert r.status_code == 202 and r.json() == {"run_id": run, "status": "cancelled"}
     view = http.get(f"/v1/runs/{run}").json()
     assert view["status"] == "cancelled" and view["error"]["code"] == "cancelled"
-    while True:
-        futs = _futures(http, run)
-        if all(f["status"] != "pending" for f in futs.values()):
-            break
-        assert time.monotonic() - started < 10, futs
-        time.sleep(0.05)
+    futs: dict[str, dict[str, object]] = wait_until_sync(
+        lambda: _futures(http, run), timeout=10, what="every future resolved",
+        until=lambda futs: all(f["status"] != "pending" for f in futs.values()))
     for fid in ("1", "3"):  # the async sleeper and the call waiting on it
         assert futs[fid]["status"] == "failed"
         assert futs[fid]["error"]["code"] == "cancelled"  # type: ignore[index]

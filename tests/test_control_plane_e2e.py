@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,13 @@ import httpx
 import nats
 import pytest
 from e2e_stack import ROOT, Services, start_services
+from nalar_common.bus import connect
 from nalar_common.envelope import Envelope
+from nalar_common.journal import decode
+from nalar_common.settings import NatsSettings
 from nalar_common.state import Lease, SessionStore, WriteOutcome
 from nalar_common.subjects import Names
+from nalar_common.testing import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +44,41 @@ def _post(svc: Services, wf: str, session: str, wait: float | None = None,
 
 
 def _result(svc: Services, run: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = httpx.get(f"{svc.url}/v1/runs/{run}", timeout=10).json()
-        if view["status"] in ("succeeded", "failed", "cancelled"):
-            return view  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"run {run} still {view['status']}\n{svc.logs()}"
-        time.sleep(0.05)
+    return svc.wait_until(lambda: httpx.get(f"{svc.url}/v1/runs/{run}", timeout=10).json(),
+                          until=lambda view: view["status"] in ("succeeded", "failed",
+                                                                "cancelled"),
+                          timeout=timeout, what=f"run {run} to finish")
+
+
+def _report(svc: Services, until: Callable[[dict[str, Any]], object], what: str,
+            timeout: float = 30) -> dict[str, Any]:
+    """The first report of a local controller (to the global controller: per instance its
+    queue, in flight, ...) that passes `until`."""
+    async def watch() -> dict[str, Any]:
+        nc = await nats.connect(svc.nats_url)
+        try:
+            sub = await nc.subscribe(Names(svc.prefix).telemetry("*"))
+
+            async def next_report() -> dict[str, Any]:
+                msg = await sub.next_msg(timeout=5)
+                return Envelope.decode(msg.data).body
+
+            return await wait_until(next_report, until=until,  # type: ignore[no-any-return]
+                                    what=what, timeout=timeout, interval=0,
+                                    ignore=(nats.errors.TimeoutError,))
+        finally:
+            await nc.close()
+
+    return asyncio.run(watch())
+
+
+def _row(report: dict[str, Any], instance: str) -> dict[str, Any]:
+    return report["instances"].get(instance) or {}
+
+
+def _instance(svc: Services, agent: str, pid: int) -> str:
+    return next(str(i["instance"]) for i in httpx.get(f"{svc.url}/v1/cluster").json()[
+        "instances"] if i["agent"] == agent and i["pid"] == pid)
 
 
 def _started(flags: Path, name: str, svc: Services) -> int:
@@ -56,20 +87,14 @@ def _started(flags: Path, name: str, svc: Services) -> int:
 
 
 async def _events(nats_url: str, prefix: str, run: str, event: str) -> list[dict[str, Any]]:
-    nc = await nats.connect(nats_url)
+    """The run's journal events of one kind, every one stored now."""
+    names = Names(prefix)
+    bus = await connect(NatsSettings(url=nats_url, prefix=prefix), names, name="test")
     try:
-        js = nc.jetstream()
-        sub = await js.subscribe(f"{prefix}.nalar.run.{run}.{event}", ordered_consumer=True,
-                                 stream=f"{prefix.upper()}_NALAR_RUNS")
-        out = []
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except nats.errors.TimeoutError:
-                return out
-            out.append(Envelope.decode(msg.data).body)
+        return [decode(m) for m in await bus.read_all(names.runs_stream,
+                                                      names.run_event(run, event))]
     finally:
-        await nc.close()
+        await bus.close()
 
 
 @pytest.fixture(params=["one node", "two nodes"])
@@ -150,7 +175,9 @@ def test_head_of_line_migration_moves_calls_and_state_lease(
     assert zombie is not None
 
     run = _post(svc, "bump", session)["run_id"]  # affinity: queued at home, behind "a"/"b"
-    time.sleep(1.0)
+    at_home = _instance(svc, "Worker", home)
+    _report(svc, lambda r: session in _row(r, at_home).get("queued_sessions", ()),
+            what=f"the session's call queued at {at_home}")
     assert httpx.get(f"{svc.url}/v1/runs/{run}").json()["status"] == "running"
     (flags / f"{holders[other]}.go").touch()  # the other instance goes idle
 
@@ -183,8 +210,17 @@ def test_a_stateful_session_is_never_migrated(two_workers: tuple[Services, Path]
     assert home in holders and len(holders) == 2, holders
     other = next(pid for pid in holders if pid != home)
     run = _post(svc, "touch", session)["run_id"]  # queued behind the hold at home
+    at_home, idle = _instance(svc, "Sticky", home), _instance(svc, "Sticky", other)
     (flags / f"{holders[other]}.go").touch()
-    time.sleep(2.5)  # five policy rounds with an idle instance next to it
+    _report(svc, lambda r: idle in r["instances"] and _row(r, idle)["inflight"] == 0 and
+            _row(r, idle)["queue"] == 0, what=f"{idle} idle")
+    seen = _report(svc, lambda r: session in _row(r, at_home).get("queued_sessions", ()),
+                   what=f"the session's call queued at {at_home}")
+    # five policy rounds (0.5 s each) that saw it queued, with an idle instance next to it
+    snap = svc.wait_until(lambda: httpx.get(f"{svc.url}/v1/policy").json()["snapshot"],
+                          until=lambda s: s["generated_at"] > seen["ts"] + 2.5, timeout=30,
+                          what="a policy snapshot five rounds later")
+    assert not [m for m in snap["migrations"] if m["session"] == session], snap
     assert httpx.get(f"{svc.url}/v1/runs/{run}").json()["status"] == "running"
     (flags / f"{holders[home]}.go").touch()
     view = _result(svc, run)
@@ -291,7 +327,12 @@ def test_priorities_reorder_a_queue(nats_url: str, redis_url: str, tmp_path: Pat
             runs[session] = r.json()["run_id"]
         svc.wait_until(lambda: "gold" in httpx.get(f"{svc.url}/v1/policy").json()[
             "snapshot"]["priorities"], what="the policy's priorities")
-        time.sleep(1.0)  # the three calls are queued, the snapshot applied
+        worker = next(i["instance"] for i in httpx.get(f"{svc.url}/v1/cluster").json()[
+            "instances"] if i["agent"] == "Worker")
+        # the three calls are queued there, in the order the snapshot's priorities give
+        _report(svc, lambda r: _row(r, worker).get("queued_sessions") == [
+            "gold", "urgent", "plain"], what=f"the three sessions queued at {worker} by "
+            "priority")
         (flags / "a.go").touch()
         started = {}
         for session, run in runs.items():

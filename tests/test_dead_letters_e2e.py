@@ -18,6 +18,7 @@ import nats
 import pytest
 import redis
 from e2e_stack import BASIC_APP, Services, start_services
+from nalar_common.testing import WaitTimeout, wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -49,13 +50,12 @@ def _poison_up(svc: Services) -> bool:
 
 
 def _wait(svc: Services, what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{svc.logs()}"
-        time.sleep(0.2)
+    """`check` until truthy, the services' logs on a timeout (a host here dies on purpose:
+    not `Services.wait_until`, which stops at a dead service)."""
+    try:
+        return wait_until_sync(check, what=what, timeout=timeout, interval=0.2)
+    except WaitTimeout as exc:
+        raise WaitTimeout(f"{what}\n{svc.logs()}", exc.timeout, exc.last) from None
 
 
 def _stuck_run(svc: Services, flag: str) -> tuple[str, dict[str, Any]]:

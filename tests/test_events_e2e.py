@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from e2e_stack import BASIC_APP, StackHandle, start_stack, stop_stack
+from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -65,20 +65,13 @@ def read(resp: httpx.Response, until: Callable[[Sse], bool] | None = None) -> Ss
     return out
 
 
-def eventually(check: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def waiting_run(stack: StackHandle) -> str:
     """A run that stays live (waiting for its `approval` signal) and quiet."""
     with stack.client() as c:
         run = c.post("/v1/workflows/approve_async/runs", json={"input": {"amount": 1}})
         run_id: str = run.json()["run_id"]
-        eventually(lambda: c.get(f"/v1/runs/{run_id}").json()["status"] == "waiting",
-                   what="the run to wait")
+        wait_until_sync(lambda: c.get(f"/v1/runs/{run_id}").json()["status"] == "waiting",
+                        what="the run to wait")
     return run_id
 
 
@@ -103,12 +96,15 @@ def open_when_free(client: httpx.Client, path: str, held: ExitStack,
                    params: dict[str, str | int] | None = None) -> httpx.Response:
     """A stream, asked for until a slot is free: the gateway gives one back once the stream
     that held it has closed its consumer, a moment after its client saw the end."""
-    deadline = time.monotonic() + 30
-    while (resp := open_stream(client, path, held, headers, params)).status_code != 200:
+    def opened() -> httpx.Response | None:
+        resp = open_stream(client, path, held, headers, params)
+        if resp.status_code == 200:
+            return resp
         resp.close()
-        assert resp.status_code == 429 and time.monotonic() < deadline, resp.status_code
-        time.sleep(0.05)
-    return resp
+        assert resp.status_code == 429, resp.status_code
+        return None
+
+    return wait_until_sync(opened, what=f"a free stream slot for {path}")  # type: ignore[no-any-return]
 
 
 def refused(resp: httpx.Response) -> dict[str, object]:

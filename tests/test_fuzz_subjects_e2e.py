@@ -111,17 +111,26 @@ async def _fuzz(svc: Services, seed: int) -> dict[str, int]:
 def test_every_consumed_subject_survives_junk(svc: Services) -> None:
     sent = asyncio.run(_fuzz(svc, seed=6))
     assert sum(sent.values()) >= ROUNDS * 10
-    time.sleep(3)  # let every service chew through it
+    kinds_sent = {"call", "exec", "done", "ctl", "state", "run", "tel"}
+
+    def dead_letters() -> list[dict[str, Any]]:
+        return httpx.get(f"{svc.url}/v1/dlq",  # type: ignore[no-any-return]
+                         params={"limit": 10_000}).json()["dead_letters"]
+
+    # every service chewed through it: junk of each kind is set aside, the oversized call
+    # (sent last) too; a service that dies meanwhile fails the wait at once
+    svc.wait_until(dead_letters, what="junk of every kind in the dead-letter stream",
+                   until=lambda entries: kinds_sent <= {e["kind"] for e in entries} and
+                   any(e["run_id"] == "big" for e in entries))
     svc.check_alive()
     out = httpx.post(f"{svc.url}/v1/workflows/chain/runs", params={"wait": 60},
                      json={"input": {"a": 2, "b": 3}}).json()
     assert out["status"] == "succeeded" and out["result"] == 31, (out, svc.logs())
     ready = httpx.get(f"{svc.url}/readyz").json()
     assert ready["status"] == "ready" and ready["policy_revision"], ready
-    entries: list[dict[str, Any]] = httpx.get(f"{svc.url}/v1/dlq",
-                                              params={"limit": 10_000}).json()["dead_letters"]
+    entries = dead_letters()
     kinds = {e["kind"] for e in entries}
-    assert {"call", "exec", "done", "ctl", "state", "run", "tel"} <= kinds, kinds
+    assert kinds_sent <= kinds, kinds
     big = [e for e in entries if e["run_id"] == "big"]
     assert big and "too large" in big[0]["reason"] and big[0]["size"] == 200_000
     svc.check_alive()

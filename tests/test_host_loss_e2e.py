@@ -9,16 +9,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
 import pytest
 from e2e_stack import BASIC_APP, config_env
 from nalar_common.servers import die_with_parent, free_port
+from nalar_common.testing import wait_until, wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -45,15 +46,9 @@ def services(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str
     start("host-b", "nalar_agent_host", NALAR_AGENT_HOST_HOST_ID="b")
     start("gateway", "nalar_gateway")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz").json().get("driver_instances") == 2:
-                break
-        except (httpx.HTTPError, ValueError):
-            pass
-        assert time.monotonic() < deadline, "services not ready"
-        time.sleep(0.2)
+    wait_until_sync(lambda: httpx.get(f"{url}/readyz").json().get("driver_instances") == 2,
+                    timeout=60, interval=0.2, ignore=(httpx.HTTPError, ValueError),
+                    what="a driver instance on each host")
     yield {"url": url, "prefix": prefix, "procs": procs, "nats_url": nats_url}
     for p in procs.values():
         if p.poll() is None:
@@ -71,18 +66,17 @@ async def _driver_host(nats_url: str, prefix: str, run: str) -> str:
 
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # by time: under load a flush can be fast or not
-            try:
-                await js.get_msg(f"{prefix.upper()}_NALAR_FUTURES",
-                                 subject=f"{prefix}.nalar.fut.{run}.1", direct=True)
-                msg = await js.get_msg(f"{prefix.upper()}_NALAR_RUNS",
-                                       subject=f"{prefix}.nalar.run.{run}.started", direct=True)
-                return str(msgpack.unpackb(msg.data)["b"]["host"])
-            except nats.js.errors.NotFoundError:
-                await nc.flush()
-        raise AssertionError("driver never got its first result")
+
+    async def host() -> str:
+        await js.get_msg(f"{prefix.upper()}_NALAR_FUTURES",
+                         subject=f"{prefix}.nalar.fut.{run}.1", direct=True)
+        msg = await js.get_msg(f"{prefix.upper()}_NALAR_RUNS",
+                               subject=f"{prefix}.nalar.run.{run}.started", direct=True)
+        return str(msgpack.unpackb(msg.data)["b"]["host"])
+
+    try:  # polled often: the driver naps 1.5 s after that result, its host must die then
+        return await wait_until(host, what="the driver's first result", timeout=30,  # type: ignore[no-any-return]
+                                interval=0.02, ignore=(nats.js.errors.NotFoundError,))
     finally:
         await nc.close()
 
@@ -94,13 +88,9 @@ def test_driver_rerun_after_host_sigkill(services: dict[str, object]) -> None:
                      json={"input": {"seconds": 1.5}}).json()["run_id"]
     host = asyncio.run(_driver_host(str(services["nats_url"]), prefix, run))
     procs[f"host-{host}"].send_signal(signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while True:
-        view = httpx.get(f"{url}/v1/runs/{run}").json()
-        if view["status"] in ("succeeded", "failed"):
-            break
-        assert time.monotonic() < deadline, view
-        time.sleep(0.2)
+    view = wait_until_sync(lambda: httpx.get(f"{url}/v1/runs/{run}").json(), timeout=60,
+                           until=lambda v: v["status"] in ("succeeded", "failed"),
+                           what="the run to finish on the other host")
     assert view["status"] == "succeeded", json.dumps(view)
     assert view["result"] == ["first", 1.5]
     futures = {f["future"]: f for f in httpx.get(f"{url}/v1/runs/{run}/futures").json()
@@ -119,10 +109,8 @@ def test_waiting_run_resumes_on_another_host(services: dict[str, object]) -> Non
     procs: dict[str, subprocess.Popen[bytes]] = services["procs"]  # type: ignore[assignment]
     run = httpx.post(f"{url}/v1/workflows/approve/runs", json={"input": {"amount": 1}}
                      ).json()["run_id"]
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{url}/v1/runs/{run}").json()["status"] != "waiting":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until_sync(lambda: httpx.get(f"{url}/v1/runs/{run}").json(),
+                    until=lambda v: v["status"] == "waiting", what="the run waiting")
 
     async def started_host() -> str:
         nc = await nats.connect(str(services["nats_url"]))
@@ -139,8 +127,11 @@ def test_waiting_run_resumes_on_another_host(services: dict[str, object]) -> Non
     procs[f"host-{host}"].wait(10)
     r = httpx.post(f"{url}/v1/runs/{run}/signals/approval", json={"value": "yes"})
     assert r.status_code == 202
-    deadline = time.monotonic() + 30
-    while (view := httpx.get(f"{url}/v1/runs/{run}").json())["status"] != "succeeded":
-        assert view["status"] != "failed" and time.monotonic() < deadline, view
-        time.sleep(0.1)
+
+    def succeeded(view: dict[str, Any]) -> bool:
+        assert view["status"] != "failed", view
+        return bool(view["status"] == "succeeded")
+
+    view = wait_until_sync(lambda: httpx.get(f"{url}/v1/runs/{run}").json(), until=succeeded,
+                           what="the signalled run to finish on the other host")
     assert view["result"] == {"quote": 2, "decision": "yes"}

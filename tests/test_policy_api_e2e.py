@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from e2e_stack import StackHandle
 from nalar_common.policyspec import describe
 from nalar_common.subjects import Names
+from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -55,13 +55,11 @@ def test_switch_policies_at_run_time(http: httpx.Client) -> None:
          "params": {"sessions": {"gold": 7}}}]})
     assert good.status_code == 200, good.text
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            snap = http.get("/v1/policy").json()["snapshot"]
-            if snap["policies"] == ["LeastLoadedRouting", "ProtectSession", "SessionPriority"]:
-                break
-            assert time.monotonic() < deadline, snap
-            time.sleep(0.1)
+        snap = wait_until_sync(
+            lambda: http.get("/v1/policy").json()["snapshot"], timeout=15,
+            until=lambda snap: snap["policies"] == ["LeastLoadedRouting", "ProtectSession",
+                                                    "SessionPriority"],
+            what="a snapshot from the new policies")
         assert snap["priorities"] == {"vip": 10, "gold": 7}
         history = http.get("/v1/policy", params={"history": True}).json()["history"]
         assert len(history) >= 2
@@ -72,15 +70,14 @@ def test_switch_policies_at_run_time(http: httpx.Client) -> None:
 def _settled(http: httpx.Client) -> dict[str, Any]:
     """`GET /v1/policy` once the global controller runs the configured policies (an earlier
     test's last `PUT` may still be on its way)."""
-    deadline = time.monotonic() + 15
-    while True:
-        body: dict[str, Any] = http.get("/v1/policy").json()
+    def settled(body: dict[str, Any]) -> bool:
         config = body.get("config")
         want = [describe(s) for s in config["policies"]] if config else BUILTIN
-        if body["snapshot"]["policies"] == want:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.1)
+        return bool(body["snapshot"]["policies"] == want)
+
+    return wait_until_sync(lambda: http.get("/v1/policy").json(),  # type: ignore[no-any-return]
+                           until=settled, timeout=15,
+                           what="a snapshot from the configured policies")
 
 
 def _shell_spec(marker: Path) -> dict[str, Any]:
@@ -131,10 +128,9 @@ def test_a_spec_in_the_bucket_is_refused_by_the_global_controller(
     before = _settled(http)["snapshot"]
     revision = asyncio.run(_write_config(stack, [DEFAULT[0], _shell_spec(marker)]))
     try:
-        deadline = time.monotonic() + 15
-        while not (refused := _controller_log(stack, "policy.refused", revision)):
-            assert time.monotonic() < deadline, stack.log.read_text()[-4000:]
-            time.sleep(0.1)
+        refused = wait_until_sync(lambda: _controller_log(stack, "policy.refused", revision),
+                                  timeout=15, what=f"policy.refused for config revision "
+                                  f"{revision} in the global controller's log")
         assert refused[0]["policy"] == "subprocess:run" and refused[0]["level"] == "error"
         assert refused[0]["kept"] == before["policies"]
         assert not marker.exists()

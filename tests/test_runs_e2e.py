@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 from e2e_stack import StackHandle
+from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -146,10 +147,8 @@ def test_ventis_aliases(http: httpx.Client) -> None:
     assert r.status_code == 202
     rid = r.json()["request_id"]
     assert len(rid) == 32
-    for _ in range(200):
-        status = http.get(f"/status/{rid}").json()
-        if status["status"] == "done":
-            break
+    status = wait_until_sync(lambda: http.get(f"/status/{rid}").json(),
+                             until=lambda s: s["status"] == "done", what="the request done")
     assert status == {"request_id": rid, "status": "done", "result": "v:7"}
     assert http.get("/status/nope").status_code == 404
 

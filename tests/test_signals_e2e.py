@@ -3,24 +3,21 @@ and resumes when `POST /v1/runs/{id}/signals/{name}` gives it."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
+from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
 
 def _until(http: httpx.Client, run: str, status: str, timeout: float = 30) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = http.get(f"/v1/runs/{run}").json()
-        if view["status"] == status:
-            return view  # type: ignore[no-any-return]
+    def reached(view: dict[str, object]) -> bool:
         assert view["status"] not in ("succeeded", "failed") or status in (
-            "succeeded", "failed"), view
-        assert time.monotonic() < deadline, view
-        time.sleep(0.05)
+            "succeeded", "failed"), view  # finished before it got there
+        return view["status"] == status
+
+    return wait_until_sync(lambda: http.get(f"/v1/runs/{run}").json(),  # type: ignore[no-any-return]
+                           until=reached, timeout=timeout, what=f"run {run} {status}")
 
 
 @pytest.mark.parametrize("workflow", ["approve", "approve_async"])

@@ -15,6 +15,7 @@ import httpx
 import nats
 import pytest
 from e2e_stack import BASIC_APP, StackHandle, config_env
+from nalar_common.testing import wait_until, wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -70,27 +71,19 @@ async def test_state_store_registers_sessions(stack: StackHandle, http: httpx.Cl
                      ).json()["run_id"] for i in range(2)]
     nc = await nats.connect(stack.nats_url)
     try:
-        for _ in range(100):
+        async def registered() -> dict[str, object] | None:
             reply = await nc.request(f"{stack.prefix}.nalar.state.session",
                                      json.dumps({"session_id": "registry-1"}).encode(), timeout=2)
-            session = json.loads(reply.data).get("session")
-            if session and len(session["runs"]) == 2:
-                break
-            await nc.flush()
-        assert session is not None
+            return json.loads(reply.data).get("session")  # type: ignore[no-any-return]
+
+        session = await wait_until(registered, what="the session's two runs registered",
+                                   until=lambda s: s and len(s["runs"]) == 2)
         assert [r["run_id"] for r in session["runs"]] == ids
         missing = json.loads((await nc.request(f"{stack.prefix}.nalar.state.session",
                                                b'{"session_id": "nope"}', timeout=2)).data)
         assert missing["error"]["code"] == "not_found"
     finally:
         await nc.close()
-
-
-def _wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 def _children(pid: int) -> list[int]:
@@ -125,7 +118,8 @@ def test_nalar_up_embedded_servers_and_crash_of_a_part(tmp_path: Path) -> None:
              "--key-file", str(tmp_path / "api-key")],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: "Nalar is up" in log.read_text())
+        wait_until_sync(lambda: "Nalar is up" in log.read_text(), timeout=60,
+                        what="`nalar up` to say it is up")
         text = log.read_text()
         assert f"http://127.0.0.1:{port}" in text and "nats://127.0.0.1:" in text
         assert "redis://127.0.0.1:" in text and str(tmp_path / "data") in text
@@ -148,13 +142,16 @@ def test_nalar_up_embedded_servers_and_crash_of_a_part(tmp_path: Path) -> None:
         host = next(k for k in kids if "nalar_agent_host" in
                     Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace"))
         os.kill(host, signal.SIGKILL)  # started again; the stack stays up
-        _wait_for(lambda: "host-n1-1 exited with code -9; restarting" in log.read_text())
-        _wait_for(lambda: log.read_text().count("started host-n1-1 (pid") == 2)
+        wait_until_sync(lambda: "host-n1-1 exited with code -9; restarting" in log.read_text(),
+                        timeout=60, what="the supervisor to see the host die")
+        wait_until_sync(lambda: log.read_text().count("started host-n1-1 (pid") == 2,
+                        timeout=60, what="the host started again")
         assert proc.poll() is None
         kids = _children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        _wait_for(lambda: not any(_alive(k) for k in kids), timeout=20)
+        wait_until_sync(lambda: not any(_alive(k) for k in kids), timeout=20,
+                        what="every child process gone")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -174,11 +171,13 @@ def test_nalar_up_stops_cleanly_on_sigint(tmp_path: Path, nats_url: str,
              "--port", str(port), "--prefix", "sigint", "--data-dir", str(tmp_path / "d"),
              "--key-file", str(tmp_path / "api-key")],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    _wait_for(lambda: "Nalar is up" in log.read_text())
+    wait_until_sync(lambda: "Nalar is up" in log.read_text(), timeout=60,
+                    what="`nalar up` to say it is up")
     kids = _children(proc.pid)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
     assert proc.wait(60) == 0
-    _wait_for(lambda: not any(_alive(k) for k in kids), timeout=20)
+    wait_until_sync(lambda: not any(_alive(k) for k in kids), timeout=20,
+                    what="every child process gone")
     text = log.read_text()
     stopped = [line.split(" |", 1)[0].strip() for line in text.splitlines()
                if "service.stopped" in line]

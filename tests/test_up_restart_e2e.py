@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 import pytest
 import redis
 from e2e_stack import BASIC_APP, StackHandle, start_stack, stop_stack
+from nalar_common.testing import WaitTimeout, wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -25,16 +25,16 @@ OWN_SERVERS = {"NALAR_NATS_URL": "", "NALAR_REDIS_URL": ""}  # `nalar up` starts
 def _wait_for(what: str, check: Callable[[], object], stack: StackHandle,
               timeout: float = 60) -> object:
     """Poll `check` until it returns something truthy; fail early if `nalar up` exits."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def alive_and_found() -> object:
         assert stack.proc.poll() is None, \
             f"nalar up exited:\n{stack.log.read_text(errors='replace')[-4000:]}"
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, \
-            f"{what}: not within {timeout}s\n{stack.log.read_text(errors='replace')[-4000:]}"
-        time.sleep(0.1)
+        return check()
+
+    try:
+        return wait_until_sync(alive_and_found, what=what, timeout=timeout, interval=0.1)
+    except WaitTimeout as exc:
+        raise WaitTimeout(f"{what}\n{stack.log.read_text(errors='replace')[-4000:]}",
+                          exc.timeout, exc.last) from None
 
 
 def _log_match(stack: StackHandle, pattern: str) -> list[re.Match[str]]:

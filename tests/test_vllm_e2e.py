@@ -20,6 +20,7 @@ import httpx
 import pytest
 from e2e_stack import ROOT, StackHandle, start_stack, stop_stack
 from nalar_common.servers import free_port
+from nalar_common.testing import WaitTimeout, wait_until_sync
 
 VLLM_VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm"))
 MODEL_DIR = Path(os.environ.get("VLLM_MODEL_DIR", ROOT / ".nalar" / "models" / "smollm2-135m"))
@@ -79,20 +80,20 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer
                                 start_new_session=True)
     server = VLLMServer(proc, port, log)
     started = time.monotonic()
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"vLLM server exited with {proc.returncode} while starting:\n"
+                        f"{server.tail()}")
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode} while starting:\n"
-                            f"{server.tail()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - started > START_TIMEOUT_S:
-                pytest.fail(f"vLLM server not healthy within {START_TIMEOUT_S} s:\n"
-                            f"{server.tail()}")
-            time.sleep(1)
+        try:
+            wait_until_sync(healthy, what="the vLLM server healthy", timeout=START_TIMEOUT_S,
+                            interval=1, ignore=(httpx.HTTPError,))
+        except WaitTimeout:
+            pytest.fail(f"vLLM server not healthy within {START_TIMEOUT_S} s:\n"
+                        f"{server.tail()}")
         print(f"vLLM healthy after {time.monotonic() - started:.1f} s on port {port}")
         yield server
     finally:

@@ -33,6 +33,7 @@ from nalar_common.servers import (
     start_nats,
     valkey_server_binary,
 )
+from nalar_common.testing import WaitTimeout, wait_until_sync
 
 APP = Path(__file__).resolve().parent / "app"
 WORKFLOW = "pipeline"
@@ -100,7 +101,7 @@ class Unit:
 
 class Supervisor:
     """Restarts a unit whose process exited, `delay` seconds later (like systemd's
-    `Restart=always`, `RestartSec`). It acts when `tick()` runs: `sleep()` ticks."""
+    `Restart=always`, `RestartSec`). It acts when `tick()` runs: `wait_for()` ticks."""
 
     def __init__(self, delay: float = 1.0) -> None:
         self.delay = delay
@@ -140,22 +141,14 @@ class Supervisor:
                     unit.died_at = None
                     self.log.append({"t": now(), "unit": unit.name, "event": "restarted"})
 
-    def sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while True:
-            self.tick()
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(0.1, left))
-
-    def wait_for(self, ready: Callable[[], bool], timeout: float,
+    def wait_for(self, ready: Callable[[], object], timeout: float,
                  stable: float = 0.0) -> float | None:
         """Tick until `ready()` has been true for `stable` seconds in a row (exceptions count
         as not ready); returns the time that streak began, None on timeout."""
-        end = time.monotonic() + timeout
         since: float | None = None
-        while time.monotonic() < end:
+
+        def streak() -> float | None:
+            nonlocal since
             self.tick()
             try:
                 ok = bool(ready())
@@ -163,12 +156,20 @@ class Supervisor:
                 ok = False
             if not ok:
                 since = None
-            else:
-                since = since or now()
-                if now() - since >= stable:
-                    return since
-            time.sleep(0.2)
-        return None
+                return None
+            since = since or now()
+            return since if now() - since >= stable else None
+
+        try:
+            return wait_until_sync(streak, what="the stack's state",  # type: ignore[no-any-return]
+                                   timeout=timeout, interval=0.1)
+        except WaitTimeout:
+            return None
+
+    def restarted(self, name: str, after: float) -> bool:
+        """Whether the supervisor started `name` again after time `after`."""
+        return any(e["unit"] == name and e["event"] == "restarted" and e["t"] >= after
+                   for e in self.log)
 
     def stop(self) -> None:
         """SIGTERM every service, then the servers last."""
@@ -446,6 +447,12 @@ class Load:
     def open_runs(self) -> list[Run]:
         with self.lock:
             return [r for r in self.runs if r.status not in TERMINAL]
+
+    def succeeded_since(self, t: float) -> int:
+        """Runs accepted at or after `t` that succeeded (as the poller has seen so far)."""
+        with self.lock:
+            return sum(1 for r in self.runs if r.accepted_at is not None
+                       and r.accepted_at >= t and r.status == "succeeded")
 
     def snapshot(self) -> list[Run]:
         with self.lock:

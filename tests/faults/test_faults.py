@@ -11,7 +11,6 @@ columns.
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +43,9 @@ ENV = {
     "NALAR_LOG_LEVEL": "INFO",
 }
 RESTART_DELAY_S = 1.0  # the supervisor's RestartSec
-STEADY_S = float(os.environ.get("NALAR_FAULTS_STEADY_S", "5"))  # load between faults
+# load between faults: this many runs accepted after the stack recovered have succeeded
+STEADY_RUNS = int(os.environ.get("NALAR_FAULTS_STEADY_RUNS", "16"))
+STEADY_CAP_S = 60.0  # longest wait for them (a stack that does not serve shows in the report)
 SETTLE_CAP_S = 45.0  # longest wait for a fault's in-flight runs before the next fault
 READY_STABLE_S = 4.0  # "ready again" must hold this long (a stale view shows only later)
 FINAL_WAIT_S = 150.0  # for every accepted run to end, after the load stops
@@ -86,23 +87,31 @@ def test_faults(tmp_path: Path) -> None:
         load = Load(stack.urls, clients=4, interval=1.0, run_timeout_s=RUN_TIMEOUT_S)
         load.start()
         t0 = load.started_at
-        stack.sup.sleep(STEADY_S + 2)  # baseline
+        stack.sup.wait_for(lambda: load.succeeded_since(t0) >= STEADY_RUNS * 1.5,
+                           STEADY_CAP_S)  # baseline
         faults: list[Fault] = []
         for name, what, choose, restart_after in _faults(stack):
-            stack.sup.sleep(random.uniform(0, 1))  # not in step with the clients
+            # each fault strikes work in flight (the steady window ends when the poller sees
+            # a run end: not in step with the clients)
+            stack.sup.wait_for(load.open_runs, STEADY_CAP_S)
             target = choose()
             at = stack.sup.kill(target, restart_after)
             fault = Fault(name, what, at, target)
             faults.append(fault)
             print(f"[{at - t0:6.1f}s] fault {name}: {what} ({target})", flush=True)
             inflight = {r.run_id for r in load.open_runs() if r.accepted_at and r.accepted_at < at}
-            stack.sup.sleep((RESTART_DELAY_S if restart_after is None else restart_after) + 0.5)
+            restart_cap = (RESTART_DELAY_S if restart_after is None else restart_after) + 30
+            assert stack.sup.wait_for(lambda t=target, a=at: stack.sup.restarted(t, a),  # type: ignore[misc]
+                                      restart_cap), \
+                f"{target} not restarted\n{stack.logs()}"
             ready_at = stack.sup.wait_for(stack.ready, SETTLE_CAP_S, stable=READY_STABLE_S)
             if ready_at is not None:
                 fault.ready_after_s = round(ready_at - at, 2)
             stack.sup.wait_for(lambda ids=inflight: not any(
                 r.run_id in ids for r in load.open_runs()), SETTLE_CAP_S)  # type: ignore[misc]
-            stack.sup.sleep(STEADY_S)
+            settled = time.time()
+            stack.sup.wait_for(lambda t=settled: load.succeeded_since(t) >= STEADY_RUNS,  # type: ignore[misc]
+                               STEADY_CAP_S)
         load.stop_submitting()
         print(f"[{time.time() - t0:6.1f}s] load stopped; waiting for "
               f"{len(load.open_runs())} open runs", flush=True)
@@ -113,7 +122,8 @@ def test_faults(tmp_path: Path) -> None:
         created = created_events(stack)
         report = build_report(load, faults, effects, created, stack.sup.log, t0)
         report["config"] = {"env": ENV, "restart_delay_s": RESTART_DELAY_S,
-                            "steady_s": STEADY_S, "hosts": stack.hosts, "clients": load.clients,
+                            "steady_runs": STEADY_RUNS, "hosts": stack.hosts,
+                            "clients": load.clients,
                             "interval_s": load.interval, "run_timeout_s": RUN_TIMEOUT_S,
                             "logs": str(stack.log_dir),
                             "duration_s": round(time.time() - t0, 1)}

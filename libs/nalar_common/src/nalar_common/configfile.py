@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nalar_common.logging import get_logger
 
@@ -92,9 +94,24 @@ def check_entry(item: Any, known: set[str], where: str, shape: str,
     return item
 
 
+class ConfigFileSettings(BaseSettings):
+    """How often a running service looks at its config files again (`NALAR_CONFIG_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="NALAR_CONFIG_", extra="ignore")
+
+    check_s: float | None = Field(default=None, ge=0, description="Seconds between two looks "
+                                  "at a config file (its mtime, size and inode); unset: each "
+                                  "file's own (1 s); 0: every use looks, so an edit is in "
+                                  "force from the next request on (test stacks)")
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
 class ConfigFile(Generic[T]):
     """The value in force from `path`: `require()` loads it at start (or raises),
-    `current()` rereads it when its mtime or size changes (checked at most every
+    `current()` rereads it when its mtime, size or inode changes (checked at most every
     `check_every_s`). Until a first good load the value is `initial`, which callers make
     the closed one (deny everything)."""
 
@@ -105,7 +122,7 @@ class ConfigFile(Generic[T]):
         self.value: T = initial
         self.error: str | None = None
         self.enabled = True
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._checked = -1e9
 
     def turn_off(self, value: T) -> None:
@@ -129,7 +146,7 @@ class ConfigFile(Generic[T]):
             raise exc.at(self.path) from None
         except ValueError as exc:
             raise ConfigError(str(exc), path=self.path) from None
-        self._stamp, self.error = (st.st_mtime, st.st_size), None
+        self._stamp, self.error = _stamp(st), None
         self._checked = time.monotonic()
         log.info(f"{self.what}.loaded", path=str(self.path),
                  revision=getattr(self.value, "revision", None))
@@ -153,7 +170,7 @@ class ConfigFile(Generic[T]):
                 log.warning(f"{self.what}.removed", path=str(self.path), kept=kept)
             self._stamp = None
             return
-        stamp = (st.st_mtime, st.st_size)
+        stamp = _stamp(st)
         if stamp == self._stamp:
             return
         self._stamp = stamp
@@ -171,15 +188,21 @@ class ConfigFile(Generic[T]):
 OFF = "none"  # the setting's value that turns a file off
 
 
-def open_config(file: ConfigFile[T], mode: str, setting: str, off: T) -> ConfigFile[T]:
+def open_config(file: ConfigFile[T], mode: str, setting: str, off: T, *,
+                checks: ConfigFileSettings | None = None) -> ConfigFile[T]:
     """`file` loaded now (ConfigError naming the file and line when it cannot be used), or
-    serving `off` for good when the setting (`setting`=`mode`) says `none`."""
+    serving `off` for good when the setting (`setting`=`mode`) says `none`. `checks` (read
+    from the environment when not given: this runs once, as the service starts) may set how
+    often the file is looked at again."""
     chosen = mode.strip().lower()
     if chosen == OFF:
         file.turn_off(off)
         return file
     if chosen != "file":
         raise ConfigError(f"{setting} is `file` or `none`, not {mode!r}")
+    every = (checks or ConfigFileSettings()).check_s
+    if every is not None:
+        file.check_every_s = every
     file.require()
     return file
 
