@@ -7,7 +7,11 @@ from pathlib import Path
 
 from fakebus import FakeMsg
 from lc_fakes import call_headers, controller, held_call, instance, started
+from nalar_common.calls import encode_result
 from nalar_common.cluster import PolicySnapshot
+from nalar_common.envelope import Envelope
+from nalar_common.errors import AgentError
+from nalar_common.futures import FutureResult
 from nalar_local_controller.held import CallState, Held
 from nalar_local_controller.hooks import CallHook, Hooks
 from nalar_local_controller.runs import RunFacts
@@ -146,3 +150,36 @@ async def test_a_snapshot_moves_a_sessions_queued_calls_and_raises_its_priority(
     assert running.key in busy.inflight and calls[1].priority == 5
     assert lc.stats["migrated"] == 2
     assert bus.subjects().count(bus.names.run_event("r", "migrated")) == 2
+
+
+async def test_a_call_ended_while_its_place_was_pending_is_never_dispatched(
+        tmp_path: Path) -> None:
+    """One argument fails, another resolves right after: the call fails once and is not
+    dispatched (nor forwarded) afterwards, so no slot is held by a call nobody acks."""
+    lc, bus = controller(tmp_path, instance("i1"))
+    held = held_call("3")
+    held.deps, held.waiting, held.state = ["1", "2"], {"1", "2"}, CallState.WAITING
+    lc.book.held[held.key] = held
+    _, failed = encode_result(error=AgentError("boom"))
+    _, fine = encode_result(value=1)
+    async with started(lc):
+        lc.admission._dep_resolved(held, FutureResult("r", "1", failed,
+                                                      {"Nalar-Status": "error"}))
+        lc.admission._dep_resolved(held, FutureResult("r", "2", fine, {"Nalar-Status": "ok"}))
+        await lc.admission.place(held)  # a place that was already on its way
+        await lc.dispatcher.forward(held, "n2")
+    assert held.state is CallState.DONE and held.msgs[0].acked == 1
+    assert lc.book.queues["i1"].free_slots == 1 and lc.stats["dispatched"] == 0
+    assert bus.subjects().count(bus.names.future("r", "3")) == 1
+    assert not [p for p in bus.js.published if p.subject.startswith("nalar.call.")]
+
+
+async def test_each_call_of_a_cancelled_run_names_its_own_place(tmp_path: Path) -> None:
+    lc, bus = controller(tmp_path, instance("i1"))
+    async with started(lc):
+        await admit(lc, "1", "2", "3")
+        await lc.cancels.cancel("r")
+    for fut in ("2", "3"):
+        stored = next(p for p in bus.js.published if p.subject == bus.names.future("r", fut))
+        error = Envelope.decode(stored.data, expect="result").body["error"]
+        assert error["code"] == "cancelled" and error["details"]["future"] == fut

@@ -24,6 +24,7 @@ from nats.js.api import (
 from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from nalar_common.errors import Unavailable
 from nalar_common.logging import get_logger
 from nalar_common.settings import NatsSettings
 from nalar_common.subjects import Names
@@ -185,11 +186,16 @@ class Bus:
             return await self.js.key_value(bucket)  # a concurrent creator won
 
     # -- reads ---------------------------------------------------------------
-    async def direct_get_last(self, stream: str, subject: str,
-                              timeout: float = 2.0) -> StoredMsg | None:
-        """Last message on `subject`, or None; one request, no consumer."""
+    async def direct_get_last(self, stream: str, subject: str, timeout: float = 2.0, *,
+                              strict: bool = False) -> StoredMsg | None:
+        """Last message on `subject`, or None; one request, no consumer. `strict`: None only
+        when the stream says there is none (404); any other failure raises `Unavailable`."""
         msg = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"",
                                     timeout=timeout)
+        status = (msg.headers or {}).get("Status")
+        if strict and status and status != "404":
+            raise Unavailable(f"direct get of {subject} from {stream} answered {status}",
+                              details={"status": status})
         return _stored(msg)
 
     async def multi_last(self, stream: str, subjects: Iterable[str],

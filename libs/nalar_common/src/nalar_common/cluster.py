@@ -141,7 +141,8 @@ class ClusterView:
         self._bus = bus
         self._ttl = instance_ttl_s or bus.settings.instance_ttl_s
         self.instances: dict[str, InstanceInfo] = _Instances()
-        self._live: dict[tuple[str, str | None], tuple[int, float, list[InstanceInfo]]] = {}
+        self._live: dict[tuple[str, str | None],
+                         tuple[tuple[int, int], float, list[InstanceInfo]]] = {}
         self.snapshot: PolicySnapshot | None = None
         self._ready = asyncio.Event()
         self._initial_done: set[str] = set()
@@ -245,9 +246,10 @@ class ClusterView:
     def live_instances(self, agent: str, node: str | None = None) -> list[InstanceInfo]:
         """Instances that take new work (fresh, not draining). Do not change the list."""
         now = time.time()
-        version = getattr(self.instances, "version", -1)  # a plain dict: never cached
+        # a table assigned anew starts counting again: its identity is part of the version
+        version = (id(self.instances), getattr(self.instances, "version", -1))
         hit = self._live.get((agent, node))
-        if hit is not None and hit[0] == version >= 0 and now < hit[1]:
+        if hit is not None and hit[0] == version and version[1] >= 0 and now < hit[1]:
             return hit[2]
         found = [i for i in self.live(now) if i.agent == agent and not i.draining
                  and (node is None or i.node == node)]

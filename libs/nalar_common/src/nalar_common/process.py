@@ -1,13 +1,20 @@
 """Service process lifecycle shared by every `python -m nalar_<name>` entry point.
 
 Settings → logging → connect → run until SIGTERM/SIGINT; then stop intake, give in-flight
-work a grace period, cancel, drain the NATS connection. Shutdown is idempotent.
+work a grace period, cancel, drain the NATS connection. Shutdown is idempotent, and bounded:
+a process whose stop is still stuck `STUCK_AFTER_S` past the grace (a library that swallows
+a cancellation, a blocked thread) writes every thread's and task's stack to stderr and
+exits with code 70, so a stack never waits on it and its log says where it hung.
 """
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import os
 import signal
+import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -17,6 +24,9 @@ from nalar_common.settings import LogSettings, NatsSettings
 from nalar_common.subjects import Names
 
 log = get_logger(__name__)
+
+STUCK_AFTER_S = 10.0  # past the grace: the stop is stuck, the process exits all the same
+EXIT_STUCK = 70  # EX_SOFTWARE
 
 
 class Shutdown(Exception):
@@ -55,6 +65,9 @@ async def run_service(name: str, nats: NatsSettings, build: Callable[[Bus], Awai
         def on_signal() -> None:
             service.stop()
             loop.call_later(grace_s, task.cancel)
+            watchdog = threading.Timer(grace_s + STUCK_AFTER_S, exit_stuck, (name, loop))
+            watchdog.daemon = True
+            watchdog.start()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
@@ -65,6 +78,22 @@ async def run_service(name: str, nats: NatsSettings, build: Callable[[Bus], Awai
     finally:
         await bus.close()
         log.info("service.stopped", service=name)
+
+
+def exit_stuck(name: str, loop: asyncio.AbstractEventLoop) -> None:
+    """The stop did not end: say where everything is (threads, then asyncio tasks) and exit
+    without waiting for anything more (from the watchdog thread)."""
+    print(f'{{"event": "service.stop_stuck", "service": "{name}", "level": "error"}}',
+          file=sys.stderr, flush=True)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    try:
+        for task in list(asyncio.all_tasks(loop)):
+            print(f"--- task {task.get_name()}: {task.get_coro()!r}", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
+    except Exception as exc:  # the loop's task set changed under us: the threads are out
+        print(f"(tasks not listed: {exc!r})", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(EXIT_STUCK)
 
 
 def serve(name: str, nats: NatsSettings, logs: LogSettings,

@@ -184,6 +184,8 @@ class AgentHost:
             await dead_letter(self.bus, service=f"agent-host:{self.host_id}",
                               subject=msg.subject, data=msg.data, headers=msg.headers,
                               reason=f"malformed control message: {exc.message}")
+        except Exception as exc:  # answered all the same: the controller must not wait
+            result = ControlReply(ok=False, error=str(exc) or type(exc).__name__)
         if not quiet:
             log.info("agent_host.control", host=self.host_id, ok=result.ok,
                      status=result.status, error=result.error)

@@ -5,9 +5,10 @@ authorization, guardrails), its session's pin, its dependencies, and placement."
 from __future__ import annotations
 
 import functools
+from collections.abc import Container
 from typing import Any
 
-from nalar_common.errors import DependencyFailed
+from nalar_common.errors import Cancelled, DependencyFailed
 from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.logging import get_logger
 from nalar_common.subjects import Headers as H
@@ -25,14 +26,17 @@ from nalar_local_controller.settings import LocalControllerSettings
 log = get_logger(__name__)
 
 REQUIRED = (H.RUN, H.FUTURE, H.AGENT, H.METHOD)
+PLACEABLE = frozenset({CallState.ADMITTING, CallState.WAITING})  # not yet queued or sent
 ADMIT_AGAIN_S = 2.0
 
 
 class Admission:
     def __init__(self, book: Book, runs: RunBook, hooks: Hooks, pins: Pins,
                  waiter: FutureWaiter, dispatcher: Dispatcher, outcomes: Outcomes,
-                 tasks: Tasks, settings: LocalControllerSettings) -> None:
+                 tasks: Tasks, settings: LocalControllerSettings,
+                 cancelled: Container[str] = ()) -> None:
         self.book, self.runs, self.hooks, self.pins = book, runs, hooks, pins
+        self.cancelled = cancelled  # runs cancelled here
         self.waiter, self.dispatcher, self.outcomes = waiter, dispatcher, outcomes
         self.tasks, self.settings = tasks, settings
 
@@ -49,6 +53,10 @@ class Admission:
         existing = self.book.held.get(held.key)
         if existing is not None:
             existing.msgs.append(msg)  # the same call again: acked together when it is done
+            return
+        if held.run in self.cancelled:  # no facts needed: refused before anything else
+            self.book.held[held.key] = held
+            await self.outcomes.fail(held, Cancelled(f"run {held.run} was cancelled"))
             return
         if held.deliveries > 1:  # a controller died holding it: it may have run already
             if await self._already_resolved(held):
@@ -75,7 +83,8 @@ class Admission:
         return Held(msgs=[msg], data=msg.data, headers=headers, run=headers[H.RUN],
                     future=headers[H.FUTURE], agent=headers[H.AGENT],
                     session=headers.get(H.SESSION, ""), priority=priority,
-                    deps=[d for d in (headers.get(H.DEPS) or "").split(",") if d],
+                    deps=list(dict.fromkeys(d for d in (headers.get(H.DEPS) or "").split(",")
+                                            if d)),
                     base_priority=priority, deliveries=redeliveries + 1,
                     deadline=header_float(headers.get(H.DEADLINE)))
 
@@ -95,21 +104,25 @@ class Admission:
         held.replay_of = facts.replay_of
         if await self.hooks.before_admit(held, facts):
             return
-        if held.session and self.pins.is_stateful(held.agent):
-            pinned = await self.pins.pin(held, self.dispatcher.choose)
-            node = self.pins.node_of(pinned) if pinned else None
-            if node is not None and node != self.dispatcher.node:
-                await self.dispatcher.forward(held, node)  # the session lives on another node
+        try:
+            if held.session and self.pins.is_stateful(held.agent):
+                pinned = await self.pins.pin(held, self.dispatcher.choose)
+                node = self.pins.node_of(pinned) if pinned else None
+                if node is not None and node != self.dispatcher.node:
+                    await self.dispatcher.forward(held, node)  # its session lives there
+                    return
+                held.pinned = pinned
+            if held.deps:
+                held.state = CallState.WAITING
+                held.waiting = set(held.deps)
+                on_resolved = functools.partial(self._dep_resolved, held)
+                for dep in held.deps:
+                    await self.waiter.watch(held.run, dep, on_resolved)
                 return
-            held.pinned = pinned
-        if not held.deps:
-            await self.place(held)
+        except Exception as exc:  # the pins bucket or the futures stream away: again later
+            self.admit_later(held, f"pin or dependencies: {exc}")
             return
-        held.state = CallState.WAITING
-        held.waiting = set(held.deps)
-        on_resolved = functools.partial(self._dep_resolved, held)
-        for dep in held.deps:
-            await self.waiter.watch(held.run, dep, on_resolved)
+        await self.place(held)
 
     def admit_later(self, held: Held, why: str) -> None:
         """Admission could not decide (NATS or Redis away): keep the call claimed and try
@@ -122,24 +135,33 @@ class Admission:
             return
         held.waiting.discard(result.future)
         held.dep_results[result.future] = result
-        if not result.ok:
+        if not result.ok:  # ended now, so no other dependency's answer places it
             cause = result.error()
-            self.tasks.spawn(self.outcomes.fail(held, DependencyFailed(
-                f"argument future {result.future} failed: {cause.message if cause else ''}",
-                details={"dependency": result.future,
-                         "cause": cause.to_wire() if cause else None})))
+            if self.book.end(held):
+                self.tasks.spawn(self.outcomes.failed(held, DependencyFailed(
+                    f"argument future {result.future} failed: "
+                    f"{cause.message if cause else ''}",
+                    details={"dependency": result.future,
+                             "cause": cause.to_wire() if cause else None})))
         elif not held.waiting:
             self.tasks.spawn(self.place(held))
 
     async def place(self, held: Held) -> None:
         """The hooks before placement (a replay may answer it), then queue and dispatch now,
-        without waiting for the outbox task."""
+        without waiting for the outbox task. Only a call still held and not yet placed: a
+        cancel or a deadline may have ended it while the hooks were asked."""
         try:
             facts = await self.runs.get(held.run)
         except Exception as exc:
-            self.admit_later(held, f"run facts: {exc}")
+            log.warning("call.place_retry", run_id=held.run, future_id=held.future,
+                        reason=f"run facts: {exc}")
+            self.tasks.later(ADMIT_AGAIN_S, self.book, held, self.place)
             return
-        if await self.hooks.before_place(held, facts):
+        if not self._placeable(held) or await self.hooks.before_place(held, facts):
             return
-        self.dispatcher.place(held)
-        await self.dispatcher.flush()
+        if self._placeable(held):
+            self.dispatcher.place(held)
+            await self.dispatcher.flush()
+
+    def _placeable(self, held: Held) -> bool:
+        return self.book.holds(held) and held.state in PLACEABLE

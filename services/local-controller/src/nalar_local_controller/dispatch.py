@@ -143,8 +143,10 @@ class Dispatcher:
 
     async def forward(self, held: Held, node: str, instance: str | None = None) -> None:
         """Hand a call to another node: republish with a new message id, then ack ours. A
-        migrated call names its instance there (`Nalar-Instance`)."""
-        self.book.end(held)
+        migrated call names its instance there (`Nalar-Instance`). Only a call still held
+        here: one that ended meanwhile (failed, cancelled) is not run again elsewhere."""
+        if not self.book.end(held):
+            return
         hop = int(held.headers.get(H.HOP, "0")) + 1
         headers = {**held.headers, H.HOP: str(hop),
                    H.MSG_ID: f"{held.key}.c{hop}.a{held.headers.get(H.ATTEMPT, '1')}"}

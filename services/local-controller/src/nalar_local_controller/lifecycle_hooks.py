@@ -25,7 +25,7 @@ class CancelledRuns(CallHook):
         self.book, self.outcomes = book, outcomes
         self._cancelled: dict[str, float] = {}
 
-    def __contains__(self, run: str) -> bool:
+    def __contains__(self, run: object) -> bool:
         return run in self._cancelled
 
     async def before_admit(self, held: Held, facts: RunFacts) -> bool:

@@ -4,6 +4,7 @@ dead-lettered when it keeps failing to finish, answered from a replayed run's jo
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +63,11 @@ class Outcomes:
 
     # -- failing -----------------------------------------------------------------------------
     async def fail(self, held: Held, error: NalarError) -> None:
-        if not self.book.end(held):
-            return
+        if self.book.end(held):
+            await self.failed(held, error)
+
+    async def failed(self, held: Held, error: NalarError) -> None:
+        """A call this controller stopped holding ends with `error` (stored, then acked)."""
         await self.fail_headers(held.headers, error)
         await held.ack()
 
@@ -72,9 +76,9 @@ class Outcomes:
         error of a call, it names the call's place (future, agent, method)."""
         self.book.stats["failed"] += 1
         run, fut = headers.get(H.RUN, ""), headers.get(H.FUTURE, "")
-        error.details.setdefault("future", fut)
-        error.details.setdefault("agent", headers.get(H.AGENT, ""))
-        error.details.setdefault("method", headers.get(H.METHOD, ""))
+        error = copy.copy(error)  # one error may end many calls (a cancelled run's)
+        error.details = {"future": fut, "agent": headers.get(H.AGENT, ""),
+                         "method": headers.get(H.METHOD, ""), **error.details}
         log.info("call.failed", run_id=run, future_id=fut, code=error.error_code,
                  message=error.message)
         await publish_result(self.bus, headers, error=error, executor=self.executor)

@@ -49,7 +49,8 @@ class RunBook:
             self._runs.move_to_end(run)
             return hit[0]
         n = self.bus.names
-        stored = await self.bus.direct_get_last(n.runs_stream, n.run_event(run, Event.CREATED))
+        stored = await self.bus.direct_get_last(n.runs_stream, n.run_event(run, Event.CREATED),
+                                                strict=True)  # absent: the stream said so
         created = decode(stored) if stored is not None else {}
         who = created.get("principal")
         facts = RunFacts(run, Principal.from_dict(who) if isinstance(who, dict) else UNKNOWN,

@@ -85,7 +85,8 @@ class LocalController:
                   replay]
         self.hooks = Hooks(chain)
         self.admission = Admission(self.book, self.runs, self.hooks, self.pins, self.waiter,
-                                   self.dispatcher, self.outcomes, self.tasks, settings)
+                                   self.dispatcher, self.outcomes, self.tasks, settings,
+                                   cancelled=self.cancels)
         replay.again = self.admission.place
         if self.guardrails is not None:
             self.guardrails.readmit = self.admission.admit
@@ -162,6 +163,8 @@ class LocalController:
         for held in list(self.book.held.values()):
             if held.dispatched:
                 continue
+            self.book.unqueue(held)  # handed back: nothing here may dispatch it any more
+            self.book.end(held)
             try:
                 await held.nak()
             except Exception:
