@@ -107,3 +107,20 @@ async def test_instances_assign_and_release_answer_what_they_did(
     assert inst.assign("Echo", tg).status == "already here"
     assert not inst.release("h1.Missing", tg).ok
     assert inst.get("h1.Echo") is not None and inst.free_slots() is None
+
+
+async def test_a_retryable_failure_asks_for_another_attempt_and_publishes_no_result(
+        host: tuple[AgentHost, FakeBus]) -> None:
+    h, bus = host
+    done = await run(h, "until", 3, agent="Flaky")
+    assert done[H.STATUS] == "retry" and float(done[H.RETRY_AFTER]) > 0
+    assert not [p for p in bus.js.published if p.subject == bus.names.future("r", "1")]
+    assert bus.names.run_event("r", "retrying") in bus.subjects()
+    assert h.stats["retried"] == 1
+
+
+async def test_the_last_attempt_publishes_its_error(host: tuple[AgentHost, FakeBus]) -> None:
+    h, bus = host
+    done = await run(h, "until", 9, agent="Flaky", attempt=4)
+    assert done[H.STATUS] == "error"
+    assert bus.names.future("r", "1") in bus.subjects()

@@ -12,6 +12,7 @@ from nalar_common.cluster import PolicySnapshot
 from nalar_common.envelope import Envelope
 from nalar_common.errors import AgentError
 from nalar_common.futures import FutureResult
+from nalar_common.wire import ControlReply, ControlRequest
 from nalar_local_controller.held import CallState, Held
 from nalar_local_controller.hooks import CallHook, Hooks
 from nalar_local_controller.runs import RunFacts
@@ -52,12 +53,13 @@ async def test_a_retry_frees_the_slot_and_places_the_next_attempt_later(
     lc, _ = controller(tmp_path, instance("i1"))
     async with started(lc):
         (held,) = await admit(lc, "1")
-        await lc._on_done(done(held, "retry", **{"Retry-After": "60"}))
+        first = held.token
+        await lc._on_done(done(held, "retry", **{"Nalar-Retry-After": "0.05"}))
         assert lc.book.holds(held) and held.state is CallState.BACKOFF
         assert held.headers["Nalar-Attempt"] == "2" and held.msgs[0].acked == 0
         assert lc.book.queues["i1"].free_slots == 1 and lc.stats["retried"] == 1
-        await lc.cancels.cancel("r")  # ends the test: the waiting attempt fails now
-    assert held.state is CallState.DONE
+    assert held.dispatched and held.token != first  # the next attempt, after Retry-After
+    assert held.msgs[0].acked == 0  # still claimed: acked when an attempt ends it
 
 
 async def test_an_instance_lost_runs_its_calls_again_or_dead_letters_them(
@@ -183,3 +185,41 @@ async def test_each_call_of_a_cancelled_run_names_its_own_place(tmp_path: Path) 
         stored = next(p for p in bus.js.published if p.subject == bus.names.future("r", fut))
         error = Envelope.decode(stored.data, expect="result").body["error"]
         assert error["code"] == "cancelled" and error["details"]["future"] == fut
+
+
+async def test_a_lost_dispatch_runs_again_as_the_next_attempt(tmp_path: Path) -> None:
+    """Not stored, and its host says it does not run it: the dispatch was lost."""
+    lc, _ = controller(tmp_path, instance("i1"), redelivery_backoff_s=0.01)
+    asked: list[ControlRequest] = []
+
+    async def host_says(host: str, req: ControlRequest) -> ControlReply:
+        asked.append(req)
+        return ControlReply(ok=True, running=())
+
+    lc.recovery.control = host_says
+    async with started(lc):
+        (held,) = await admit(lc, "1")
+        token = held.token
+        await lc.recovery.reconcile(older_than=-1.0)
+        assert asked == [ControlRequest.running([token])]
+        assert held.state is CallState.BACKOFF and held.headers["Nalar-Attempt"] == "2"
+        assert lc.book.queues["i1"].free_slots == 1 and lc.stats["reconciled"] == 1
+    assert held.dispatched and held.token != token  # after the backoff: dispatched anew
+
+
+async def test_a_snapshot_provisions_on_a_host_with_a_free_slot_once(tmp_path: Path) -> None:
+    lc, _ = controller(tmp_path, instance("i1", slots_free=1))
+    asked: list[tuple[str, ControlRequest]] = []
+
+    async def host_says(host: str, req: ControlRequest) -> ControlReply:
+        asked.append((host, req))
+        return ControlReply(ok=True, status="starting", agent=req.agent)
+
+    lc.provisioning.control = host_says  # type: ignore[method-assign]
+    snap = PolicySnapshot(provisions=[{"id": "p1", "node": "n1", "agent": "B"},
+                                      {"id": "p2", "node": "n2", "agent": "B"}])
+    async with started(lc):
+        lc.provisioning.apply(snap)
+        lc.provisioning.apply(snap)  # the same action in the next snapshot: done already
+    assert asked == [("h-i1", ControlRequest.assign("B"))]
+    assert lc.stats["provisioned"] == 1
