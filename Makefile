@@ -17,7 +17,7 @@ VLLM_MODEL := .nalar/models/smollm2-135m
 VLLM_PORT ?= 8100
 BENCH_VENV := .venv-bench
 
-.PHONY: setup run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-engine bench-control-plane bench-skewed bench-env bench bench-full clean vllm test-vllm
+.PHONY: setup run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-http bench-engine bench-control-plane bench-skewed bench-env bench bench-full clean vllm test-vllm
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -61,6 +61,11 @@ typecheck: setup
 
 bench-overhead: setup
 	$(VENV)/bin/python bench/overhead.py
+
+# durable runs over HTTP (issue 19): 1 and 32 closed-loop clients, signal-waiting admission;
+# BENCH_HTTP_ARGS shortens it (.ci/run)
+bench-http: setup
+	$(VENV)/bin/python bench/frontdoor.py $(BENCH_HTTP_ARGS)
 
 bench-engine: setup
 	$(VENV)/bin/python bench/engine.py

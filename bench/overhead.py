@@ -19,33 +19,36 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import nats
 from nalar.context import CallContext, enter, leave
 from nalar.runtime import Runtime
 from nalar_common.bus import Bus, connect
 from nalar_common.errors import NalarError
-from nalar_common.servers import (
-    ServerProcess,
-    die_with_parent,
-    free_port,
-    nats_server_binary,
-    start_nats,
-    start_valkey,
-)
+from nalar_common.servers import die_with_parent, nats_server_binary
 from nalar_common.settings import NatsSettings
 from nalar_common.subjects import Names
-from nalar_common.testing import TEST_PRINCIPAL
-from procstat import CLK_TCK, cpu_seconds
+from stack import (
+    MACHINE,
+    CpuMeter,
+    Stack,
+    cpu_snapshot,
+    nats_traffic,
+    other_cores,
+    pct,
+    started_stack,
+    stop_process,
+    summary_ms,
+    top_frames,
+    traffic_per_op,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "bench" / "apps" / "noop"
@@ -53,21 +56,7 @@ OUT = ROOT / "bench" / "out"
 AGENT, METHOD = "Noop", "noop"
 TARGET_RATIO_P50 = 4.0
 TARGET_FUTURES_PER_S = 1000.0
-MACHINE = "(machine)"
-
-
-# -- statistics ------------------------------------------------------------------------------
-def pct(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of `samples`, which must not be empty."""
-    s = sorted(samples)
-    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
-
-
-def summary_ms(samples: Sequence[float]) -> dict[str, float]:
-    """p50/p90/p99/max in milliseconds of samples in seconds."""
-    return {"n": len(samples), **{k: round(pct(samples, q) * 1e3, 3) for k, q in
-                                  (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99),
-                                   ("max_ms", 100))}}
+_OURS = ("nalar", "nats/", "msgpack", "overhead.py")  # profiled code summed per function
 
 
 # -- the raw NATS responder (a separate process, like an agent host) ------------------------
@@ -88,135 +77,29 @@ async def responder(url: str, subject: str) -> None:
     await nc.drain()
 
 
-# -- processes -----------------------------------------------------------------------------
-def descendants(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        kids = parents.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def service_name(pid: int) -> str | None:
-    """`lc-n1`, `host-n1-h2`, `gateway`... for a process started by `nalar up`."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        env = dict(e.split(b"=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes()
-                   .split(b"\0") if b"=" in e)
-    except OSError:
-        return None
-    module = argv[argv.index(b"-m") + 1].decode() if b"-m" in argv else ""
-    node = env.get(b"NALAR_NODE_NAME", b"").decode()
-    return {"nalar_state_store": "state-store", "nalar_global_controller": "global-controller",
-            "nalar_gateway": "gateway", "nalar_local_controller": f"lc-{node}",
-            "nalar_agent_host": "host-" + env.get(b"NALAR_AGENT_HOST_HOST_ID", b"").decode(),
-            }.get(module)
-
-
 @dataclass
-class Stack:
-    """Servers, `nalar up` and the responder, as started by `start_stack`."""
+class RawStack(Stack):
+    """The stack with the raw NATS responder beside it."""
 
-    tmp: Path
-    nats: ServerProcess
-    valkey: ServerProcess
-    prefix: str
-    up: subprocess.Popen[bytes]
-    up_log: Path
-    responder: subprocess.Popen[bytes]
-    raw_subject: str
-    pids: dict[str, int] = field(default_factory=dict)
-
-
-    url: str = ""
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
-
-
-async def wait_ready(stack: Stack, nodes: int, timeout: float = 120.0) -> None:
-    """Until GET /readyz is 200 with drivers on every node (the gateway has no push for it),
-    then note the pid of every service process for the CPU figures."""
-    async with httpx.AsyncClient(timeout=2) as http:
-        deadline = time.monotonic() + timeout
-        while True:
-            if stack.up.poll() is not None:
-                raise RuntimeError(f"nalar up exited with {stack.up.returncode}:\n"
-                                   f"{_tail(stack.up_log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                r = await http.get(f"{stack.url}/readyz")
-                if r.status_code == 200 and len(r.json()["nodes"]) == nodes:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"stack not ready after {timeout:.0f}s:\n"
-                                   f"{_tail(stack.up_log)}")
-            await asyncio.sleep(0.2)
-    for pid in descendants(stack.up.pid):
-        if (name := service_name(pid)) is not None:
-            stack.pids[name] = pid
+    raw_subject: str = ""
 
 
 @contextlib.contextmanager
-def started_stack(args: argparse.Namespace) -> Iterator[Stack]:
-    """Start servers, responder and `nalar up` (from the main thread: they get SIGTERM if this
-    process dies); stop them all, last started first, on the way out."""
-    with tempfile.TemporaryDirectory(prefix="nalar-bench-") as tmp_name, \
-            contextlib.ExitStack() as cleanup:
-        tmp = Path(tmp_name)
-        nats_srv = start_nats(tmp / "nats", log_file=tmp / "nats-server.log")
-        cleanup.callback(nats_srv.stop)
-        valkey = start_valkey(tmp / "valkey", appendonly=True, log_file=tmp / "valkey-server.log")
-        cleanup.callback(valkey.stop)
-        prefix = "b" + uuid.uuid4().hex[:8]
-        raw_subject = f"{prefix}.bench.raw"
+def raw_stack(args: argparse.Namespace) -> Iterator[RawStack]:
+    """The stack of `stack.started_stack` and the responder, in a process of its own."""
+    with started_stack(APP, nodes=args.nodes, hosts_per_node=args.hosts_per_node,
+                       log_level=args.log_level) as base, contextlib.ExitStack() as cleanup:
+        raw_subject = f"{base.prefix}.bench.raw"
         resp = subprocess.Popen(
-            [sys.executable, __file__, "responder", nats_srv.url, raw_subject],
+            [sys.executable, __file__, "responder", base.nats.url, raw_subject],
             stdout=subprocess.PIPE, preexec_fn=die_with_parent)
-        cleanup.callback(_stop_process, resp, 5)
-        port = free_port()
-        up_log = tmp / "nalar-up.log"
-        env = {**os.environ, "NALAR_NATS_URL": nats_srv.url, "NALAR_REDIS_URL": valkey.url,
-               "NALAR_LOG_LEVEL": args.log_level, "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL,
-               # the app has no policy or guardrails file: both off, explicitly
-               "NALAR_AUTH_POLICY": "none", "NALAR_GUARDRAILS": "none"}
-        with open(up_log, "wb") as out:
-            up = subprocess.Popen(
-                [sys.executable, "-m", "nalar", "up", "--app", str(APP),
-                 "--nodes", str(args.nodes), "--hosts-per-node", str(args.hosts_per_node),
-                 "--port", str(port), "--prefix", prefix, "--data-dir", str(tmp / "data"),
-                 "--key-file", str(tmp / "api-key")],
-                env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-        cleanup.callback(_stop_process, up, 30)
+        cleanup.callback(stop_process, resp, 5)
         assert resp.stdout is not None
         if resp.stdout.readline().strip() != b"ready":
             raise RuntimeError("the raw NATS responder did not start")
-        stack = Stack(tmp, nats_srv, valkey, prefix, up, up_log, resp, raw_subject,
-                      url=f"http://127.0.0.1:{port}")
-        stack.pids = {"nats-server": nats_srv.pid, "valkey-server": valkey.pid,
-                      "nalar-up": up.pid, "responder": resp.pid, "client": os.getpid()}
+        stack = RawStack(**vars(base), raw_subject=raw_subject)
+        stack.pids["responder"] = resp.pid
         yield stack
-
-
-def _stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # -- the measuring client -------------------------------------------------------------------
@@ -263,38 +146,7 @@ async def one_js(js: Any, subject: str) -> float:
     return time.perf_counter() - t0
 
 
-class CpuMeter:
-    """CPU seconds each process spends inside the blocks it measures, keyed by phase."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.spent: dict[str, dict[str, float]] = {}
-        self.elapsed = 0.0
-
-    @contextlib.contextmanager
-    def measure(self, phase: str) -> Any:
-        before, t0 = cpu_snapshot(self.pids), time.perf_counter()
-        yield
-        after = cpu_snapshot(self.pids)
-        self.elapsed += time.perf_counter() - t0
-        spent = self.spent.setdefault(phase, {})
-        for name in before:
-            spent[name] = spent.get(name, 0.0) + after[name] - before[name]
-
-    def per_op_us(self, phase: str, ops: int) -> dict[str, float]:
-        spent = sorted(self.spent.get(phase, {}).items(), key=lambda kv: -kv[1])
-        return {k: round(v / ops * 1e6, 1) for k, v in spent
-                if v / ops >= 1e-6 and k != MACHINE}
-
-    def other_cores(self) -> float:
-        total: dict[str, float] = {}
-        for spent in self.spent.values():
-            for k, v in spent.items():
-                total[k] = total.get(k, 0.0) + v / max(self.elapsed, 1e-9)
-        return other_cores(total) if total else 0.0
-
-
-async def latency(stack: Stack, rt: Runtime, args: argparse.Namespace) -> dict[str, Any]:
+async def latency(stack: RawStack, rt: Runtime, args: argparse.Namespace) -> dict[str, Any]:
     """Sequential round trips; raw, JetStream-publish and future blocks alternate so that drift
     hits all alike. Also CPU per round trip of every process (where the time goes)."""
     nc = await nats.connect(stack.nats.url, name="bench-raw")
@@ -379,23 +231,6 @@ class Window:
                 self.lat.append(dt)
 
 
-def machine_busy_seconds() -> float:
-    """CPU time all processes on the machine spent (user, nice and system: interrupt time,
-    such as loopback networking, is charged to no process and left out)."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:4]]
-    return sum(ticks) / CLK_TCK
-
-
-def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    return {MACHINE: machine_busy_seconds(),
-            **{name: cpu_seconds(pid) for name, pid in pids.items()}}
-
-
-def other_cores(cores: dict[str, float]) -> float:
-    """Cores busy with processes this benchmark did not start (a shared machine skews it)."""
-    return round(max(0.0, cores[MACHINE] - sum(v for k, v in cores.items() if k != MACHINE)), 3)
-
-
 async def throughput(stack: Stack, rt: Runtime, size: int, args: argparse.Namespace,
                      profile: dict[str, Path] | None = None) -> dict[str, Any]:
     w = Window(size)
@@ -411,11 +246,13 @@ async def throughput(stack: Stack, rt: Runtime, size: int, args: argparse.Namesp
                 "-d", str(int(args.duration)), "-p", str(stack.pids[name]), "-o", str(path),
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for name, path in profile.items()]
+        traffic0 = nats_traffic(stack.nats.monitor_port)
         cpu0, t0 = cpu_snapshot(stack.pids), time.perf_counter()
-        w.measuring = True
+        w.measuring, done0 = True, w.total
         await asyncio.sleep(args.duration)
-        w.measuring = False
+        w.measuring, done1 = False, w.total
         cpu1, t1 = cpu_snapshot(stack.pids), time.perf_counter()
+        traffic = traffic_per_op(traffic0, nats_traffic(stack.nats.monitor_port), done1 - done0)
         w.stop = True
     for spy in spies:
         await spy.wait()
@@ -429,41 +266,10 @@ async def throughput(stack: Stack, rt: Runtime, size: int, args: argparse.Namesp
             "latency": summary_ms(w.lat) if w.lat else {},
             "cpu_cores": dict(sorted(cores.items(), key=lambda kv: -kv[1])),
             "cpu_cores_total": round(sum(cores.values()), 3),
+            "cpu_us_per_future": {k: round(v / max(w.done / elapsed, 1e-9) * 1e6, 1)
+                                  for k, v in cores.items() if v >= 0.005},
+            "nats_per_future": traffic,
             "cpu_cores_other_processes": others}
-
-
-def _frame(raw: str) -> tuple[str, str]:
-    """(`function (file)`, full path) from py-spy's `function (path/to/file.py:line)`."""
-    func, _, loc = raw.partition(" (")
-    path = loc.rsplit(":", 1)[0]
-    return f"{func} ({path.rsplit('/', 1)[-1]})", path
-
-
-_OURS = ("nalar", "nats/", "msgpack", "overhead.py")
-_ENTRY = ("<module>", "main", "serve", "run_service", "bench")
-
-
-def top_frames(path: Path, n: int = 12) -> dict[str, list[tuple[str, float]]]:
-    """Shares of samples per function from py-spy's collapsed stacks: where the stack ends
-    (self), and for Nalar and nats-py code, anywhere on the stack (inclusive)."""
-    own: Counter[str] = Counter()
-    incl: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        c = int(count)
-        frames = [_frame(f) for f in stack.split(";")]
-        total += c
-        own[frames[-1][0]] += c
-        for name in {name for name, p in frames if any(o in p for o in _OURS)
-                     and not name.startswith(tuple(e + " (" for e in _ENTRY))}:
-            incl[name] += c
-    if not total:
-        return {"self": [], "inclusive": []}
-    return {"self": [(f, round(c / total, 3)) for f, c in own.most_common(n)],
-            "inclusive": [(f, round(c / total, 3)) for f, c in incl.most_common(n)]}
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -500,6 +306,17 @@ def report(result: dict[str, Any]) -> None:
           f"target >= {TARGET_FUTURES_PER_S:g}: {'met' if ok else 'NOT met'}")
     print("cpu (cores busy) during the best window: " + ", ".join(
         f"{k} {v:.2f}" for k, v in best["cpu_cores"].items() if v >= 0.005))
+    print("cpu us per future in the best window: " + ", ".join(
+        f"{k} {v:.0f}" for k, v in best["cpu_us_per_future"].items()))
+    traffic = best["nats_per_future"]
+    server = traffic.get("server", {})
+    print(f"nats per future in the best window: server {server.get('in_msgs', 0):.2f} msgs in "
+          f"({server.get('in_bytes', 0):.0f} B), {server.get('out_msgs', 0):.2f} out "
+          f"({server.get('out_bytes', 0):.0f} B); published by " + ", ".join(
+              f"{k} {v['in_msgs']:.2f}" for k, v in traffic.items() if k != "server"
+              and v["in_msgs"] >= 0.01) + "; delivered to " + ", ".join(
+              f"{k} {v['out_msgs']:.2f}" for k, v in traffic.items() if k != "server"
+              and v["out_msgs"] >= 0.01))
     others = max(lat["cpu_cores_other_processes"], *(t["cpu_cores_other_processes"]
                                                       for t in result["throughput"]))
     if others >= 0.1:
@@ -530,8 +347,8 @@ async def bench(stack: Stack, args: argparse.Namespace, result: dict[str, Any]) 
             result["profiled"] = await throughput(stack, rt, result["best"]["window"], args,
                                                   profile)
             phases.append(result["profiled"])
-            result["profile"] = {name: top_frames(path) for name, path in profile.items()
-                                 if path.exists()}
+            result["profile"] = {name: top_frames(path, _OURS)
+                                 for name, path in profile.items() if path.exists()}
         # every completion counted above must be a result an agent host stored
         info = await rt.bus.js.stream_info(rt.bus.names.futures_stream)
         result["futures_completed"] = (args.warmup + result["latency"]["future"]["n"]
@@ -572,7 +389,7 @@ def main(argv: list[str]) -> int:
                     "nats_server": version},
         "nodes": args.nodes, "hosts_per_node": args.hosts_per_node}
     started = time.perf_counter()
-    with started_stack(args) as stack:
+    with raw_stack(args) as stack:
         asyncio.run(bench(stack, args, result))
     result["total_s"] = round(time.perf_counter() - started, 1)
     report(result)

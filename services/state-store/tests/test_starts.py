@@ -74,8 +74,9 @@ async def test_starts_a_run_whose_gateway_died(bus: Bus, store: SessionStore) ->
     assert call.headers[H.RUN] == run and call.headers[H.FUTURE] == ROOT_FUTURE
     body = Envelope.decode(call.data, expect="call").body
     assert (body["method"], body["kwargs"], body["priority"]) == ("echo", {"value": 7}, 3)
-    # checked again (a second state store, a retry): it has progressed, nothing more is sent
-    assert await starts.check(run) == Outcome.PROGRESSED
+    # checked again (a second state store, a retry): the copy has the same message id, and
+    # JetStream drops it (its `future_created` alone is not progress: see below)
+    assert await starts.check(run) == Outcome.DUPLICATE
     assert len(await driver_calls(bus)) == 1
 
 
@@ -90,6 +91,24 @@ async def test_a_published_call_within_the_window_is_dropped_as_a_duplicate(
     starts = RunStarts(bus, store, view_with_driver(bus), grace_s=0.0)
     assert await starts.check(run) == Outcome.DUPLICATE
     assert len(await driver_calls(bus)) == 1
+
+
+async def test_a_journaled_call_that_was_not_stored_is_sent(bus: Bus, store: SessionStore) -> None:
+    """A gateway journals the driver call's `future_created` right behind the call, before its
+    ack: a call the stream never stored (the gateway died, the publish failed) leaves it
+    behind, and the run must still start. One that was stored is dropped as a duplicate."""
+    starts = RunStarts(bus, store, view_with_driver(bus), grace_s=0.0)
+    lost, sent = await created(bus), await created(bus)
+    for run in (lost, sent):
+        await record(bus, run, Event.FUTURE_CREATED, {
+            "future": ROOT_FUTURE, "agent": DRIVER_AGENT, "method": "echo", "node": "n1"},
+            acked=True)
+    spec = driver_call(sent, {"session_id": "s", "workflow": "echo"})
+    await bus.js.publish(bus.names.call("n1", DRIVER_AGENT), spec.encode(),
+                         headers=spec.headers())
+    assert await starts.check(lost) == Outcome.STARTED
+    assert await starts.check(sent) == Outcome.DUPLICATE
+    assert sorted(c.headers[H.RUN] for c in await driver_calls(bus)) == sorted([lost, sent])
 
 
 async def test_past_the_window_a_queued_call_is_found(bus: Bus, store: SessionStore) -> None:

@@ -174,7 +174,7 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                         who: Principal = Depends(principal)) -> SafeJSONResponse:
         gw.check_workflow(name)  # an unknown workflow is a 404 whatever the body
         req = parse_run_request(await body_of(request))
-        view, _ = await gw.start_run(name, req, who)
+        view, _ = await gw.start_run(name, req, who, wait=bool(wait))
         return await _answer(gw, view, wait, who)
 
     @r.get("/v1/runs/{run_id}", tags=["runs"])
@@ -211,7 +211,8 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                                details={"errors": [{"field": "overrides",
                                                     "message": "an object"}]})
         view = await gw.replay(run_id, {str(k): v for k, v in
-                                        (body.get("overrides") or {}).items()}, who)
+                                        (body.get("overrides") or {}).items()}, who,
+                               wait=bool(wait))
         return await _answer(gw, view, wait, who)
 
     slots = StreamSlots(gw.settings.sse_max_per_principal, gw.settings.sse_max_total)

@@ -16,15 +16,20 @@ from nalar_common.journal import Event, decode
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
 
+from nalar_gateway.lookups import Lookups
+
 
 class RunReader:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, lookups: Lookups | None = None) -> None:
         self.bus = bus
         self.names = bus.names
+        self.lookups = lookups or Lookups(bus)  # reads through Bus until started
 
-    async def get(self, run: str) -> dict[str, Any] | None:
+    async def get(self, run: str, *, root: FutureResult | None = None) -> dict[str, Any] | None:
+        """The run's view; `root`: its result, when the caller has it (else it is read)."""
         n = self.names
-        last = await self.bus.multi_last(n.runs_stream, [n.run_events_last(run)])
+        last = await self.lookups.multi_last(n.runs_stream,
+                                             [n.run_event(run, e) for e in _VIEW_EVENTS])
         events = {s.rsplit(".", 1)[1]: decode(m) for s, m in last.items()}
         seqs = {s.rsplit(".", 1)[1]: m.seq for s, m in last.items()}
         created = events.get(Event.CREATED)
@@ -60,10 +65,12 @@ class RunReader:
             out["stuck"] = {"future": lost.get("future"), "agent": lost.get("agent"),
                             "method": lost.get("method"), "state": "dead-lettered",
                             "dlq_id": lost.get("dlq_id"), "reason": lost.get("reason")}
-        root = await self.bus.direct_get_last(n.futures_stream, n.future(run, ROOT_FUTURE))
+        if root is None:
+            stored = await self.bus.direct_get_last(n.futures_stream, n.future(run, ROOT_FUTURE))
+            if stored is not None:
+                root = FutureResult(run, ROOT_FUTURE, stored.data, stored.headers)
         if root is not None:
-            result = FutureResult(run, ROOT_FUTURE, root.data, root.headers)
-            body = result.body()
+            body = root.body()
             out["finished_at"] = (body.get("timings") or {}).get("finished") or \
                 events.get(Event.FINISHED, {}).get("ts")
             if body.get("status") == "ok":
@@ -150,7 +157,7 @@ class RunReader:
                                       "method": ev.get("method"), "deps": ev.get("deps", []),
                                       "parent": ev.get("parent"), "node": ev.get("node"),
                                       "status": "pending", "created_at": ev.get("created_at")}
-        results = await self.bus.multi_last(n.futures_stream, [n.futures_of_run(run)])
+        results = await self.lookups.multi_last(n.futures_stream, [n.futures_of_run(run)])
         for stored in results.values():
             fid = stored.headers.get(H.FUTURE) or stored.subject.rsplit(".", 1)[1]
             body = Envelope.decode(stored.data).body
@@ -195,6 +202,9 @@ class RunReader:
             await stored.aclose()  # its consumer goes now, not when the generator is collected
 
 
+# the journal events a run's view is made of (the last of each): read by name, not all kinds
+_VIEW_EVENTS = (Event.CREATED, Event.STARTED, Event.WAITING, Event.PAUSED, Event.RESUMED,
+                Event.DEAD_LETTERED, Event.FINISHED)
 _CALL_EVENTS = {Event.FUTURE_CREATED, Event.FUTURE_RESOLVED, Event.RETRYING, Event.MIGRATED,
                 Event.DEAD_LETTERED, Event.GUARDRAIL, Event.PAUSED, Event.LLM, Event.STARTED}
 _RESOLVED_FIELDS = ("status", "code", "executor", "node", "host", "args_digest", "usage",

@@ -9,7 +9,6 @@ import uuid
 from typing import Any
 
 from nalar.app import App, load_app
-from nalar.future import Future
 from nalar.runtime import Runtime
 from nalar_common.auth import Principal
 from nalar_common.authz import PolicyFile
@@ -26,7 +25,6 @@ from nalar_common.errors import (
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
-    Timeout,
     Unavailable,
 )
 from nalar_common.guardrails import RESUME, waive
@@ -42,9 +40,11 @@ from pydantic import BaseModel
 
 from nalar_gateway.auth import Authenticator
 from nalar_gateway.capacity import Capacity
+from nalar_gateway.drivers import driver_spec, publish_driver_call
 from nalar_gateway.faults import CRASH_AFTER_CREATED, crash_point
 from nalar_gateway.inputs import RunRequest, input_model, validate_input
 from nalar_gateway.operations import Operations
+from nalar_gateway.results import RunResults
 from nalar_gateway.runs import RunReader
 from nalar_gateway.settings import GatewaySettings
 from nalar_gateway.visibility import scrub, sees
@@ -66,6 +66,7 @@ class Gateway:
             name: input_model(spec) for name, spec in self.app.workflows.items()}
         self.runtime = Runtime(bus)
         self.reader = RunReader(bus)
+        self.results = RunResults(bus)
         self.dead_letters = DeadLetters(bus)
         self.capacity = Capacity(bus)
         self.ops = Operations(bus, self.runtime.view,
@@ -76,6 +77,8 @@ class Gateway:
         await self.bus.ensure_topology()
         self._task = asyncio.create_task(self.runtime.run())
         await self.runtime.wait_ready()
+        await self.results.start()
+        await self.reader.lookups.start()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -128,11 +131,11 @@ class Gateway:
                                    details={"action": action, "rule": decision.rule,
                                             "policy_revision": decision.revision})
 
-    async def start_run(self, workflow: str, req: RunRequest,
-                        principal: Principal) -> tuple[dict[str, Any], bool]:
+    async def start_run(self, workflow: str, req: RunRequest, principal: Principal, *,
+                        wait: bool = False) -> tuple[dict[str, Any], bool]:
         """Admit a run started by `principal`; returns (run view, created) where created is
         False for a repeated idempotency key, which returns the run that key already
-        started."""
+        started. `wait`: `wait_run` follows for the run."""
         self.check_workflow(workflow)
         self.authorize(principal, workflow)
         inputs = validate_input(self.models[workflow], req.input)
@@ -166,7 +169,7 @@ class Gateway:
                     return self._own(existing, principal), False
         deadline = time.time() + timeout_s
         return await self._launch(run_id, workflow, session, inputs, principal,
-                                  priority=req.priority, deadline=deadline,
+                                  priority=req.priority, deadline=deadline, wait=wait,
                                   idempotency_key=req.idempotency_key), True
 
     def check_fits(self, value: Any, what: str = "the run's input") -> None:
@@ -203,10 +206,10 @@ class Gateway:
 
     async def _launch(self, run_id: str, workflow: str, session: str, inputs: dict[str, Any],
                       principal: Principal, *, priority: int, deadline: float,
-                      **extra: Any) -> dict[str, Any]:
+                      wait: bool = False, **extra: Any) -> dict[str, Any]:
         """Journal the run's `created` event (who, what, with which input) and send its
         driver; the run view. `extra` goes into the event (an idempotency key, a replay's
-        original and overrides)."""
+        original and overrides); `wait`: `wait_run` follows."""
         await self.store.register_run(session, run_id, workflow, time.time(), principal.tenant)
         await record(self.bus, run_id, Event.CREATED, {
             "workflow": workflow, "session_id": session, "input": inputs,
@@ -215,10 +218,11 @@ class Gateway:
         # fault injection (tests only): die before the driver call is published; the state
         # store starts the run (nalar_state_store.starts)
         crash_point(CRASH_AFTER_CREATED)
+        if wait:  # before the call goes out: its result cannot come unheard
+            self.results.expect(run_id)
         try:
-            await self.runtime.submit_root(run=run_id, session=session, workflow=workflow,
-                                           input=inputs, priority=priority,
-                                           deadline=deadline)
+            await publish_driver_call(self.bus, self.runtime.view, driver_spec(
+                run_id, session, workflow, inputs, priority=priority, deadline=deadline))
         except Exception as exc:
             if not isinstance(exc, NalarError) or exc.retryable:
                 # NATS slow or away: the run is in the journal, and the state store sends
@@ -226,6 +230,7 @@ class Gateway:
                 # Failing it here could race that start.
                 log.warning("run.start_deferred", run_id=run_id, error=str(exc))
                 return self._queued(run_id, session, workflow, deadline, principal, extra)
+            self.results.forget(run_id)
             err = exc  # the call itself is refused: fail the run rather than leave it queued
             await publish_result(self.bus, {H.RUN: run_id, H.FUTURE: ROOT_FUTURE,
                                             H.SESSION: session, H.AGENT: DRIVER_AGENT,
@@ -248,8 +253,8 @@ class Gateway:
             view["replay_of"] = extra["replay_of"]
         return view
 
-    async def replay(self, run_id: str, overrides: dict[str, Any],
-                     principal: Principal) -> dict[str, Any]:
+    async def replay(self, run_id: str, overrides: dict[str, Any], principal: Principal, *,
+                     wait: bool = False) -> dict[str, Any]:
         """Run a finished run's workflow again as a new run marked as its replay: its calls
         are answered from the original's journal (or by `overrides`, future -> value) by the
         local controllers, and only calls whose inputs changed run again, tools never."""
@@ -278,7 +283,7 @@ class Gateway:
         return await self._launch(
             new_run, workflow, session, dict(created.get("input") or {}), principal,
             priority=int(created.get("priority") or 0),
-            deadline=time.time() + self.check_timeout(None), replay_of=run_id,
+            deadline=time.time() + self.check_timeout(None), wait=wait, replay_of=run_id,
             overrides=overrides)
 
     async def _copy_signals(self, run: str, new_run: str, session: str) -> None:
@@ -411,11 +416,8 @@ class Gateway:
         return {"run_id": run_id, "status": "cancelled"}
 
     async def wait_run(self, run_id: str, timeout: float) -> dict[str, Any] | None:
-        fut: Future[Any] = self.runtime.watch(run_id, ROOT_FUTURE)
-        try:
-            await fut.wait(min(timeout, self.settings.max_wait_s))
-        except Timeout:
-            pass
-        except Exception:
-            pass  # failed runs are reported by the run view
-        return await self.reader.get(run_id)
+        """The run's view once it has a result, or after `timeout` (at most
+        `NALAR_GATEWAY_MAX_WAIT_S`) as it is then. The view is built on the result that came,
+        not on a read of it: the stream may store it a moment after it was delivered."""
+        result = await self.results.wait(run_id, min(timeout, self.settings.max_wait_s))
+        return await self.reader.get(run_id, root=result)

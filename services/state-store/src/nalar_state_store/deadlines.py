@@ -17,6 +17,7 @@ from nalar_common.logging import get_logger
 from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
+from redis.asyncio.client import Pipeline
 
 log = get_logger(__name__)
 
@@ -31,6 +32,10 @@ class RunDeadlines:
 
     async def add(self, run: str, deadline: float) -> None:
         await self.store.r.zadd(self.key, {run: deadline})
+
+    def add_to(self, pipe: Pipeline, run: str, deadline: float) -> None:
+        """Queue `add` on a Redis pipeline."""
+        pipe.zadd(self.key, {run: deadline})
 
     async def run(self) -> None:
         while True:

@@ -12,8 +12,6 @@ import json
 from nalar_common.bus import Bus
 from nalar_common.cluster import ClusterView
 from nalar_common.dlq import dead_letter
-from nalar_common.envelope import Envelope
-from nalar_common.errors import MalformedMessage
 from nalar_common.logging import get_logger
 from nalar_common.process import Shutdown
 from nalar_common.state import SessionStore
@@ -21,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nalar_state_store.deadlines import RunDeadlines
+from nalar_state_store.registry import RunRegistry
 from nalar_state_store.sessions import SessionCollector
 from nalar_state_store.settings import StateStoreSettings
 from nalar_state_store.starts import RunStarts
@@ -34,7 +33,6 @@ class StateStore:
         self.bus, self.store, self.settings = bus, store, settings
         self.names = bus.names
         self._stopping = asyncio.Event()
-        self.registered = 0
         self.view = ClusterView(bus)
         self.timers = SignalTimers(bus, self.view)
         self.deadlines = RunDeadlines(bus, store)
@@ -44,6 +42,12 @@ class StateStore:
         self.session_ttl_s = ttl if ttl > 0 else None
         self.sessions = SessionCollector(store, self.session_ttl_s,
                                          settings.session_gc_interval_s)
+        self.registry = RunRegistry(bus, store, self.deadlines, self.starts,
+                                    self.session_ttl_s)
+
+    @property
+    def registered(self) -> int:
+        return self.registry.registered
 
     async def run(self) -> None:
         await self.bus.ensure_topology()
@@ -55,6 +59,8 @@ class StateStore:
                 tg.create_task(self.deadlines.run())
                 tg.create_task(self.starts.run())
                 tg.create_task(self.sessions.run())
+                tg.create_task(self.registry.run())
+                started_sub = await self.starts.subscribe()
                 timers_sub = await self.timers.subscribe()
                 consumer = ConsumerConfig(
                     durable_name=self.names.STATE_STORE_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
@@ -62,8 +68,8 @@ class StateStore:
                     filter_subject=self.names.run_created_all())
                 reg = await self.bus.js.subscribe(
                     self.names.run_created_all(), stream=self.names.runs_stream,
-                    durable=consumer.durable_name, cb=self._on_created, manual_ack=True,
-                    config=consumer)
+                    durable=consumer.durable_name, cb=self.registry.on_created,
+                    manual_ack=True, config=consumer)
                 req = await self.bus.nc.subscribe(self.names.state_request("session"),
                                                   queue="state-store", cb=self._on_session)
                 log.info("state_store.started")
@@ -71,6 +77,7 @@ class StateStore:
                 await req.unsubscribe()
                 await reg.unsubscribe()
                 await timers_sub.unsubscribe()
+                await started_sub.unsubscribe()
                 raise Shutdown
         except* Shutdown:
             pass
@@ -80,29 +87,6 @@ class StateStore:
 
     def stop(self) -> None:
         self._stopping.set()
-
-    async def _on_created(self, msg: Msg) -> None:
-        try:
-            body = Envelope.decode(msg.data, expect="event").body
-            run, ts = str(body["run"]), float(body["ts"])
-            await self.store.register_run(str(body["session_id"]), run,
-                                          str(body.get("workflow", "")), ts,
-                                          ttl_s=self.session_ttl_s)
-            if body.get("deadline") is not None:
-                await self.deadlines.add(run, float(body["deadline"]))
-            await self.starts.add(run, ts)  # its driver starts, even if its gateway died
-            self.registered += 1
-        except (MalformedMessage, KeyError, ValueError, TypeError) as exc:
-            await dead_letter(self.bus, service="state-store", subject=msg.subject,
-                              data=msg.data, headers=msg.headers,
-                              reason=f"unreadable created event: {exc}", stream=True)
-            await msg.term()
-            return
-        except Exception as exc:  # Redis down: let JetStream redeliver
-            log.warning("registry.write_failed", error=str(exc))
-            await msg.nak(delay=1)
-            return
-        await msg.ack()
 
     async def _on_session(self, msg: Msg) -> None:
         try:

@@ -12,12 +12,20 @@ No second driver call for a run whose call was published:
   driver calls queued in NALAR_CALLS are looked through for the run's, and the run's progress
   is read again after that (a driver call leaves the stream only once its driver has run,
   which journals `started` first).
+
+Most runs start at once, and checking each of them (a claim, three reads from the streams and
+a removal) cost more than the rest of their admission. So the state store also listens to the
+journal's `started` events (a core subscription): a run whose driver started is not put in the
+set, or is taken out of it in batches. Only a run whose `started` was not heard (its driver
+never ran, this state store was away or restarted) is checked; hearing one is never needed
+for a run to start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from typing import Any
 
 from nalar_common.bus import Bus
@@ -28,7 +36,9 @@ from nalar_common.logging import get_logger
 from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
+from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
+from redis.asyncio.client import Pipeline
 
 log = get_logger(__name__)
 
@@ -45,6 +55,8 @@ return 0
 """
 SKEW_S = 30.0  # margin on the duplicate window: clocks, a gateway's slow publish
 WINDOW_TTL_S = 60.0  # how long the stream's duplicate window is cached
+STARTED_KEEP_S = 60.0  # how long a heard `started` keeps its run out of the set
+STARTED_KEEP_MAX = 200_000
 
 
 class Outcome:
@@ -80,14 +92,64 @@ class RunStarts:
         self._claim = store.r.register_script(_CLAIM)
         self.recovered = 0
         self._window: tuple[float, float] | None = None  # (read at, seconds)
+        self._started: OrderedDict[str, float] = OrderedDict()  # run -> when heard
+        self._drop: list[str] = []  # heard started, to be taken out of the set
 
     async def add(self, run: str, created_at: float) -> None:
         await self.store.r.zadd(self.key, {run: created_at + self.grace_s})
+
+    def add_to(self, pipe: Pipeline, run: str, created_at: float) -> bool:
+        """Queue `add` on a Redis pipeline, unless the run's driver was heard starting; True
+        if queued."""
+        if self.started(run):
+            return False
+        pipe.zadd(self.key, {run: created_at + self.grace_s})
+        return True
+
+    async def subscribe(self) -> Any:
+        """Hear the journal's `started` events (core: one missed only costs its run a
+        check)."""
+        return await self.bus.nc.subscribe(self.bus.names.run_event("*", Event.STARTED),
+                                           cb=self._on_started)
+
+    async def _on_started(self, msg: Msg) -> None:
+        self.heard_started(msg.subject.rsplit(".", 2)[-2])
+
+    def started(self, run: str) -> bool:
+        """Whether the run's driver was heard starting (lately)."""
+        return run in self._started
+
+    def heard_started(self, run: str) -> None:
+        """The run's driver started: keep the run out of the set (for `STARTED_KEEP_S`) and
+        take it out at the next tick."""
+        if run in self._started:
+            return  # a later attempt (a resumed driver)
+        now = time.monotonic()
+        self._started[run] = now
+        self._drop.append(run)
+        while self._started and (len(self._started) > STARTED_KEEP_MAX or
+                                 now - next(iter(self._started.values())) > STARTED_KEEP_S):
+            self._started.popitem(last=False)
+
+    async def drop_started(self) -> int:
+        """Take the runs heard starting out of the set (a few commands for all of them)."""
+        runs, self._drop = self._drop, []
+        try:
+            async with self.store.r.pipeline(transaction=False) as pipe:
+                for i in range(0, len(runs), 1000):
+                    pipe.zrem(self.key, *runs[i:i + 1000])
+                await pipe.execute()
+        except Exception:
+            self._drop[:0] = runs[-STARTED_KEEP_MAX:]  # next tick (the rest: checked as due)
+            raise
+        return len(runs)
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
             try:
+                if self._drop:
+                    await self.drop_started()
                 await self.start_due()
             except Exception as exc:  # Redis or NATS away: try again next tick
                 log.warning("starts.check_failed", error=str(exc))
@@ -162,12 +224,14 @@ class RunStarts:
         return Outcome.STARTED
 
     async def progressed(self, run: str) -> bool:
-        """Whether anything but `created` happened to the run: its driver started (or its
-        call was sent, dead-lettered...), or it has a result (finished, cancelled, timed
-        out)."""
+        """Whether the run moved past its admission: its driver started (or its call was
+        dead-lettered...), or it has a result (finished, cancelled, timed out). The driver
+        call's `future_created` does not count: a gateway journals it right behind the call,
+        before the stream has confirmed storing the call."""
         n = self.bus.names
         last = await self.bus.multi_last(n.runs_stream, [n.run_events_last(run)])
-        if any(s != n.run_event(run, Event.CREATED) for s in last):
+        admission = {n.run_event(run, Event.CREATED), n.run_event(run, Event.FUTURE_CREATED)}
+        if any(s not in admission for s in last):
             return True
         return await self.bus.direct_get_last(n.futures_stream,
                                               n.future(run, ROOT_FUTURE)) is not None
