@@ -93,7 +93,8 @@ def test_reject_stops_the_call_past_the_limit_and_not_before(
     assert past["status"] == "succeeded" and len(past["result"]["done"]) == 3
     assert past["result"]["stopped"] == {"guardrail": "writes", "scope": "run",
                                          "measure": "iterations", "max": 3.0, "value": 3.0,
-                                         "action": "reject", "agent": "Writer"}
+                                         "action": "reject", "agent": "Writer",
+                                         "future": "4", "method": "write"}  # its place
     # LLM requests are checked one by one, inside an agent call, before the engine sees them
     limits("limits: [{name: requests, llm_calls: 4, action: reject}]")
     at = start(governed, calls=2, requests=2)
