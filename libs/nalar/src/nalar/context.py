@@ -19,6 +19,22 @@ if TYPE_CHECKING:
     from nalar.runtime import Runtime
 
 
+class CancelFlag:
+    """Set once when a call's run is cancelled or its time is up, read by its code in any
+    thread (`nalar.cancelled()`): one attribute, so setting and reading it needs no lock."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 @dataclass
 class CallContext:
     runtime: Runtime
@@ -29,7 +45,7 @@ class CallContext:
     attempt: int = 1
     deadline: float | None = None
     state: Any = None  # nalar.state.CallState of an agent call that uses managed state
-    cancelled: threading.Event | None = None  # set when the run is cancelled
+    cancelled: CancelFlag | None = None  # set when the run is cancelled or time is up
     usage: dict[str, Any] = field(default_factory=dict)  # LLM usage of this call, summed
     on_token: Any = None  # where streamed LLM text goes (the host: the run's events)
     ledger: Any = None  # the idempotency ledger (`nalar.once`, tools with idempotent=False)

@@ -6,7 +6,7 @@ line is `nalar.cli`; this is the third part, and the only one the host imports.
 """
 
 from nalar.app import App, load_app
-from nalar.context import CallContext
+from nalar.context import CallContext, CancelFlag
 from nalar.engines import Engine, LLMSettings, SimulatedEngine, build_engine
 from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
 from nalar.guard import GuardClient
@@ -21,6 +21,7 @@ __all__ = [
     "App",
     "CallContext",
     "CallState",
+    "CancelFlag",
     "Engine",
     "GuardClient",
     "LLMSettings",

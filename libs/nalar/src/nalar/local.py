@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -30,7 +29,7 @@ from nalar_common.wire import DepResult
 from pydantic import BaseModel
 
 from nalar.app import App, load_app
-from nalar.context import CallContext
+from nalar.context import CallContext, CancelFlag
 from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
 from nalar.future import Future
 from nalar.inputs import input_model, validate_input
@@ -178,7 +177,7 @@ class LocalRuntime:
     async def _attempt(self, call: CallSpec, spec: Any, mspec: Any, fn: Any, args: list[Any],
                        kwargs: dict[str, Any], attempt: int) -> Any:
         ctx = context_for(self, call, attempt)
-        ctx.cancelled = threading.Event()
+        ctx.cancelled = CancelFlag()
         ctx.ledger, ctx.instance = self.ledger, f"local.{call.agent}"
 
         async def run() -> Any:

@@ -30,4 +30,9 @@ def digest(value: Any) -> str:
 
 def args_digest(args: list[Any], kwargs: dict[str, Any]) -> str:
     """Of a call's arguments, with its dependencies already replaced by their values."""
+    if not args and not kwargs:
+        return NO_ARGS  # every call without arguments: computed once
     return digest([list(args), kwargs])
+
+
+NO_ARGS = digest([[], {}])

@@ -4,11 +4,10 @@ cancelled, a sync one sees `nalar.cancelled()`), and its later calls do not star
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Any
 
-from nalar.hosting import CallContext
+from nalar.hosting import CallContext, CancelFlag
 from nalar_common.calls import CallSpec
 from nalar_common.errors import Cancelled
 from nalar_common.logging import get_logger
@@ -21,7 +20,7 @@ KEEP_S = 3600.0  # a cancelled run is remembered this long
 class Cancellations:
     def __init__(self) -> None:
         self._cancelled: dict[str, float] = {}
-        self._running: dict[str, dict[str, tuple[asyncio.Future[Any], threading.Event]]] = {}
+        self._running: dict[str, dict[str, tuple[asyncio.Future[Any], CancelFlag]]] = {}
 
     def __contains__(self, run: str) -> bool:
         return run in self._cancelled
@@ -42,7 +41,7 @@ class Cancellations:
         if call.run in self._cancelled:
             coro.close()
             raise Cancelled(f"run {call.run} was cancelled")
-        ctx.cancelled = threading.Event()
+        ctx.cancelled = CancelFlag()
         task: asyncio.Future[Any] = asyncio.ensure_future(coro)  # awaited right here
         running = self._running.setdefault(call.run, {})
         running[call.future] = (task, ctx.cancelled)
