@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ from nalar.app import load_app
 from nalar.cli.scaffold import PROJECT_EXISTS, create_project, register
 from nalar_common.errors import Conflict
 from nalar_common.subjects import Names
+from nalar_common.testing import wait_until_sync
 
 LAYOUT = {".gitignore", "README.md", "pytest.ini", "agents/assistant.py", "workflows/answer.py",
           "config/README.md", "config/nalar.env", "config/policy.yaml",
@@ -147,16 +147,12 @@ def test_nalar_up_serves_it(project: Path, tmp_path: Path, nats_url: str, redis_
              "--key-file", str(tmp_path / "api-key"), "--llm-time-scale", "0.01"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:  # wait on the gateway's readiness, as `nalar up` itself does
+        def ready() -> bool:  # the gateway's readiness, as `nalar up` itself waits on
             assert proc.poll() is None, f"nalar up exited:\n{log.read_text()[-4000:]}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"not ready:\n{log.read_text()[-4000:]}"
-            time.sleep(0.2)
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+
+        wait_until_sync(ready, what="the scaffolded app's stack ready", timeout=90,
+                        ignore=(httpx.HTTPError,))
 
         with httpx.Client(base_url=url, timeout=60) as http:
             runs = [http.post("/v1/workflows/answer/runs", params={"wait": 30},

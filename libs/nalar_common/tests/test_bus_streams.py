@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 from nalar_common.bus import Bus
+from nalar_common.testing import wait_until
 
 _NATS_TASKS = ("activity_check", "check_flow_control_response")  # nats.py's, per consumer
 
@@ -30,14 +31,8 @@ def _nats_tasks() -> int:
 async def _until(value: Callable[[], Awaitable[int] | int], expected: int,
                  timeout: float = 10.0) -> None:
     """Poll `value` until it is `expected`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = value()
-        got = got if isinstance(got, int) else await got
-        if got == expected:
-            return
-        assert time.monotonic() < deadline, f"still {got}, not {expected}"
-        await asyncio.sleep(0.02)
+    await wait_until(value, until=lambda got: got == expected, timeout=timeout,
+                     what=f"the value to become {expected}")
 
 
 async def test_after_seq_yields_only_what_came_later(bus: Bus) -> None:

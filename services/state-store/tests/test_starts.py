@@ -19,6 +19,7 @@ from nalar_common.journal import Event, record
 from nalar_common.state import SessionStore
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, Names
 from nalar_common.subjects import Headers as H
+from nalar_common.testing import wait_until
 from nalar_state_store.starts import Outcome, RunStarts, driver_call
 from nats.js.errors import NotFoundError
 
@@ -189,9 +190,7 @@ async def test_a_state_store_that_dies_while_checking_leaves_the_run_due_again(
     other = RunStarts(bus, store, view_with_driver(bus), grace_s=0.0)
     assert await other.start_due() == 0  # leased: not taken twice
     assert await store.r.zscore(other.key, run) is not None
-    deadline = time.monotonic() + 10
-    while not await other.start_due():  # due again once the lease is over
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await wait_until(other.start_due, what="the run due again once the lease is over",
+                     timeout=10)
     assert [c.headers[H.RUN] for c in await driver_calls(bus)] == [run]
     assert await store.r.zscore(other.key, run) is None
