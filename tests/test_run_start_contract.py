@@ -4,26 +4,18 @@ same subject pattern, headers and message id (`Runtime.submit_root` vs
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
-from nalar.runtime import Runtime
+from driver_calls import runtime_with_a_driver
 from nalar_common.bus import Bus
-from nalar_common.cluster import InstanceInfo
 from nalar_common.envelope import Envelope
 from nalar_common.subjects import DRIVER_AGENT
 from nalar_state_store.starts import driver_call
 
 
 async def test_state_store_driver_call_is_the_gateways(bus: Bus) -> None:
-    runtime = Runtime(bus)
-    task = asyncio.create_task(runtime.run())
-    try:
-        await runtime.wait_ready()
-        runtime.view.instances["n1._driver"] = InstanceInfo(
-            instance="n1._driver", host="h", node="n1", agent=DRIVER_AGENT, concurrency=1,
-            ts=time.time() + 3600)
+    async with runtime_with_a_driver(bus) as runtime:
         run, deadline = uuid.uuid4().hex, time.time() + 60
         await runtime.submit_root(run=run, session="s1", workflow="echo",
                                   input={"value": [1, "a"]}, priority=2, deadline=deadline)
@@ -43,6 +35,4 @@ async def test_state_store_driver_call_is_the_gateways(bus: Bus) -> None:
         mine = Envelope.decode(ours.encode(), expect="call").body
         mine.pop("created_at")
         assert mine == body
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+

@@ -4,45 +4,23 @@ same subject, headers and message id, so JetStream stores one of them only."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
 
-from nalar.runtime import Runtime
+from driver_calls import runtime_with_a_driver, stored_driver_calls
 from nalar_common.bus import Bus
-from nalar_common.cluster import InstanceInfo
 from nalar_common.envelope import Envelope
 from nalar_common.journal import Event
 from nalar_common.subjects import DRIVER_AGENT
 from nalar_gateway.drivers import driver_spec, publish_driver_call
-from nats.js.errors import NotFoundError
 
 _STREAM_HEADERS = ("Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Stream",
                    "Nats-Num-Pending", "Nats-Last-Sequence")
 
 
-async def stored_calls(bus: Bus) -> list[Any]:
-    out, seq = [], 1
-    while True:
-        try:
-            msg = await bus.js.get_msg(bus.names.calls_stream, seq=seq,
-                                       subject=bus.names.call("*", DRIVER_AGENT), next=True,
-                                       direct=True)
-        except NotFoundError:
-            return out
-        out.append(msg)
-        seq = msg.seq + 1
-
-
 async def test_the_gateways_driver_call_is_submit_roots(bus: Bus) -> None:
-    runtime = Runtime(bus)
-    task = asyncio.create_task(runtime.run())
-    try:
-        await runtime.wait_ready()
-        runtime.view.instances["n1._driver"] = InstanceInfo(
-            instance="n1._driver", host="h", node="n1", agent=DRIVER_AGENT, concurrency=1,
-            ts=time.time() + 3600)
+    async with runtime_with_a_driver(bus) as runtime:
         run, deadline = uuid.uuid4().hex, time.time() + 60
         spec = driver_spec(run, "s1", "echo", {"value": [1, "a"]}, priority=2,
                            deadline=deadline)
@@ -56,13 +34,13 @@ async def test_the_gateways_driver_call_is_submit_roots(bus: Bus) -> None:
         # the same run started by the SDK: the same message id, dropped as a duplicate
         await runtime.submit_root(run=run, session="s1", workflow="echo",
                                   input={"value": [1, "a"]}, priority=2, deadline=deadline)
-        [ours] = await stored_calls(bus)
+        [ours] = await stored_driver_calls(bus)
         assert ours.subject == bus.names.call("n1", DRIVER_AGENT)
 
         other = uuid.uuid4().hex  # what submit_root stores, for a run of its own
         await runtime.submit_root(run=other, session="s1", workflow="echo",
                                   input={"value": [1, "a"]}, priority=2, deadline=deadline)
-        [_, theirs] = await stored_calls(bus)
+        [_, theirs] = await stored_driver_calls(bus)
 
         def headers(msg: Any, run_id: str) -> dict[str, str]:
             return {k: v.replace(run_id, "<run>") for k, v in msg.headers.items()
@@ -76,6 +54,4 @@ async def test_the_gateways_driver_call_is_submit_roots(bus: Bus) -> None:
 
         assert headers(ours, run) == headers(theirs, other)
         assert body(ours) == body(theirs)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from driver_calls import stored_driver_calls
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
 from nalar_common.cluster import ClusterView, InstanceInfo
@@ -21,7 +22,6 @@ from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, Names
 from nalar_common.subjects import Headers as H
 from nalar_common.testing import wait_until
 from nalar_state_store.starts import Outcome, RunStarts, driver_call
-from nats.js.errors import NotFoundError
 
 
 @pytest.fixture
@@ -51,25 +51,11 @@ async def created(bus: Bus, *, age_s: float = 0.0, **fields: Any) -> str:
     return run
 
 
-async def driver_calls(bus: Bus) -> list[Any]:
-    """Every driver call stored in NALAR_CALLS (nobody consumes them here)."""
-    out, seq = [], 1
-    while True:
-        try:
-            msg = await bus.js.get_msg(bus.names.calls_stream, seq=seq,
-                                       subject=bus.names.call("*", DRIVER_AGENT), next=True,
-                                       direct=True)
-        except NotFoundError:
-            return out
-        out.append(msg)
-        seq = msg.seq + 1
-
-
 async def test_starts_a_run_whose_gateway_died(bus: Bus, store: SessionStore) -> None:
     run = await created(bus)
     starts = RunStarts(bus, store, view_with_driver(bus), grace_s=0.0)
     assert await starts.check(run) == Outcome.STARTED
-    [call] = await driver_calls(bus)
+    [call] = await stored_driver_calls(bus)
     assert call.subject == bus.names.call("n1", DRIVER_AGENT)
     assert call.headers[H.MSG_ID] == f"{run}.0.c0.a1"  # the gateway's id: a repeat is dropped
     assert call.headers[H.RUN] == run and call.headers[H.FUTURE] == ROOT_FUTURE
@@ -78,7 +64,7 @@ async def test_starts_a_run_whose_gateway_died(bus: Bus, store: SessionStore) ->
     # checked again (a second state store, a retry): the copy has the same message id, and
     # JetStream drops it (its `future_created` alone is not progress: see below)
     assert await starts.check(run) == Outcome.DUPLICATE
-    assert len(await driver_calls(bus)) == 1
+    assert len(await stored_driver_calls(bus)) == 1
 
 
 async def test_a_published_call_within_the_window_is_dropped_as_a_duplicate(
@@ -91,7 +77,7 @@ async def test_a_published_call_within_the_window_is_dropped_as_a_duplicate(
                          headers=spec.headers())
     starts = RunStarts(bus, store, view_with_driver(bus), grace_s=0.0)
     assert await starts.check(run) == Outcome.DUPLICATE
-    assert len(await driver_calls(bus)) == 1
+    assert len(await stored_driver_calls(bus)) == 1
 
 
 async def test_a_journaled_call_that_was_not_stored_is_sent(bus: Bus, store: SessionStore) -> None:
@@ -109,7 +95,7 @@ async def test_a_journaled_call_that_was_not_stored_is_sent(bus: Bus, store: Ses
                          headers=spec.headers())
     assert await starts.check(lost) == Outcome.STARTED
     assert await starts.check(sent) == Outcome.DUPLICATE
-    assert sorted(c.headers[H.RUN] for c in await driver_calls(bus)) == sorted([lost, sent])
+    assert sorted(c.headers[H.RUN] for c in await stored_driver_calls(bus)) == sorted([lost, sent])
 
 
 async def test_past_the_window_a_queued_call_is_found(bus: Bus, store: SessionStore) -> None:
@@ -124,11 +110,11 @@ async def test_past_the_window_a_queued_call_is_found(bus: Bus, store: SessionSt
                              headers=spec.headers())
     starts = RunStarts(bus, store, view_with_driver(bus), grace_s=0.0)
     assert await starts.check(run) == Outcome.QUEUED
-    assert len(await driver_calls(bus)) == 2
+    assert len(await stored_driver_calls(bus)) == 2
 
     lost = await created(bus, age_s=300)
     assert await starts.check(lost) == Outcome.STARTED
-    assert [c.headers[H.RUN] for c in await driver_calls(bus)].count(lost) == 1
+    assert [c.headers[H.RUN] for c in await stored_driver_calls(bus)].count(lost) == 1
 
 
 async def test_a_run_that_progressed_gets_no_driver_call(bus: Bus, store: SessionStore) -> None:
@@ -144,7 +130,7 @@ async def test_a_run_that_progressed_gets_no_driver_call(bus: Bus, store: Sessio
     assert await starts.check(cancelled) == Outcome.PROGRESSED
     assert await starts.check(late) == Outcome.LATE
     assert await starts.check(uuid.uuid4().hex) == Outcome.GONE
-    assert await driver_calls(bus) == []
+    assert await stored_driver_calls(bus) == []
 
 
 async def test_waits_for_a_driver_instance(bus: Bus, store: SessionStore) -> None:
@@ -152,7 +138,7 @@ async def test_waits_for_a_driver_instance(bus: Bus, store: SessionStore) -> Non
     starts = RunStarts(bus, store, ClusterView(bus), grace_s=0.0)
     await starts.add(run, time.time() - 1)
     assert await starts.start_due() == 0
-    assert await driver_calls(bus) == []
+    assert await stored_driver_calls(bus) == []
     retry_at = await store.r.zscore(starts.key, run)
     assert retry_at is not None and retry_at > time.time()  # looked at again shortly
 
@@ -165,7 +151,7 @@ async def test_two_state_stores_start_a_run_once(bus: Bus, store: SessionStore) 
         await a.add(run, time.time() - 1)
     started = await asyncio.gather(a.start_due(), b.start_due())
     assert sum(started) == 5
-    assert sorted(c.headers[H.RUN] for c in await driver_calls(bus)) == sorted(runs)
+    assert sorted(c.headers[H.RUN] for c in await stored_driver_calls(bus)) == sorted(runs)
     assert await store.r.zcard(a.key) == 0
 
 
@@ -192,5 +178,5 @@ async def test_a_state_store_that_dies_while_checking_leaves_the_run_due_again(
     assert await store.r.zscore(other.key, run) is not None
     await wait_until(other.start_due, what="the run due again once the lease is over",
                      timeout=10)
-    assert [c.headers[H.RUN] for c in await driver_calls(bus)] == [run]
+    assert [c.headers[H.RUN] for c in await stored_driver_calls(bus)] == [run]
     assert await store.r.zscore(other.key, run) is None
