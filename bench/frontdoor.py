@@ -4,7 +4,8 @@
                                    [--py-spy PATH]
 
 Starts nats-server, valkey-server and `python -m nalar up --app bench/apps/frontdoor` (1 node,
-2 agent hosts) like bench/overhead.py, then, with httpx over the gateway's port:
+2 agent hosts) like bench/overhead.py, then, over HTTP/1.1 keep-alive connections to the
+gateway's port (`bench/keepalive.py`):
 
 - **1 client**, then **32 clients** (closed loop: each sends its next
   `POST /v1/workflows/noop/runs?wait=30` when the last one answered): the driver and one no-op
@@ -34,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import nats
+from keepalive import HTTPError, KeepAlive, keepalive
 from nalar_common.envelope import Envelope
 from nalar_common.servers import nats_server_binary
 from nalar_common.subjects import Names
@@ -79,16 +80,16 @@ class Clients:
         async with http_client(stack) as http:
             await self._loop(http, wait)
 
-    async def _loop(self, http: httpx.AsyncClient, wait: float) -> None:
+    async def _loop(self, http: KeepAlive, wait: float) -> None:
         while not self.stop:
             t0, sent = time.perf_counter(), time.time()
             try:
                 r = await http.post(f"/v1/workflows/{RUN}/runs", params={"wait": wait},
-                                    json={"input": {}})
+                                    json_body={"input": {}})
                 body = r.json()
                 ok = r.status_code == 200 and body.get("status") == "succeeded"
                 what = f"{r.status_code} {body.get('status') or body.get('error')}"
-            except httpx.HTTPError as exc:
+            except HTTPError as exc:
                 ok, what, body = False, type(exc).__name__, {}
             dt = time.perf_counter() - t0
             if not ok:
@@ -102,11 +103,10 @@ class Clients:
 
 
 @contextlib.asynccontextmanager
-async def http_client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    """One client: one keep-alive connection (a pool shared by many clients costs httpx more
-    CPU per request than the whole gateway spends on it)."""
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with httpx.AsyncClient(base_url=stack.url, limits=limits, timeout=60) as http:
+async def http_client(stack: Stack) -> AsyncIterator[KeepAlive]:
+    """One client: one keep-alive HTTP/1.1 connection (`bench/keepalive.py`: httpx spent
+    about 1 ms of CPU per run, a fifth of what the whole stack spends, on the same 2 cores)."""
+    async with keepalive(stack.url) as http:
         yield http
 
 
@@ -220,15 +220,16 @@ async def admit_waiting(stack: Stack, args: argparse.Namespace) -> dict[str, Any
         async with http_client(stack) as http:
             await admit(http)
 
-    async def admit(http: httpx.AsyncClient) -> None:
+    async def admit(http: KeepAlive) -> None:
         for _ in todo:
             t0 = time.perf_counter()
             try:
-                r = await http.post(f"/v1/workflows/{WAIT_SIGNAL}/runs", json={"input": {}})
+                r = await http.post(f"/v1/workflows/{WAIT_SIGNAL}/runs",
+                                    json_body={"input": {}})
                 if r.status_code != 202:
                     errors[f"{r.status_code} {r.json().get('error')}"[:120]] += 1
                     continue
-            except httpx.HTTPError as exc:
+            except HTTPError as exc:
                 errors[type(exc).__name__] += 1
                 continue
             lat.append(time.perf_counter() - t0)
@@ -272,12 +273,12 @@ async def warm_up(stack: Stack, n: int) -> dict[str, int]:
     async with http_client(stack) as http:
         for _ in range(n):
             r = await http.post(f"/v1/workflows/{RUN}/runs", params={"wait": 30},
-                                json={"input": {}})
+                                json_body={"input": {}})
             answers[f"{r.status_code} {r.json().get('status') or r.json().get('error')}"] += 1
             last = r
     if not answers["200 succeeded"]:
         raise RuntimeError(f"no warm-up run succeeded; the last answered {last.status_code}: "
-                           f"{last.text[:500]}")
+                           f"{last.body[:500]!r}")
     return dict(answers)
 
 
