@@ -60,6 +60,11 @@ class FakeBus:
         self.gets += 1
         return self.stored.get(subject)
 
+    async def read_all(self, stream: str, subject: str, **_: Any) -> list[Any]:
+        """What the stream holds on `subject` (the test fills `stored` with lists too)."""
+        found = self.stored.get(subject, [])
+        return list(found) if isinstance(found, list) else [found]
+
     async def multi_last(self, stream: str, subjects: Any) -> dict[str, Any]:
         return {s: self.stored[s] for s in subjects if s in self.stored}
 

@@ -4,10 +4,11 @@ a retry, a lost instance, dead letters, the hooks' order, deadlines, cancellatio
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fakebus import FakeMsg
 from lc_fakes import call_headers, controller, held_call, instance, started
-from nalar_common.calls import encode_result
+from nalar_common.calls import CallSpec, encode_result
 from nalar_common.cluster import PolicySnapshot
 from nalar_common.envelope import Envelope
 from nalar_common.errors import AgentError
@@ -15,7 +16,9 @@ from nalar_common.futures import FutureResult
 from nalar_common.wire import ControlReply, ControlRequest
 from nalar_local_controller.held import CallState, Held
 from nalar_local_controller.hooks import CallHook, Hooks
+from nalar_local_controller.replay import ReplayHook
 from nalar_local_controller.runs import RunFacts
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 
 def done(held: Held, status: str = "ok", token: str | None = None, **extra: str) -> FakeMsg:
@@ -223,3 +226,71 @@ async def test_a_snapshot_provisions_on_a_host_with_a_free_slot_once(tmp_path: P
         lc.provisioning.apply(snap)  # the same action in the next snapshot: done already
     assert asked == [("h-i1", ControlRequest.assign("B"))]
     assert lc.stats["provisioned"] == 1
+
+
+def replay_call(fut: str, method: str = "m") -> Held:
+    spec = CallSpec(run="r2", future=fut, session="s", agent="A", method=method, args=[1])
+    headers = {**spec.headers(), "Nalar-Method": method}
+    return Held(msgs=[FakeMsg(headers)], data=spec.encode(), headers=headers, run="r2",
+                future=fut, agent="A", session="s", priority=0, deps=[], replay_of="r1")
+
+
+async def test_a_replay_answers_an_overridden_call_and_refuses_to_run_a_tool(
+        tmp_path: Path) -> None:
+    lc, bus = controller(tmp_path, instance("i1", tools=["act"]))
+    facts = RunFacts("r2", None, "wf", "s", 0.0, replay_of="r1",  # type: ignore[arg-type]
+                     overrides={"1": 42})
+    hook = next(h for h in lc.hooks.hooks if isinstance(h, ReplayHook))
+    overridden, tool, live = replay_call("1"), replay_call("2", "act"), replay_call("3")
+    async with started(lc):
+        for held in (overridden, tool, live):
+            lc.book.held[held.key] = held
+        assert await hook.before_place(overridden, facts)
+        assert await hook.before_place(tool, facts)
+        assert not await hook.before_place(live, facts)  # asked anew: it runs
+    def result(fut: str) -> dict[str, object]:
+        stored = next(p for p in bus.js.published if p.subject == bus.names.future("r2", fut))
+        return dict(Envelope.decode(stored.data, expect="result").body)
+    assert result("1")["value"] == 42 and result("1")["executor"] == "replay:override"
+    assert result("2")["error"]["code"] == "replay_diverged"  # type: ignore[index]
+    assert overridden.msgs[0].acked == tool.msgs[0].acked == 1 and lc.book.holds(live)
+
+
+class FakeKV:
+    """A KV bucket with compare-and-set, as the pins use it."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[bytes, int]] = {}
+
+    async def get(self, key: str) -> Any:
+        if key not in self.data:
+            raise KeyNotFoundError
+        value, rev = self.data[key]
+        return type("Entry", (), {"value": value, "revision": rev})()
+
+    async def create(self, key: str, value: bytes) -> None:
+        if key in self.data:
+            raise KeyWrongLastSequenceError
+        self.data[key] = (value, 1)
+
+    async def update(self, key: str, value: bytes, last: int) -> None:
+        if self.data.get(key, (b"", 0))[1] != last:
+            raise KeyWrongLastSequenceError
+        self.data[key] = (value, last + 1)
+
+
+async def test_a_session_stays_pinned_while_its_instance_lives_and_moves_when_it_is_gone(
+        tmp_path: Path) -> None:
+    lc, _ = controller(tmp_path, instance("a", stateful=True), instance("b", stateful=True))
+    lc.pins.kv = kv = FakeKV()
+    first = await lc.pins.pin(held_call("1"), lc.dispatcher.choose)
+    assert first in ("a", "b")
+    assert await lc.pins.pin(held_call("2"), lc.dispatcher.choose) == first
+    other = "b" if first == "a" else "a"
+    del lc.view.instances[first]
+    lc.recovery.sync_instances()
+    assert await lc.pins.pin(held_call("3"), lc.dispatcher.choose) == other
+    assert kv.data[lc.names.pin_key("A", "s")] == (other.encode(), 2)
+    kv.data[lc.names.pin_key("A", "s")] = (b"elsewhere", 5)  # another controller's pin wins
+    lc.view.instances["elsewhere"] = instance("elsewhere", node="n2", stateful=True)
+    assert await lc.pins.pin(held_call("4"), lc.dispatcher.choose) == "elsewhere"

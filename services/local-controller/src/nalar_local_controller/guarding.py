@@ -68,7 +68,9 @@ class Guardrails(CallHook):
             return True
         if error is None:
             held.state = CallState.PAUSED
-            self.book.paused.setdefault(held.run, []).append(held)
+            waiting = self.book.paused.setdefault(held.run, [])
+            if held not in waiting:  # a recheck of a call paused already
+                waiting.append(held)
         else:
             await self.outcomes.fail(held, error)
         return True
