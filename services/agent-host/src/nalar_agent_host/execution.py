@@ -62,7 +62,7 @@ class Execution:
         value: Any = None
         error: NalarError | None = None
         ctx: CallContext | None = None
-        is_driver = call.agent == DRIVER_AGENT
+        mspec: MethodSpec | None = None
         attempt = int(headers.get(H.ATTEMPT) or call.attempt)
         audit: dict[str, Any] = {"attempt": attempt, "node": self.node, "host": self.host_id,
                                  "policy": {"placement": headers.get(H.POLICY_REV),
@@ -96,8 +96,8 @@ class Execution:
                 inst.inflight -= 1
         if isinstance(error, Timeout):
             error = await self._past_deadline(call, inst, error)
-        if error is not None and not is_driver and ctx is not None and reply and \
-                await self._retry(call, headers, token, reply, ctx, error):
+        if error is not None and mspec is not None and ctx is not None and reply and \
+                await self._retry(call, mspec, headers, token, reply, ctx, error):
             return
         await self._report(call, dispatch, reply, inst, value, error, ctx, audit, started)
 
@@ -180,13 +180,11 @@ class Execution:
             await self.reporter.done(reply, headers, token, executor,
                                      "ok" if error is None else "error", usage)
 
-    async def _retry(self, call: CallSpec, headers: dict[str, str], token: str, reply: str,
-                     ctx: CallContext, error: NalarError) -> bool:
+    async def _retry(self, call: CallSpec, mspec: MethodSpec, headers: dict[str, str],
+                     token: str, reply: str, ctx: CallContext, error: NalarError) -> bool:
         """Apply the method's retry policy: if `error` is worth another attempt, publish no
         result; the local controller runs the call again after the backoff."""
-        spec = self.app.agents.get(call.agent)
-        mspec = spec.methods.get(call.method) if spec is not None else None
-        if mspec is None or call.run in self.cancels:
+        if call.run in self.cancels:
             return False
         delay = mspec.retry.delay(ctx.attempt, error)
         deadline = call.deadline

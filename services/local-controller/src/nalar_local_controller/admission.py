@@ -20,7 +20,7 @@ from nalar_local_controller.held import CallState, Held, header_float, header_in
 from nalar_local_controller.hooks import Hooks
 from nalar_local_controller.outcomes import Outcomes
 from nalar_local_controller.pins import Pins
-from nalar_local_controller.runs import RunBook
+from nalar_local_controller.runs import RunBook, RunFacts
 from nalar_local_controller.settings import LocalControllerSettings
 
 log = get_logger(__name__)
@@ -122,7 +122,7 @@ class Admission:
         except Exception as exc:  # the pins bucket or the futures stream away: again later
             self.admit_later(held, f"pin or dependencies: {exc}")
             return
-        await self.place(held)
+        await self.place(held, facts)
 
     def admit_later(self, held: Held, why: str) -> None:
         """Admission could not decide (NATS or Redis away): keep the call claimed and try
@@ -146,17 +146,19 @@ class Admission:
         elif not held.waiting:
             self.tasks.spawn(self.place(held))
 
-    async def place(self, held: Held) -> None:
+    async def place(self, held: Held, facts: RunFacts | None = None) -> None:
         """The hooks before placement (a replay may answer it), then queue and dispatch now,
         without waiting for the outbox task. Only a call still held and not yet placed: a
-        cancel or a deadline may have ended it while the hooks were asked."""
-        try:
-            facts = await self.runs.get(held.run)
-        except Exception as exc:
-            log.warning("call.place_retry", run_id=held.run, future_id=held.future,
-                        reason=f"run facts: {exc}")
-            self.tasks.later(ADMIT_AGAIN_S, self.book, held, self.place)
-            return
+        cancel or a deadline may have ended it while the hooks were asked. `facts`: its run's,
+        when admission has them at hand (a call whose arguments came later reads them)."""
+        if facts is None:
+            try:
+                facts = await self.runs.get(held.run)
+            except Exception as exc:
+                log.warning("call.place_retry", run_id=held.run, future_id=held.future,
+                            reason=f"run facts: {exc}")
+                self.tasks.later(ADMIT_AGAIN_S, self.book, held, self.place)
+                return
         if not self._placeable(held) or await self.hooks.before_place(held, facts):
             return
         if self._placeable(held):

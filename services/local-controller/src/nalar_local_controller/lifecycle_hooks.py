@@ -81,5 +81,5 @@ class Retries(CallHook):
     async def after_done(self, held: Held, done: Done) -> bool:
         if done.status != "retry":
             return False
-        self.outcomes.retry_later(held, self.book.queue_of(held), done.retry_after or 0.0)
+        self.outcomes.retry_later(held, done.retry_after or 0.0)
         return True

@@ -21,7 +21,6 @@ from nalar_common.wire import Done
 from nalar_local_controller.book import Book, Tasks
 from nalar_local_controller.dispatch import Dispatcher
 from nalar_local_controller.held import Held, header_int
-from nalar_local_controller.queues import InstanceQueue
 from nalar_local_controller.settings import LocalControllerSettings
 
 if TYPE_CHECKING:
@@ -48,15 +47,12 @@ class Outcomes:
 
     async def done(self, held: Held, done: Done) -> None:
         """The host reports the dispatch over (`ok`, `error`, `waiting`): ack, refill."""
-        key = held.key
-        queue = self.book.queue_of(held)
         self.book.end(held)
-        if queue is not None:
-            queue.inflight.pop(key, None)
-            queue.finished(held, time.time() - held.dispatched_at, done.tokens,
-                           done.context_tokens)
+        queue = self.book.off_instance(held)
         self.book.stats["completed"] += 1
         if queue is not None:
+            queue.finished(held, time.time() - held.dispatched_at, done.tokens,
+                           done.context_tokens)
             self.dispatcher.refill(queue)
             await self.dispatcher.flush()
         await held.ack()
@@ -108,11 +104,10 @@ class Outcomes:
         held.headers = {**held.headers,
                         H.ATTEMPT: str(header_int(held.headers.get(H.ATTEMPT), 1) + 1)}
 
-    def retry_later(self, held: Held, queue: InstanceQueue | None, delay: float) -> None:
+    def retry_later(self, held: Held, delay: float) -> None:
         """Free the slot now; place the call again after `delay` as its next attempt (still
         held and claimed: the message is acked only when an attempt ends it)."""
-        if queue is not None:
-            queue.inflight.pop(held.key, None)
+        queue = self.book.off_instance(held)
         self.next_attempt(held)
         self.book.stats["retried"] += 1
         self.dispatcher.place_later(held, delay)
