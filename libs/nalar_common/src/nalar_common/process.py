@@ -18,7 +18,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from nalar_common import eventloop
 from nalar_common.bus import Bus, connect
+from nalar_common.configfile import config_errors_stop
 from nalar_common.logging import configure_logging, get_logger
 from nalar_common.settings import LogSettings, NatsSettings
 from nalar_common.subjects import Names
@@ -100,6 +102,7 @@ def serve(name: str, nats: NatsSettings, logs: LogSettings,
           build: Callable[[Bus], Awaitable[Service]]) -> None:
     configure_logging(logs, process=name)
     try:
-        asyncio.run(run_service(name, nats, build))
+        with config_errors_stop(name):
+            eventloop.run(run_service(name, nats, build))
     except KeyboardInterrupt:
         pass

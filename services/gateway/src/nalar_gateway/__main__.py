@@ -6,10 +6,10 @@ Settings the gateway cannot work with stop it before it serves: one line on stde
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import uvicorn
+from nalar_common import eventloop
 from nalar_common.auth import KeyStore
 from nalar_common.authz import open_policy
 from nalar_common.configfile import ConfigError
@@ -69,7 +69,7 @@ def main() -> None:
     auth = AuthSettings()
     configure_logging(LogSettings(), process="gateway")
     try:
-        asyncio.run(serve(nats, redis, settings, auth))
+        eventloop.run(serve(nats, redis, settings, auth))
     except ConfigError as exc:
         print(f"nalar-gateway: refusing to start: {exc}", file=sys.stderr)
         raise SystemExit(CONFIG_EXIT) from None
