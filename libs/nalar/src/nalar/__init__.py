@@ -11,6 +11,7 @@ from nalar_common.errors import (
     GuardrailExceeded,
     InvalidInput,
     MalformedMessage,
+    MaxTurnsExceeded,
     NalarError,
     NoInstance,
     NotFound,
@@ -28,6 +29,7 @@ from nalar_common.errors import (
 from nalar import llm
 from nalar.context import cancelled, current_attempt, current_run_id, current_session_id
 from nalar.future import Future
+from nalar.loop import AgentLoop
 from nalar.once import idempotency_key, once
 from nalar.registry import agent, method, tool, workflow
 from nalar.retry import Retry
@@ -37,6 +39,7 @@ from nalar.stub import Stub, stub
 
 __all__ = [
     "AgentError",
+    "AgentLoop",
     "Cancelled",
     "Conflict",
     "DeadLettered",
@@ -47,6 +50,7 @@ __all__ = [
     "GuardrailExceeded",
     "InvalidInput",
     "MalformedMessage",
+    "MaxTurnsExceeded",
     "NalarError",
     "NoInstance",
     "NotFound",

@@ -1,6 +1,8 @@
 """Loading a Nalar app directory: `agents/*.py` and `workflows/*.py` (plain modules).
 
 The app directory goes on `sys.path`, so workflows import agents as `from agents.x import X`.
+An app with agent loops (`nalar.AgentLoop`, workflows too) or module-level `@nalar.tool`
+functions also gets the built-in agents they call: `llm` and `tools` (nalar.loop.builtin).
 """
 
 from __future__ import annotations
@@ -8,12 +10,15 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nalar_common.errors import InvalidInput
 
-from nalar.registry import AgentSpec, WorkflowSpec, agent_spec, workflow_spec
+from nalar.loop import LLM, AgentLoop, function_tools_agent
+from nalar.registry import METHOD_ATTR, AgentSpec, WorkflowSpec, agent_spec, workflow_spec
 
 
 @dataclass
@@ -40,6 +45,8 @@ def load_app(path: str | Path) -> App:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     app = App(path=root)
+    loops: list[Any] = []
+    functions: dict[str, Callable[..., Any]] = {}
     for modname in _module_names(root, "agents") + _module_names(root, "workflows"):
         module = importlib.import_module(modname)
         for _, obj in inspect.getmembers(module):
@@ -47,4 +54,42 @@ def load_app(path: str | Path) -> App:
                 app.agents.setdefault(a.name, a)
             elif (w := workflow_spec(obj)) is not None:
                 app.workflows.setdefault(w.name, w)
+                if isinstance(obj, AgentLoop):
+                    loops.append(obj)
+            elif inspect.isfunction(obj) and obj.__module__ == modname and \
+                    getattr(obj, METHOD_ATTR, {}).get("tool"):
+                _add_function(functions, obj)
+    _add_builtins(app, loops, functions)
     return app
+
+
+def _add_function(functions: dict[str, Callable[..., Any]], fn: Callable[..., Any]) -> None:
+    known = functions.setdefault(fn.__name__, fn)
+    if known is not fn:
+        raise InvalidInput(f"two function tools are named {fn.__name__!r} "
+                           f"({known.__module__} and {fn.__module__}): `tools.{fn.__name__}` "
+                           "must name one")
+
+
+def _add_builtins(app: App, loops: list[Any], functions: dict[str, Callable[..., Any]]) -> None:
+    """The `llm` agent for the loops' turns, the `tools` agent for function tools (those
+    defined at module level and those the loops list, in loops they use as tools too)."""
+    seen: set[int] = set()
+    while loops:
+        loop = loops.pop()
+        if id(loop) in seen:
+            continue
+        seen.add(id(loop))
+        for tool in loop.tools.values():
+            if tool.fn is not None:
+                _add_function(functions, tool.fn)
+            if tool.loop is not None:
+                loops.append(tool.loop)
+    builtins = ([agent_spec(LLM)] if seen else []) + \
+        ([agent_spec(function_tools_agent(functions))] if functions else [])
+    for spec in builtins:
+        assert spec is not None
+        if spec.name in app.agents:
+            raise InvalidInput(f"agent name {spec.name!r} is the built-in agent of agent loops "
+                               f"and function tools: rename {app.agents[spec.name].cls.__name__}")
+        app.agents[spec.name] = spec

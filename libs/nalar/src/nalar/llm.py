@@ -1,9 +1,12 @@
 """`nalar.llm`: the LLM interface agents call, on the engine of the host they run on.
 
 `chat(messages)` / `generate(prompt)` (blocking, for sync methods), `achat` / `agenerate`
-(async), and `stream_chat` / `astream_chat` (text pieces as they come). The session id goes
-along on its own (KV-cache affinity); every call's usage and timings are added to the future
-that made it, and streamed pieces become `token` events of the run.
+(async), and `stream_chat` / `astream_chat` (text pieces as they come). `chat` and `achat`
+take `tools` in the OpenAI tool-calling form (`nalar.toolspec.tool_spec(fn).schema()` builds
+one from a function) and `tool_choice`; the calls the model proposes come back as
+`Completion.tool_calls` (nothing runs them here: `nalar.AgentLoop` does, as futures).
+The session id goes along on its own (KV-cache affinity); every call's usage and timings are
+added to the future that made it, and streamed pieces become `token` events of the run.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from nalar_common.errors import InvalidInput
+
 from nalar.context import CallContext, current_or_none
 from nalar.engines import SimulatedEngine
-from nalar.engines.base import Completion, Engine, LLMRequest, OnToken
+from nalar.engines.base import Completion, Engine, LLMRequest, OnToken, ToolCall
 from nalar.future import BlockingInEventLoop
 from nalar.replay import request_digest
 
-__all__ = ["Completion", "SimulatedEngine", "achat", "agenerate", "astream_chat", "chat",
-           "engine", "generate", "stream_chat"]
+__all__ = ["Completion", "SimulatedEngine", "ToolCall", "achat", "agenerate", "astream_chat",
+           "chat", "engine", "generate", "stream_chat"]
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
+Tools = list[dict[str, Any]] | None
 
 _fallback: Engine | None = None
 
@@ -41,10 +47,14 @@ def engine() -> Engine:
 
 
 def _request(messages: Messages | None, prompt: str | None, max_tokens: int,
-             temperature: float) -> LLMRequest:
+             temperature: float, tools: Tools = None, tool_choice: Any = None) -> LLMRequest:
     ctx = current_or_none()
+    if tools is not None and (not isinstance(tools, list) or
+                              not all(isinstance(t, dict) for t in tools)):
+        raise InvalidInput("tools must be a list of tool schemas (dicts in the OpenAI form)")
     return LLMRequest(messages=messages, prompt=prompt, max_tokens=max_tokens,
-                      temperature=temperature, session=ctx.session if ctx else None)
+                      temperature=temperature, session=ctx.session if ctx else None,
+                      tools=tools or None, tool_choice=tool_choice if tools else None)
 
 
 def _record(ctx: CallContext | None, completion: Completion) -> None:
@@ -124,19 +134,21 @@ def _blocking(coro: Any) -> Any:
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 
-async def achat(messages: Messages, *, max_tokens: int = 64,
-                temperature: float = 0.0) -> Completion:
-    return await _complete(_request(messages, None, max_tokens, temperature))
+async def achat(messages: Messages, *, max_tokens: int = 64, temperature: float = 0.0,
+                tools: Tools = None, tool_choice: Any = None) -> Completion:
+    return await _complete(_request(messages, None, max_tokens, temperature, tools,
+                                    tool_choice))
 
 
 async def agenerate(prompt: str, *, max_tokens: int = 64, temperature: float = 0.0) -> Completion:
     return await _complete(_request(None, prompt, max_tokens, temperature))
 
 
-def chat(messages: Messages, *, max_tokens: int = 64, temperature: float = 0.0) -> Completion:
+def chat(messages: Messages, *, max_tokens: int = 64, temperature: float = 0.0,
+         tools: Tools = None, tool_choice: Any = None) -> Completion:
     """Blocking chat completion (sync agent methods run in worker threads)."""
     return _blocking(achat(messages, max_tokens=max_tokens,  # type: ignore[no-any-return]
-                           temperature=temperature))
+                           temperature=temperature, tools=tools, tool_choice=tool_choice))
 
 
 def generate(prompt: str, *, max_tokens: int = 64, temperature: float = 0.0) -> Completion:

@@ -30,10 +30,10 @@ from pydantic import BaseModel
 
 from nalar.app import App, load_app
 from nalar.context import CallContext, CancelFlag
+from nalar.engines import LLMSettings, SimulatedEngine, build_engine
 from nalar.execution import as_error, context_for, invoke, lookup, resolve_args
 from nalar.future import Future
 from nalar.inputs import input_model, validate_input
-from nalar.llm import SimulatedEngine
 from nalar.once import MemoryLedger, run_once
 from nalar.registry import WorkflowSpec
 from nalar.retry import DEFAULT_RETRY
@@ -275,7 +275,15 @@ async def _until_deadline(call: CallSpec, where: str) -> AsyncIterator[None]:
 
 
 async def run_local(app_dir: str, workflow: str, input: dict[str, Any] | None = None, *,
-                    session: str | None = None, time_scale: float = 1.0) -> Any:
+                    session: str | None = None, time_scale: float | None = None,
+                    engine: Any = None) -> Any:
+    """Run a workflow in this process on `engine`, else the one `NALAR_LLM_*` describes, as
+    an agent host builds it (`time_scale`, given, replaces `NALAR_LLM_TIME_SCALE`)."""
     app = load_app(app_dir)
-    async with LocalRuntime(app, engine=SimulatedEngine(time_scale=time_scale)) as rt:
+    if engine is None:
+        settings = LLMSettings()
+        if time_scale is not None:
+            settings = settings.model_copy(update={"time_scale": time_scale})
+        engine = build_engine(settings)
+    async with LocalRuntime(app, engine=engine) as rt:
         return await rt.run(workflow, input, session=session)

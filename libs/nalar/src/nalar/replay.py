@@ -10,11 +10,15 @@ from typing import Any
 from nalar_common.digest import digest
 from nalar_common.journal import Event, decode
 
-from nalar.engines.base import Completion, LLMRequest
+from nalar.engines.base import Completion, LLMRequest, ToolCall
 
 
 def request_digest(request: LLMRequest) -> str:
-    return digest([request.messages, request.prompt, request.max_tokens, request.temperature])
+    asked: list[Any] = [request.messages, request.prompt, request.max_tokens,
+                        request.temperature]
+    if request.tools:  # (a request without tools keeps the digest it always had)
+        asked += [request.tools, request.tool_choice]
+    return digest(asked)
 
 
 class RecordedLLM:
@@ -38,4 +42,7 @@ class RecordedLLM:
         return Completion(text=str(rec["text"]), prompt_tokens=int(rec.get("prompt_tokens") or 0),
                           completion_tokens=int(rec.get("completion_tokens") or 0),
                           cached_tokens=int(rec.get("cached_tokens") or 0),
-                          model=str(rec.get("model") or ""), engine="replay")
+                          model=str(rec.get("model") or ""), engine="replay",
+                          tool_calls=tuple(ToolCall.from_dict(t)
+                                           for t in rec.get("tool_calls") or ()),
+                          finish_reason=str(rec.get("finish_reason") or ""))

@@ -20,6 +20,7 @@
     │   ├── Timeout            "timeout"                 504
     │   ├── DeadLettered       "dead_lettered"           500  the call's dead letter discarded
     │   ├── ReplayDiverged     "replay_diverged"         409  a replay asked a tool anew
+    │   ├── MaxTurnsExceeded   "max_turns_exceeded"      422  an agent loop ran out of turns
     │   └── PromptTooLong      "prompt_too_long"         400  the prompt does not fit the model
     └── RetryableError         "retryable"               503  may succeed later
         ├── Unavailable        "unavailable"             503
@@ -221,6 +222,13 @@ class ReplayDiverged(TerminalError):
 
     code = "replay_diverged"
     http_status = 409
+
+
+class MaxTurnsExceeded(TerminalError):
+    """An agent loop (`nalar.AgentLoop`) reached its `max_turns` without a final answer."""
+
+    code = "max_turns_exceeded"
+    http_status = 422
 
 
 class PromptTooLong(TerminalError):

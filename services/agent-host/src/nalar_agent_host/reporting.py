@@ -105,7 +105,10 @@ class Reporter:
         self.tg.create_task(self._record_quietly(call.run, Event.LLM, {
             "future": call.future, "n": n, "digest": request_digest,
             "model": completion.model, "engine": completion.engine,
-            **completion.usage(), "text": text, "truncated": text is None}))
+            **completion.usage(), "text": text, "truncated": text is None,
+            **({"tool_calls": [t.to_dict() for t in completion.tool_calls]}
+               if completion.tool_calls else {}),
+            "finish_reason": completion.finish_reason or None}))
 
     def _on_token(self, call: CallSpec, piece: str) -> None:
         assert self.tg is not None

@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--url", default=os.environ.get("NALAR_GATEWAY_URL",
                                                      "http://127.0.0.1:8080"))
     run.add_argument("--wait", type=float, default=300.0)
-    run.add_argument("--llm-time-scale", type=float, default=1.0)
+    run.add_argument("--llm-time-scale", type=float, default=None,
+                     help="with --local: scale every simulated LLM delay (default: "
+                     "NALAR_LLM_TIME_SCALE, else 1)")
     run.set_defaults(fn=_run)
 
     from nalar import stubgen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -14,18 +15,47 @@ from nalar_common.errors import PromptTooLong as PromptTooLong
 
 @dataclass(frozen=True)
 class LLMRequest:
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     max_tokens: int = 64
     temperature: float = 0.0
     session: str | None = None
+    tools: list[dict[str, Any]] | None = None  # OpenAI form: {"type": "function", ...}
+    tool_choice: Any = None  # "auto", "none", "required" or {"type": "function", ...}
 
     def text(self) -> str:
-        """The prompt as one text (chat messages rendered role: content, one per line)."""
-        if self.messages is not None:
-            return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}"
-                             for m in self.messages)
-        return self.prompt or ""
+        """The prompt as one text (chat messages rendered role: content, one per line; the
+        tool calls a message carries and the tools offered count too)."""
+        if self.messages is None:
+            return self.prompt or ""
+        lines = []
+        for m in self.messages:
+            line = f"{m.get('role', 'user')}: {m.get('content') or ''}"
+            for call in m.get("tool_calls") or ():
+                fn = call.get("function") or {}
+                line += f" [{fn.get('name', '')}({fn.get('arguments', '')})]"
+            lines.append(line)
+        if self.tools:
+            lines.append("tools: " + json.dumps(self.tools, separators=(",", ":")))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model proposes: `arguments` is its JSON text, as models send it (it need
+    not parse, nor fit the tool's schema: `nalar.toolspec` checks it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ToolCall:
+        return cls(str(d.get("id") or ""), str(d.get("name") or ""),
+                   str(d.get("arguments") or ""))
 
 
 @dataclass(frozen=True)
@@ -37,6 +67,8 @@ class Completion:
     timings: dict[str, float] = field(default_factory=dict)  # queue_s, ttft_s, total_s
     model: str = ""
     engine: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str = ""  # "stop", "length", "tool_calls" ("" when the engine did not say)
 
     def usage(self) -> dict[str, Any]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,

@@ -3,7 +3,9 @@
 A thin async client: streamed chat completions with usage (`stream_options.include_usage`,
 cached tokens from `prompt_tokens_details`), time to first token measured here, the session
 sent as `user` and kept on one replica (its KV cache lives there), and, for vLLM, the
-Prometheus `/metrics` read for telemetry.
+Prometheus `/metrics` read for telemetry. Tools and `tool_choice` go through as given; the
+tool calls the model streams back (in pieces, by index) are put together into
+`Completion.tool_calls`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from typing import Any
 
 import httpx
 
-from nalar.engines.base import Completion, EngineUnavailable, LLMRequest, OnToken, PromptTooLong
+from nalar.engines.base import (
+    Completion,
+    EngineUnavailable,
+    LLMRequest,
+    OnToken,
+    PromptTooLong,
+    ToolCall,
+)
 
 _CONTEXT = re.compile(r"(maximum context length|context length|too long|max_model_len)", re.I)
 _METRICS = {
@@ -59,6 +68,10 @@ class OpenAIEngine:
         }
         if request.session:
             body["user"] = request.session
+        if request.tools:
+            body["tools"] = request.tools
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
         if request.messages is not None:
             url, body["messages"] = f"{base}/chat/completions", request.messages
         else:
@@ -67,6 +80,8 @@ class OpenAIEngine:
         first: float | None = None
         pieces: list[str] = []
         usage: dict[str, Any] = {}
+        calls: dict[int, dict[str, str]] = {}  # tool calls, streamed in pieces by index
+        finish = ""
         model = self.model
         try:
             async with self._client.stream("POST", url, json=body,
@@ -84,6 +99,8 @@ class OpenAIEngine:
                     if chunk.get("usage"):
                         usage = chunk["usage"]
                     for choice in chunk.get("choices") or []:
+                        finish = choice.get("finish_reason") or finish
+                        _add_calls(calls, (choice.get("delta") or {}).get("tool_calls"))
                         piece = (choice.get("delta") or {}).get("content") \
                             if "delta" in choice else choice.get("text")
                         if piece:
@@ -101,7 +118,10 @@ class OpenAIEngine:
             "".join(pieces), int(usage.get("prompt_tokens") or 0),
             int(usage.get("completion_tokens") or 0), int(details.get("cached_tokens") or 0),
             {"queue_s": 0.0, "ttft_s": (first - started) if first else total, "total_s": total},
-            model=model, engine=f"{self.name}:{base}")
+            model=model, engine=f"{self.name}:{base}",
+            tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"])
+                             for _, c in sorted(calls.items())),
+            finish_reason=finish)
 
     async def _raise(self, r: httpx.Response, url: str) -> None:
         text = (await r.aread()).decode(errors="replace")[:2000]
@@ -144,3 +164,17 @@ class OpenAIEngine:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _add_calls(calls: dict[int, dict[str, str]], deltas: Any) -> None:
+    """Fold one chunk's tool-call pieces in: the first piece of a call has its id and name,
+    the arguments' JSON text comes in pieces after it."""
+    for d in deltas or ():
+        if not isinstance(d, dict):
+            continue
+        call = calls.setdefault(int(d.get("index") or 0), {"id": "", "name": "",
+                                                          "arguments": ""})
+        fn = d.get("function") or {}
+        call["id"] = d.get("id") or call["id"]
+        call["name"] = fn.get("name") or call["name"]
+        call["arguments"] += fn.get("arguments") or ""

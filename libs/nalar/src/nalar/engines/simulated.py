@@ -6,6 +6,14 @@ session with a capacity and LRU eviction (a session served elsewhere has no cach
 pays a transfer at a set bandwidth); heavy-tailed (log-normal) output lengths drawn from a
 seed and the prompt, so the same prompt gives the same text wherever it runs; an overload
 mode that fails requests past the KV budget; and a time scale that runs minutes in seconds.
+
+Tool calling, deterministically: offered tools (and `tool_choice` not "none"), it calls one
+when the conversation's last message is not a tool result (always, with "required" or a
+named tool), choosing the tool and filling its arguments from the schema by the same seed;
+after tool results it answers in text. `script` (a list, one entry per assistant turn of the
+conversation: `{"tool_calls": [{"name": ..., "arguments": {...} or "raw text"}]}` or
+`{"text": ...}`; or such lists by a key of the first user message) makes a test say exactly
+what each turn proposes, bad arguments included.
 """
 
 from __future__ import annotations
@@ -19,7 +27,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nalar.engines.base import Completion, EngineOverloaded, LLMRequest, OnToken, PromptTooLong
+from nalar.engines.base import (
+    Completion,
+    EngineOverloaded,
+    LLMRequest,
+    OnToken,
+    PromptTooLong,
+    ToolCall,
+)
+from nalar.engines.simtools import propose, scripted
 
 _WORDS = ("market", "growth", "risk", "yield", "earnings", "outlook", "demand", "rates",
           "inflation", "margin", "revenue", "guidance", "volatility", "sector", "credit",
@@ -45,6 +61,26 @@ class SimulatedParams:
     overload: Literal["queue", "fail"] = "queue"
     time_scale: float = 1.0
     seed: int = 0
+    # what each assistant turn says (tests): a list, or scripts by a key of the first user
+    # message
+    script: list[dict[str, Any]] | dict[str, list[dict[str, Any]]] | None = None
+
+    def __post_init__(self) -> None:
+        scripts = self.script if isinstance(self.script, dict) else {"": self.script or []}
+        for key, steps in scripts.items():
+            if not isinstance(steps, list):
+                raise ValueError(f"script {key!r} must be a list of turns, not {steps!r}")
+            for i, step in enumerate(steps):
+                _check_step(f"script{'[' + repr(key) + ']' if key else ''}[{i}]", step)
+
+
+def _check_step(where: str, step: Any) -> None:
+    calls = step.get("tool_calls") if isinstance(step, dict) else None
+    if not isinstance(step, dict) or not (set(step) <= {"tool_calls", "text"}) or \
+            (calls is not None and not (isinstance(calls, list) and all(
+                isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls))):
+        raise ValueError(f"{where} must be {{'tool_calls': [{{'name': ..., 'arguments': ...}}]}}"
+                         f" or {{'text': ...}}, not {step!r}")
 
 
 @dataclass(eq=False)
@@ -53,6 +89,7 @@ class _Seq:
     prompt_tokens: int
     output_tokens: int
     words: list[str]
+    calls: tuple[ToolCall, ...]
     on_token: OnToken | None
     done: asyncio.Future[Completion]
     submitted: float
@@ -102,6 +139,7 @@ class SimulatedEngine:
         self.p = params or SimulatedParams()
         for k, v in overrides.items():
             setattr(self.p, k, v)
+        self.p.__post_init__()  # overrides are checked too
         self.cache = _PrefixCache(self.p.cache_capacity_tokens)
         self._waiting: list[_Seq] = []
         self._running: list[_Seq] = []
@@ -125,7 +163,7 @@ class SimulatedEngine:
             raise PromptTooLong(f"prompt of {prompt_tokens} tokens exceeds the model's context "
                                 f"of {self.p.max_model_len}",
                                 details={"limit": self.p.max_model_len, "tokens": prompt_tokens})
-        words = self._answer(text, request)
+        words, calls = self._answer(text, request)
         need = prompt_tokens + len(words)
         if need > self.p.kv_budget_tokens:
             raise PromptTooLong(f"request needs {need} KV tokens, the engine has "
@@ -137,8 +175,8 @@ class SimulatedEngine:
                                    details={"kv_used": self._kv_used,
                                             "kv_budget": self.p.kv_budget_tokens})
         loop = asyncio.get_running_loop()
-        seq = _Seq(request, prompt_tokens, len(words), words, on_token, loop.create_future(),
-                   loop.time())
+        seq = _Seq(request, prompt_tokens, len(words), words, calls, on_token,
+                   loop.create_future(), loop.time())
         self._waiting.append(seq)
         self._ensure_loop()
         assert self._wake is not None
@@ -182,13 +220,22 @@ class SimulatedEngine:
             self._loop_task.cancel()
 
     # -- model -----------------------------------------------------------------------------------
-    def _answer(self, text: str, request: LLMRequest) -> list[str]:
-        """Deterministic in (seed, prompt): length log-normal, words from the prompt's hash."""
+    def _answer(self, text: str, request: LLMRequest) -> tuple[list[str], tuple[ToolCall, ...]]:
+        """Deterministic in (seed, prompt): length log-normal, words from the prompt's hash;
+        or the tool calls it proposes (their JSON is what it "generates")."""
         digest = hashlib.sha256(f"{self.p.seed}|{text}".encode()).digest()
         rng = random.Random(digest)
+        step = scripted(self.p.script, request)
+        if step is not None and step.get("text") is not None:
+            words = str(step["text"]).split() or [""]
+            return words[:request.max_tokens], ()
+        calls = propose(request, rng, digest.hex()[:12], step)
+        if calls:
+            words = " ".join(f"{c.name} {c.arguments}" for c in calls).split()
+            return words[:max(1, request.max_tokens)], calls
         n = int(rng.lognormvariate(math.log(self.p.output_median_tokens), self.p.output_sigma))
         n = max(1, min(n, request.max_tokens))
-        return [_WORDS[rng.randrange(len(_WORDS))] for _ in range(n)]
+        return [_WORDS[rng.randrange(len(_WORDS))] for _ in range(n)], ()
 
     # -- scheduler -------------------------------------------------------------------------------
     def _ensure_loop(self) -> None:
@@ -245,7 +292,7 @@ class SimulatedEngine:
         seq.emitted += 1
         if seq.emitted == 1:
             seq.first_token = now
-        if seq.on_token is not None:
+        if seq.on_token is not None and not seq.calls:  # a tool call is not text
             try:
                 seq.on_token(word if seq.emitted == 1 else " " + word)
             except Exception:
@@ -258,8 +305,12 @@ class SimulatedEngine:
         self.cache.store(seq.request.session, seq.kv)
         self.completed += 1
         completion = Completion(
-            " ".join(seq.words), seq.prompt_tokens, seq.output_tokens, seq.cached,
+            "" if seq.calls else " ".join(seq.words), seq.prompt_tokens, seq.output_tokens,
+            seq.cached,
             {"queue_s": seq.started - seq.submitted, "ttft_s": seq.first_token - seq.submitted,
-             "total_s": now - seq.submitted}, model="simulated", engine=self.name)
+             "total_s": now - seq.submitted}, model="simulated", engine=self.name,
+            tool_calls=seq.calls,
+            finish_reason="tool_calls" if seq.calls else
+            "length" if seq.output_tokens >= seq.request.max_tokens else "stop")
         if not seq.done.done():
             seq.done.set_result(completion)

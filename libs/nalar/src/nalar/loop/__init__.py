@@ -1,0 +1,9 @@
+"""Tool-calling agents as durable workflows: `AgentLoop`, the built-in `llm` and `tools`
+agents it calls, and how it reaches each kind of tool."""
+
+from nalar.loop.agentloop import AgentLoop
+from nalar.loop.builtin import LLM, LLM_AGENT, function_tools_agent
+from nalar.loop.tools import FUNCTION_TOOLS_AGENT, LoopTool, resolve
+
+__all__ = ["FUNCTION_TOOLS_AGENT", "LLM", "LLM_AGENT", "AgentLoop", "LoopTool",
+           "function_tools_agent", "resolve"]

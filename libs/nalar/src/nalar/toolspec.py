@@ -1,0 +1,108 @@
+"""A tool as a model sees it: a name, a description and its parameters as JSON Schema, built
+from a Python function's signature and type hints, and the check that the arguments a model
+proposes fit that schema before anything runs.
+
+Models propose arguments that do not fit (a small model on vLLM answers `{"copout": "32"}`
+for a `city` parameter): `ToolSpec.check` turns them into the function's keyword arguments,
+converted to the annotated types, or raises `ToolArgumentsError` with a message meant for
+the model, which the agent loop hands back to it as the tool's result.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nalar_common.errors import InvalidInput
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what OpenAI-style APIs accept
+
+
+class ToolArgumentsError(InvalidInput):
+    """The arguments a model proposed do not fit the tool's parameters (said to the model)."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema of an object
+    model: type[BaseModel]
+
+    def schema(self) -> dict[str, Any]:
+        """The OpenAI tool-calling form: `{"type": "function", "function": {...}}`."""
+        return {"type": "function", "function": {"name": self.name,
+                                                 "description": self.description,
+                                                 "parameters": self.parameters}}
+
+    def check(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+        """The proposed arguments (a JSON text, as models send them, or a dict) as keyword
+        arguments of the annotated types; `ToolArgumentsError` naming what does not fit."""
+        if arguments is None or arguments == "":
+            data: Any = {}
+        elif isinstance(arguments, str):
+            try:
+                data = json.loads(arguments)
+            except ValueError as exc:
+                raise ToolArgumentsError(f"arguments of {self.name} are not JSON: {exc}",
+                                         details={"tool": self.name}) from None
+        else:
+            data = arguments
+        if not isinstance(data, dict):
+            raise ToolArgumentsError(f"arguments of {self.name} must be a JSON object, not "
+                                     f"{type(data).__name__}", details={"tool": self.name})
+        try:
+            parsed = self.model.model_validate(data)
+        except ValidationError as exc:
+            problems = [f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
+                        for e in exc.errors()]
+            raise ToolArgumentsError(
+                f"arguments of {self.name} do not fit its parameters: " + "; ".join(problems)
+                + f". Expected: {json.dumps(self.parameters.get('properties', {}))}",
+                details={"tool": self.name, "problems": problems}) from None
+        return {name: getattr(parsed, name) for name in type(parsed).model_fields}
+
+    def jsonable(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Checked arguments in JSON types again (what travels to an agent on another host)."""
+        return self.model.model_validate(kwargs).model_dump(mode="json")
+
+
+def tool_spec(fn: Callable[..., Any], *, name: str | None = None,
+              description: str | None = None) -> ToolSpec:
+    """The spec of a function or method (`self`/`cls` left out): each parameter a property,
+    required when it has no default, typed by its annotation (unannotated: any JSON)."""
+    tool = str(name or getattr(fn, "__name__", ""))
+    if not TOOL_NAME.fullmatch(tool):
+        raise ValueError(f"tool name {tool!r} must be 1-64 of [A-Za-z0-9_-]")
+    fields: dict[str, Any] = {}
+    for i, p in enumerate(inspect.signature(fn).parameters.values()):
+        if i == 0 and p.name in ("self", "cls"):
+            continue
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = Any if p.annotation is inspect.Parameter.empty else p.annotation
+        fields[p.name] = (ann, ... if p.default is inspect.Parameter.empty else p.default)
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except Exception:  # a hint that does not resolve here: keep the raw annotation
+        hints = {}
+    fields = {k: (hints.get(k, ann), default) for k, (ann, default) in fields.items()}
+    model = create_model(f"{tool}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+    parameters = model.model_json_schema()
+    parameters.pop("title", None)
+    for prop in parameters.get("properties", {}).values():
+        prop.pop("title", None)
+    doc = description if description is not None else _first_paragraph(inspect.getdoc(fn))
+    return ToolSpec(tool, doc, parameters, model)
+
+
+def _first_paragraph(doc: str | None) -> str:
+    return " ".join((doc or "").strip().split("\n\n", 1)[0].split())
+
+
+__all__ = ["ToolArgumentsError", "ToolSpec", "tool_spec"]

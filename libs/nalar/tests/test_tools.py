@@ -1,0 +1,210 @@
+"""Tool calling without a stack: schemas from type hints, the argument check, the simulated
+engine's deterministic and scripted tool calls, the OpenAI client's tool-call stream, and
+what `AgentLoop` refuses when it is defined."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import httpx
+import nalar
+import pytest
+from nalar.app import load_app
+from nalar.engines import LLMRequest, SimulatedEngine
+from nalar.engines.openai import OpenAIEngine
+from nalar.toolspec import ToolArgumentsError, tool_spec
+from pydantic import BaseModel, Field
+
+
+class Unit(Enum):
+    C = "celsius"
+    F = "fahrenheit"
+
+
+class Place(BaseModel):
+    city: str
+    country: str = "FR"
+
+
+def forecast(place: Place, days: Annotated[int, Field(ge=1, le=7, description="how many")],
+             unit: Unit = Unit.C, detail: Literal["short", "long"] = "short") -> str:
+    """The forecast for a place.
+
+    More words that are not the description."""
+    return f"{place.city} {days} {unit.value} {detail}"
+
+
+def test_the_schema_comes_from_the_type_hints() -> None:
+    spec = tool_spec(forecast)
+    fn = spec.schema()["function"]
+    assert fn["name"] == "forecast" and fn["description"] == "The forecast for a place."
+    params = fn["parameters"]
+    assert params["type"] == "object" and params["required"] == ["place", "days"]
+    assert params["additionalProperties"] is False
+    assert params["properties"]["days"] == {"type": "integer", "minimum": 1, "maximum": 7,
+                                           "description": "how many"}
+    assert params["properties"]["detail"]["enum"] == ["short", "long"]
+    assert "$defs" in params and "Place" in params["$defs"]
+
+
+def test_checked_arguments_are_converted_to_the_annotated_types() -> None:
+    spec = tool_spec(forecast)
+    kwargs = spec.check('{"place": {"city": "Oslo"}, "days": "3", "unit": "fahrenheit"}')
+    assert kwargs["place"] == Place(city="Oslo") and kwargs["days"] == 3
+    assert kwargs["unit"] is Unit.F and kwargs["detail"] == "short"
+    assert forecast(**kwargs) == "Oslo 3 fahrenheit short"
+    assert spec.jsonable(kwargs) == {"place": {"city": "Oslo", "country": "FR"}, "days": 3,
+                                     "unit": "fahrenheit", "detail": "short"}
+
+
+@pytest.mark.parametrize(("arguments", "says"), [
+    ('{"copout": "32"}', "place: Field required"),
+    ('{"place": {"city": "x"}, "days": 9}', "days: Input should be less than or equal to 7"),
+    ('{"place": {"city": "x"}, "days": 1, "extra": 1}', "extra: Extra inputs are not permitted"),
+    ("{nope", "are not JSON"),
+    ('"Paris"', "must be a JSON object, not str"),
+    ("[1, 2]", "must be a JSON object, not list"),
+])
+def test_arguments_that_do_not_fit_say_what_is_wrong(arguments: str, says: str) -> None:
+    with pytest.raises(ToolArgumentsError, match="forecast") as info:
+        tool_spec(forecast).check(arguments)
+    assert says in info.value.message
+    assert info.value.error_code == "invalid_input"
+
+
+def test_tool_names_are_what_apis_accept() -> None:
+    with pytest.raises(ValueError, match="tool name 'has space'"):
+        tool_spec(forecast, name="has space")
+    assert tool_spec(forecast, name="f-1").name == "f-1"
+
+
+# -- the simulated engine ---------------------------------------------------------------------
+WEATHER = tool_spec(forecast).schema()
+
+
+def ask(**kw: Any) -> LLMRequest:
+    messages = kw.pop("messages", [{"role": "user", "content": "Weather in Lyon today?"}])
+    return LLMRequest(messages=messages, tools=kw.pop("tools", [WEATHER]), max_tokens=32, **kw)
+
+
+async def test_the_simulated_engine_calls_a_tool_then_answers() -> None:
+    engine = SimulatedEngine(time_scale=0.0)
+    first = await engine.complete(ask(tool_choice="auto"))
+    [call] = first.tool_calls
+    assert first.text == "" and first.finish_reason == "tool_calls" and call.name == "forecast"
+    tool_spec(forecast).check(call.arguments)  # filled from the schema: it fits
+    again = await SimulatedEngine(time_scale=0.0).complete(ask(tool_choice="auto"))
+    assert again.tool_calls == first.tool_calls  # same seed, same prompt: same call
+    answered = ask(messages=[
+        {"role": "user", "content": "Weather in Lyon today?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function",
+             "function": {"name": call.name, "arguments": call.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "rain"}])
+    final = await engine.complete(answered)
+    assert final.text and not final.tool_calls and final.finish_reason in ("stop", "length")
+    forced = await engine.complete(LLMRequest(**{**answered.__dict__,
+                                                 "tool_choice": "required"}))
+    assert forced.tool_calls  # "required": a call even after the tool's answer
+    none = await engine.complete(ask(tool_choice="none"))
+    assert none.text and not none.tool_calls
+
+
+async def test_a_named_tool_choice_calls_that_tool() -> None:
+    other = tool_spec(forecast, name="other").schema()
+    out = await SimulatedEngine(time_scale=0.0).complete(ask(
+        tools=[WEATHER, other], tool_choice={"type": "function",
+                                             "function": {"name": "other"}}))
+    assert [c.name for c in out.tool_calls] == ["other"]
+
+
+async def test_a_script_says_what_each_turn_proposes() -> None:
+    engine = SimulatedEngine(time_scale=0.0, script={
+        "Lyon": [{"tool_calls": [{"name": "forecast", "arguments": {"copout": "32"}},
+                                 {"name": "forecast", "arguments": "raw text"}]},
+                 {"text": "done here"}]})
+    first = await engine.complete(ask())
+    assert [(c.name, c.arguments) for c in first.tool_calls] == [
+        ("forecast", '{"copout": "32"}'), ("forecast", "raw text")]
+    second = await engine.complete(ask(messages=[
+        {"role": "user", "content": "Weather in Lyon today?"},
+        {"role": "assistant", "content": None}]))
+    assert second.text == "done here" and not second.tool_calls
+    unscripted = await engine.complete(ask(messages=[{"role": "user", "content": "Paris?"}]))
+    assert unscripted.tool_calls and unscripted.tool_calls[0].name == "forecast"
+
+
+def test_a_malformed_script_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"script\['k'\]\[0\] must be"):
+        SimulatedEngine(time_scale=0.0, script={"k": [{"call": "x"}]})
+
+
+async def test_tool_calls_are_not_streamed_as_text() -> None:
+    pieces: list[str] = []
+    out = await SimulatedEngine(time_scale=0.0).complete(ask(tool_choice="required"),
+                                                         pieces.append)
+    assert out.tool_calls and pieces == []
+
+
+# -- the OpenAI-compatible client ---------------------------------------------------------------
+async def test_tools_go_through_and_streamed_tool_calls_are_put_together() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        chunks = [
+            {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {
+                "name": "forecast", "arguments": '{"place": '}}]}}]},
+            {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {
+                "arguments": '{"city": "Oslo"}, "days": 2}'}}]}}]},
+            {"choices": [{"delta": {"tool_calls": [{"index": 1, "id": "c2", "function": {
+                "name": "forecast", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]},
+            {"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 12}}]
+        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=body)
+
+    engine = OpenAIEngine(["http://e/v1"], model="m",
+                          client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    out = await engine.complete(ask(tool_choice="required"))
+    assert seen[0]["tools"] == [WEATHER] and seen[0]["tool_choice"] == "required"
+    assert [c.to_dict() for c in out.tool_calls] == [
+        {"id": "c1", "name": "forecast", "arguments": '{"place": {"city": "Oslo"}, "days": 2}'},
+        {"id": "c2", "name": "forecast", "arguments": "{}"}]
+    assert out.finish_reason == "tool_calls" and out.text == ""
+    await engine.complete(LLMRequest(messages=[{"role": "user", "content": "hi"}]))
+    assert "tools" not in seen[1] and "tool_choice" not in seen[1]
+
+
+# -- what AgentLoop refuses --------------------------------------------------------------------
+def test_an_agent_loop_refuses_what_it_cannot_run() -> None:
+    def local(x: int) -> int:
+        return x
+
+    class Plain:
+        def m(self) -> None: ...
+
+    with pytest.raises(ValueError, match="max_turns must be a positive integer"):
+        nalar.AgentLoop("a", max_turns=0)
+    with pytest.raises(ValueError, match="agent name '_a'"):
+        nalar.AgentLoop("_a")
+    with pytest.raises(ValueError, match="must be defined at module level"):
+        nalar.AgentLoop("a", tools=[local])
+    with pytest.raises(ValueError, match="must be defined at module level"):
+        nalar.AgentLoop("a", tools=[Plain.m])
+    with pytest.raises(TypeError, match="a tool must be a function"):
+        nalar.AgentLoop("a", tools=["forecast"])
+    with pytest.raises(ValueError, match="two tools are named 'forecast'"):
+        nalar.AgentLoop("a", tools=[forecast, forecast])
+
+
+def test_an_agent_named_like_a_builtin_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "mine.py").write_text(
+        "import nalar\n\n@nalar.agent(name='llm')\nclass Mine:\n    def x(self) -> int:\n"
+        "        return 1\n\n\n@nalar.tool\ndef ping() -> str:\n    return 'pong'\n\n\n"
+        "loop = nalar.AgentLoop('pinger', tools=[ping])\n")
+    with pytest.raises(nalar.InvalidInput, match="agent name 'llm' is the built-in agent"):
+        load_app(tmp_path)
