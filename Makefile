@@ -17,7 +17,7 @@ VLLM_MODEL := .nalar/models/smollm2-135m
 VLLM_PORT ?= 8100
 BENCH_VENV := .venv-bench
 
-.PHONY: setup run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-http bench-engine bench-control-plane bench-skewed bench-env bench bench-full clean vllm test-vllm
+.PHONY: setup sandbox-tools run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-http bench-engine bench-control-plane bench-skewed bench-env bench bench-full clean vllm test-vllm
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -27,7 +27,19 @@ $(VENV)/.synced: pyproject.toml uv.lock libs/*/pyproject.toml services/*/pyproje
 	$(UV) sync --frozen --python $(PYTHON)
 	touch $@
 
-setup: $(VENV)/.synced
+setup: $(VENV)/.synced sandbox-tools
+
+# bubblewrap isolates the code agents write (nalar.sandbox, docs/sandbox.md): root installs
+# Debian's package when `bwrap` is missing; otherwise a warning (the sandbox tests then fail)
+sandbox-tools:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap) \
+	      >/dev/null 2>&1 || echo "WARNING: bubblewrap not installable; nalar.sandbox cannot run"; \
+	  else \
+	    echo "WARNING: bwrap missing (as root: apt-get install bubblewrap); nalar.sandbox cannot run"; \
+	  fi; \
+	fi
 
 ifeq ($(LLM),vllm)
 run: setup vllm

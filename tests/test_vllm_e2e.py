@@ -29,6 +29,7 @@ LLM_APP = ROOT / "tests" / "apps" / "llm"
 MODEL = "smollm2"
 START_TIMEOUT_S = 240
 QUESTION = "What is the capital of France?"
+TOOL_FLAGS = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
 
 
 def _skip_reason() -> str | None:
@@ -75,7 +76,10 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer
     with open(log, "wb") as out:
         # own session: the teardown can take the whole group down if serve.sh hangs; serve.sh
         # also stops the server by itself if this process goes away
-        proc = subprocess.Popen([str(SERVE), "--port", str(port)], env=env, stdout=out,
+        # tool calls parsed (what a `tool_choice` other than "auto" or "none" needs); requests
+        # without tools are not affected
+        proc = subprocess.Popen([str(SERVE), "--port", str(port), *TOOL_FLAGS], env=env,
+                                stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     server = VLLMServer(proc, port, log)
@@ -224,3 +228,44 @@ def test_prompt_over_the_context_is_a_terminal_error_naming_the_limit(
     assert body["status"] == "failed", body
     assert body["error"]["code"] == "prompt_too_long", body["error"]
     assert body["error"]["details"]["limit"] == 2048
+
+
+def _tool_run(stack: StackHandle, loop: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    with stack.client() as http:
+        r = http.post("/v1/workflows/tool_transcript/runs", params={"wait": 240},
+                      json={"input": {"loop": loop,
+                                      "question": "What is the weather like in Paris?"}},
+                      timeout=300)
+        assert r.status_code == 200, r.text
+        run = r.json()
+        assert run["status"] == "succeeded", run
+        rows = http.get(f"/v1/runs/{run['run_id']}/futures").json()["futures"]
+    return run["result"], [f for f in rows if f["future"] != "0"]
+
+
+def test_the_tool_loop_on_the_real_engine(llm_stack: StackHandle) -> None:
+    """A real model proposes tool calls (vLLM with `--enable-auto-tool-choice
+    --tool-call-parser hermes`): each turn is an `llm.turn` future, each call that fits its
+    tool's schema a tool future, each that does not an error the model is told, and the loop
+    ends within `max_turns` whatever the model does."""
+    seen_futures = seen_errors = 0
+    for loop, max_turns in (("required", 3), ("named", 2)):
+        out, rows = _tool_run(llm_stack, loop)
+        turns = [f for f in rows if f["agent"] == "llm"]
+        tools = [f for f in rows if f["agent"] == "tools"]
+        assert 1 <= len(turns) <= max_turns, rows
+        assert all(t["status"] == "succeeded" for t in turns), turns
+        proposed = [c for m in out["messages"] if m["role"] == "assistant"
+                    for c in m.get("tool_calls") or ()]
+        answers = [m["content"] for m in out["messages"] if m["role"] == "tool"]
+        errors = [a for a in answers if a.startswith("error")]
+        assert proposed and len(answers) == len(proposed), out
+        # every proposed call either ran as a future or was answered as an error
+        assert len(tools) + len(errors) == len(proposed), (rows, out)
+        assert all(e.startswith(("error: arguments of", "error: there is no tool"))
+                   for e in errors), errors
+        assert out.get("error") in (None, "max_turns_exceeded"), out
+        seen_futures += len(tools)
+        seen_errors += len(errors)
+    print(f"tool calls run as futures: {seen_futures}, answered as errors: {seen_errors}")
+    assert seen_futures > 0 and seen_errors > 0

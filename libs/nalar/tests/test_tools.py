@@ -208,3 +208,17 @@ def test_an_agent_named_like_a_builtin_is_refused(tmp_path: Path) -> None:
         "loop = nalar.AgentLoop('pinger', tools=[ping])\n")
     with pytest.raises(nalar.InvalidInput, match="agent name 'llm' is the built-in agent"):
         load_app(tmp_path)
+
+
+def remember(topic: str = "general", **facts: Any) -> dict[str, Any]:
+    """Keep whatever facts the model gives."""
+    return {"topic": topic, **facts}
+
+
+def test_a_tool_with_keyword_arguments_takes_any_further_arguments() -> None:
+    spec = tool_spec(remember)
+    assert spec.parameters["additionalProperties"] is True
+    kwargs = spec.check('{"copout": "32", "city": ["x"]}')
+    assert remember(**kwargs) == {"topic": "general", "copout": "32", "city": ["x"]}
+    with pytest.raises(ToolArgumentsError, match="topic: Input should be a valid string"):
+        spec.check('{"topic": 3}')

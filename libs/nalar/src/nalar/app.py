@@ -17,7 +17,7 @@ from typing import Any
 
 from nalar_common.errors import InvalidInput
 
-from nalar.loop import LLM, AgentLoop, function_tools_agent
+from nalar.loop import LLM, TOOLS_ATTR, function_tools_agent
 from nalar.registry import METHOD_ATTR, AgentSpec, WorkflowSpec, agent_spec, workflow_spec
 
 
@@ -54,7 +54,7 @@ def load_app(path: str | Path) -> App:
                 app.agents.setdefault(a.name, a)
             elif (w := workflow_spec(obj)) is not None:
                 app.workflows.setdefault(w.name, w)
-                if isinstance(obj, AgentLoop):
+                if getattr(obj, TOOLS_ATTR, None) is not None:
                     loops.append(obj)
             elif inspect.isfunction(obj) and obj.__module__ == modname and \
                     getattr(obj, METHOD_ATTR, {}).get("tool"):
@@ -73,14 +73,16 @@ def _add_function(functions: dict[str, Callable[..., Any]], fn: Callable[..., An
 
 def _add_builtins(app: App, loops: list[Any], functions: dict[str, Callable[..., Any]]) -> None:
     """The `llm` agent for the loops' turns, the `tools` agent for function tools (those
-    defined at module level and those the loops list, in loops they use as tools too)."""
+    defined at module level and those the loops list, in loops they use as tools too). A
+    loop is any workflow with `TOOLS_ATTR`: an `AgentLoop`, or an agent of another
+    framework adapted to run on Nalar."""
     seen: set[int] = set()
     while loops:
         loop = loops.pop()
         if id(loop) in seen:
             continue
         seen.add(id(loop))
-        for tool in loop.tools.values():
+        for tool in getattr(loop, TOOLS_ATTR).values():
             if tool.fn is not None:
                 _add_function(functions, tool.fn)
             if tool.loop is not None:

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from nalar_common.errors import InvalidInput
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -65,11 +65,13 @@ class ToolSpec:
                 f"arguments of {self.name} do not fit its parameters: " + "; ".join(problems)
                 + f". Expected: {json.dumps(self.parameters.get('properties', {}))}",
                 details={"tool": self.name, "problems": problems}) from None
-        return {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        return {**{name: getattr(parsed, name) for name in type(parsed).model_fields},
+                **(parsed.model_extra or {})}
 
     def jsonable(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Checked arguments in JSON types again (what travels to an agent on another host)."""
-        return self.model.model_validate(kwargs).model_dump(mode="json")
+        parsed = self.model.model_validate(kwargs)
+        return {**parsed.model_dump(mode="json"), **(parsed.model_extra or {})}
 
 
 def tool_spec(fn: Callable[..., Any], *, name: str | None = None,
@@ -80,9 +82,13 @@ def tool_spec(fn: Callable[..., Any], *, name: str | None = None,
     if not TOOL_NAME.fullmatch(tool):
         raise ValueError(f"tool name {tool!r} must be 1-64 of [A-Za-z0-9_-]")
     fields: dict[str, Any] = {}
-    for i, p in enumerate(inspect.signature(fn).parameters.values()):
-        if i == 0 and p.name in ("self", "cls"):
-            continue
+    params = list(inspect.signature(fn).parameters.values())
+    if params and params[0].name in ("self", "cls"):
+        params = params[1:]
+    # `**kwargs`: the tool takes any further arguments (JSON values), as they come
+    extra: Literal["allow", "forbid"] = (
+        "allow" if any(p.kind == p.VAR_KEYWORD for p in params) else "forbid")
+    for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         ann = Any if p.annotation is inspect.Parameter.empty else p.annotation
@@ -92,7 +98,7 @@ def tool_spec(fn: Callable[..., Any], *, name: str | None = None,
     except Exception:  # a hint that does not resolve here: keep the raw annotation
         hints = {}
     fields = {k: (hints.get(k, ann), default) for k, (ann, default) in fields.items()}
-    model = create_model(f"{tool}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+    model = create_model(f"{tool}_arguments", __config__=ConfigDict(extra=extra), **fields)
     parameters = model.model_json_schema()
     parameters.pop("title", None)
     for prop in parameters.get("properties", {}).values():

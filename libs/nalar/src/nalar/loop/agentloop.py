@@ -33,7 +33,7 @@ from nalar_common.errors import (
 from pydantic import TypeAdapter, ValidationError
 
 from nalar.loop.builtin import LLM_AGENT
-from nalar.loop.tools import LoopTool, resolve
+from nalar.loop.tools import TOOLS_ATTR, LoopTool, resolve
 from nalar.registry import WORKFLOW_ATTR, WorkflowSpec, agent_name
 from nalar.stub import stub
 from nalar.toolspec import ToolArgumentsError, ToolSpec, tool_spec
@@ -64,6 +64,7 @@ class AgentLoop:
             if tool.spec.name in self.tools:
                 raise ValueError(f"agent loop {name}: two tools are named {tool.spec.name!r}")
             self.tools[tool.spec.name] = tool
+        setattr(self, TOOLS_ATTR, self.tools)
         setattr(self, WORKFLOW_ATTR, WorkflowSpec(
             name=self.name, fn=self._workflow, is_async=True,
             signature=inspect.signature(self._workflow), doc=description or instructions))

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from nalar.loop.agentloop import AgentLoop
 
 FUNCTION_TOOLS_AGENT = "tools"
+# a workflow whose steps are LLM turns and tools: its tools by name (`LoopTool`s), so that
+# `load_app` gives its app the `llm` and `tools` agents they run on
+TOOLS_ATTR = "__nalar_tools__"
 
 
 @dataclass(frozen=True)
