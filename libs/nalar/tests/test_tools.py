@@ -222,3 +222,26 @@ def test_a_tool_with_keyword_arguments_takes_any_further_arguments() -> None:
     assert remember(**kwargs) == {"topic": "general", "copout": "32", "city": ["x"]}
     with pytest.raises(ToolArgumentsError, match="topic: Input should be a valid string"):
         spec.check('{"topic": 3}')
+
+
+def test_the_apps_agents_package_wins_over_the_sdks(tmp_path: Path) -> None:
+    """The OpenAI Agents SDK installs a package named `agents`: an app's `agents/` directory
+    (no `__init__.py`) is still what `from agents.x import X` finds, and importing the SDK
+    from such an app says why it cannot."""
+    from nalar.app import forget_package
+
+    forget_package("agents")  # an app loaded earlier in this process
+    import agents as sdk  # the installed SDK
+
+    assert hasattr(sdk, "Runner")
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "mine.py").write_text(
+        "import nalar\n\n@nalar.agent\nclass Mine:\n    def x(self) -> int:\n        return 1\n")
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "w.py").write_text(
+        "import nalar\nfrom agents.mine import Mine\n\n@nalar.workflow\ndef w() -> int:\n"
+        "    return nalar.stub(Mine).x().value()\n")
+    app = load_app(tmp_path)
+    assert "Mine" in app.agents and "w" in app.workflows
+    with pytest.raises(ImportError, match="the OpenAI Agents SDK's is `agents`"):
+        exec("from agents import Runner", {})

@@ -8,6 +8,8 @@ functions also gets the built-in agents they call: `llm` and `tools` (nalar.loop
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
@@ -35,15 +37,66 @@ def _module_names(root: Path, package: str) -> list[str]:
     return [f"{package}.{p.stem}" for p in sorted(folder.glob("*.py")) if p.stem != "__init__"]
 
 
+APP_PACKAGES = ("agents", "workflows", "stubs")
+
+
+def forget_package(pkg: str) -> None:
+    """Drop an app's modules of a package loaded before (another app, or this one again);
+    an installed distribution's modules of that name stay (the OpenAI Agents SDK's package
+    is also named `agents`)."""
+    for name in [m for m in sys.modules if m == pkg or m.startswith(pkg + ".")]:
+        where = str(getattr(sys.modules[name], "__file__", None) or
+                    list(getattr(sys.modules[name], "__path__", None) or ()))
+        if "site-packages" not in where:
+            del sys.modules[name]
+
+
+def bind_package(root: Path, pkg: str) -> None:
+    """Make `import <pkg>.x` find the app's `<pkg>/` directory (an `__init__.py` or not) even
+    where an installed package has the same name: an app directory without `__init__.py` is
+    a namespace package, which loses to any regular package on the path."""
+    folder = root / pkg
+    if not folder.is_dir():
+        return
+    init = folder / "__init__.py"
+    if init.exists():
+        spec = importlib.util.spec_from_file_location(pkg, init,
+                                                      submodule_search_locations=[str(folder)])
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[pkg] = module
+        spec.loader.exec_module(module)
+        return
+    spec = importlib.machinery.ModuleSpec(pkg, None, is_package=True)
+    spec.submodule_search_locations = [str(folder)]
+    module = importlib.util.module_from_spec(spec)
+    module.__getattr__ = _missing(pkg, folder)  # type: ignore[method-assign]
+    sys.modules[pkg] = module
+
+
+def _missing(pkg: str, folder: Path) -> Callable[[str], Any]:
+    def attr(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if (folder / f"{name}.py").exists() or (folder / name).is_dir():
+            return importlib.import_module(f"{pkg}.{name}")
+        raise ImportError(
+            f"{pkg!r} is this app's {pkg}/ directory ({folder}), which has no {name!r}; an "
+            f"installed package named {pkg!r} (the OpenAI Agents SDK's is `agents`) cannot be "
+            f"imported by such an app: keep that code out of {pkg}/ (docs/openai-agents.md)")
+    return attr
+
+
 def load_app(path: str | Path) -> App:
     root = Path(path).resolve()
     if not root.is_dir():
         raise InvalidInput(f"app directory {root} does not exist")
-    for pkg in ("agents", "workflows", "stubs"):
-        for mod in [m for m in sys.modules if m == pkg or m.startswith(pkg + ".")]:
-            del sys.modules[mod]
+    for pkg in APP_PACKAGES:
+        forget_package(pkg)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
+    for pkg in APP_PACKAGES:
+        bind_package(root, pkg)
     app = App(path=root)
     loops: list[Any] = []
     functions: dict[str, Callable[..., Any]] = {}

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from nalar.app import bind_package, forget_package
 from nalar.registry import AgentSpec, agent_spec
 from nalar.stub import Stub
 
@@ -50,8 +51,8 @@ class _PlaceholderModule(types.ModuleType):
 
 
 def _forget_app_modules() -> None:
-    for name in [m for m in sys.modules if m.split(".")[0] in ("agents", "stubs")]:
-        del sys.modules[name]
+    for pkg in ("agents", "stubs"):
+        forget_package(pkg)
 
 
 @contextlib.contextmanager
@@ -62,6 +63,7 @@ def _importing_app(root: Path) -> Iterator[None]:
     added = str(root) not in sys.path
     if added:
         sys.path.insert(0, str(root))
+    bind_package(root, "agents")
     finder = _PlaceholderStubs()
     sys.meta_path.insert(0, finder)
     try:
