@@ -249,7 +249,7 @@ def test_the_tool_loop_on_the_real_engine(llm_stack: StackHandle) -> None:
     tool's schema a tool future, each that does not an error the model is told, and the loop
     ends within `max_turns` whatever the model does."""
     seen_futures = seen_errors = 0
-    for loop, max_turns in (("required", 3), ("named", 2)):
+    for loop, max_turns in (("required", 3), ("named", 2), ("forecast", 2)):
         out, rows = _tool_run(llm_stack, loop)
         turns = [f for f in rows if f["agent"] == "llm"]
         tools = [f for f in rows if f["agent"] == "tools"]
@@ -265,6 +265,7 @@ def test_the_tool_loop_on_the_real_engine(llm_stack: StackHandle) -> None:
         assert all(e.startswith(("error: arguments of", "error: there is no tool"))
                    for e in errors), errors
         assert out.get("error") in (None, "max_turns_exceeded"), out
+        print(loop, json.dumps(out)[:1500])
         seen_futures += len(tools)
         seen_errors += len(errors)
     print(f"tool calls run as futures: {seen_futures}, answered as errors: {seen_errors}")

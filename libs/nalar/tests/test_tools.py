@@ -75,6 +75,19 @@ def test_arguments_that_do_not_fit_say_what_is_wrong(arguments: str, says: str) 
     assert info.value.error_code == "invalid_input"
 
 
+def city_weather(city: str) -> str:
+    return city
+
+
+def test_a_bare_value_is_the_only_parameter_of_a_one_parameter_tool() -> None:
+    spec = tool_spec(city_weather)
+    assert spec.check('"Paris"') == {"city": "Paris"}
+    with pytest.raises(ToolArgumentsError, match="city: Input should be a valid string"):
+        spec.check("[1, 2]")
+    with pytest.raises(ToolArgumentsError, match="must be a JSON object, not str"):
+        tool_spec(forecast).check('"Paris"')  # two parameters: no guess
+
+
 def test_tool_names_are_what_apis_accept() -> None:
     with pytest.raises(ValueError, match="tool name 'has space'"):
         tool_spec(forecast, name="has space")

@@ -5,7 +5,9 @@ proposes fit that schema before anything runs.
 Models propose arguments that do not fit (a small model on vLLM answers `{"copout": "32"}`
 for a `city` parameter): `ToolSpec.check` turns them into the function's keyword arguments,
 converted to the annotated types, or raises `ToolArgumentsError` with a message meant for
-the model, which the agent loop hands back to it as the tool's result.
+the model, which the agent loop hands back to it as the tool's result. One leniency: a bare
+JSON value (`"Paris"`) for a tool with exactly one parameter is taken as that parameter, and
+checked as such (small models answer a named `tool_choice` that way).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class ToolSpec:
                                          details={"tool": self.name}) from None
         else:
             data = arguments
+        fields = list(self.model.model_fields)
+        if not isinstance(data, dict) and len(fields) == 1 and \
+                self.model.model_config.get("extra") == "forbid":
+            data = {fields[0]: data}  # a bare value for a one-parameter tool (small models)
         if not isinstance(data, dict):
             raise ToolArgumentsError(f"arguments of {self.name} must be a JSON object, not "
                                      f"{type(data).__name__}", details={"tool": self.name})

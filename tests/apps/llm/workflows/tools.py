@@ -15,6 +15,12 @@ def get_weather(city: str) -> str:
 
 
 @nalar.tool
+def get_forecast(city: str, days: int) -> str:
+    """Get the weather forecast for a city for a number of days."""
+    return f"{days} sunny days in {city}."
+
+
+@nalar.tool
 def remember(**facts: Any) -> str:
     """Remember any facts about the user's request."""
     return "remembered " + ", ".join(sorted(facts))
@@ -30,10 +36,18 @@ weather_named = nalar.AgentLoop(
     max_turns=2, max_tokens=48)
 
 
+forecast_named = nalar.AgentLoop(
+    "forecast_named", instructions="You are a helpful assistant with tools.",
+    tools=[get_forecast],
+    tool_choice={"type": "function", "function": {"name": "get_forecast"}},
+    max_turns=2, max_tokens=48)
+
+
 @nalar.workflow
 async def tool_transcript(loop: str, question: str) -> dict[str, Any]:
     """Run a loop; return the conversation the model saw and how it ended."""
-    chosen = {"required": weather_required, "named": weather_named}[loop]
+    chosen = {"required": weather_required, "named": weather_named,
+              "forecast": forecast_named}[loop]
     messages: list[dict[str, Any]] = []
     try:
         output = await chosen.run(question, transcript=messages)
