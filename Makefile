@@ -17,7 +17,7 @@ VLLM_MODEL := .nalar/models/smollm2-135m
 VLLM_PORT ?= 8100
 BENCH_VENV := .venv-bench
 
-.PHONY: setup sandbox-tools run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-http bench-engine bench-control-plane bench-skewed bench-env bench bench-full clean vllm test-vllm
+.PHONY: setup sandbox-tools run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-http bench-agentloop bench-engine bench-control-plane bench-skewed bench-env bench bench-full clean vllm test-vllm
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -78,6 +78,9 @@ bench-overhead: setup
 # BENCH_HTTP_ARGS shortens it (.ci/run)
 bench-http: setup
 	$(VENV)/bin/python bench/frontdoor.py $(BENCH_HTTP_ARGS)
+
+bench-agentloop: setup
+	$(VENV)/bin/python bench/agentloop.py
 
 bench-engine: setup
 	$(VENV)/bin/python bench/engine.py

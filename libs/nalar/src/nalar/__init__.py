@@ -9,6 +9,7 @@ from nalar_common.errors import (
     EngineOverloaded,
     EngineUnavailable,
     GuardrailExceeded,
+    GuardrailTripwire,
     InvalidInput,
     MalformedMessage,
     MaxTurnsExceeded,
@@ -26,7 +27,7 @@ from nalar_common.errors import (
     Unavailable,
 )
 
-from nalar import llm
+from nalar import llm, sandbox
 from nalar.context import cancelled, current_attempt, current_run_id, current_session_id
 from nalar.future import Future
 from nalar.loop import AgentLoop
@@ -48,6 +49,7 @@ __all__ = [
     "EngineUnavailable",
     "Future",
     "GuardrailExceeded",
+    "GuardrailTripwire",
     "InvalidInput",
     "MalformedMessage",
     "MaxTurnsExceeded",
@@ -76,6 +78,7 @@ __all__ = [
     "managed_list",
     "method",
     "once",
+    "sandbox",
     "signal",
     "stub",
     "tool",

@@ -21,6 +21,7 @@
     │   ├── DeadLettered       "dead_lettered"           500  the call's dead letter discarded
     │   ├── ReplayDiverged     "replay_diverged"         409  a replay asked a tool anew
     │   ├── MaxTurnsExceeded   "max_turns_exceeded"      422  an agent loop ran out of turns
+    │   ├── GuardrailTripwire  "guardrail_tripwire"      422  an agent framework's guardrail
     │   └── PromptTooLong      "prompt_too_long"         400  the prompt does not fit the model
     └── RetryableError         "retryable"               503  may succeed later
         ├── Unavailable        "unavailable"             503
@@ -228,6 +229,15 @@ class MaxTurnsExceeded(TerminalError):
     """An agent loop (`nalar.AgentLoop`) reached its `max_turns` without a final answer."""
 
     code = "max_turns_exceeded"
+    http_status = 422
+
+
+class GuardrailTripwire(TerminalError):
+    """A guardrail of an agent framework run on Nalar tripped (an OpenAI Agents SDK input,
+    output or tool guardrail): the run ends. `details`: the guardrail's name, its kind, and
+    its `output_info` in JSON form. (Nalar's own limits raise `GuardrailExceeded`.)"""
+
+    code = "guardrail_tripwire"
     http_status = 422
 
 
