@@ -24,8 +24,10 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
 fi
 
 echo "run_with_vllm: starting vLLM on 127.0.0.1:$PORT (log: $LOG; takes ~30-60 s on CPU)"
+# tool calls parsed, for agent loops (docs/agents.md); plain requests are not affected
 VLLM_PORT=$PORT VLLM_SERVED_MODEL_NAME=$NAME VLLM_START_TIMEOUT_S=$TIMEOUT \
-  "$ROOT/deploy/vllm/serve.sh" --port "$PORT" >"$LOG" 2>&1 &
+  "$ROOT/deploy/vllm/serve.sh" --port "$PORT" --enable-auto-tool-choice --tool-call-parser hermes \
+    >"$LOG" 2>&1 &
 SERVER=$!
 APP_PID=
 
