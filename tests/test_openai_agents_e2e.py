@@ -192,6 +192,24 @@ def test_a_tool_that_raises_is_the_sdk_failure_message(stack: StackHandle) -> No
 
 
 # -- a host killed mid-run -------------------------------------------------------------------
+def test_runs_of_one_session_continue_one_conversation(stack: StackHandle) -> None:
+    """`workflow(..., session=True)`: the SDK's session is the Nalar session, its items in
+    the `conversations` agent's managed state."""
+    def turn(message: str, session: str) -> dict[str, Any]:
+        r = httpx.post(f"{stack.url}/v1/workflows/chat_items/runs", params={"wait": 60},
+                       json={"input": {"message": message}, "session_id": session}, timeout=90)
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    first = turn("hello there", "chat-a")
+    assert first["result"] == 2  # the question and the answer
+    # the SDK reads the history, saves the new input, asks the model, saves its answer
+    assert steps(stack.url, first["run_id"]) == [
+        "conversations.items", "conversations.add", "llm.turn", "conversations.add"]
+    assert turn("and again", "chat-a")["result"] == 4  # the first exchange came along
+    assert turn("hello there", "chat-b")["result"] == 2  # another session: its own
+
+
 @pytest.fixture
 def hosts(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A controller, two hosts and a gateway as separate processes (so one host can die)."""

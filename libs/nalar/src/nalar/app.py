@@ -19,7 +19,7 @@ from typing import Any
 
 from nalar_common.errors import InvalidInput
 
-from nalar.loop import LLM, TOOLS_ATTR, function_tools_agent
+from nalar.loop import LLM, TOOLS_ATTR, Conversations, function_tools_agent
 from nalar.registry import METHOD_ATTR, AgentSpec, WorkflowSpec, agent_spec, workflow_spec
 
 
@@ -140,7 +140,7 @@ def _add_builtins(app: App, loops: list[Any], functions: dict[str, Callable[...,
                 _add_function(functions, tool.fn)
             if tool.loop is not None:
                 loops.append(tool.loop)
-    builtins = ([agent_spec(LLM)] if seen else []) + \
+    builtins = ([agent_spec(LLM), agent_spec(Conversations)] if seen else []) + \
         ([agent_spec(function_tools_agent(functions))] if functions else [])
     for spec in builtins:
         assert spec is not None

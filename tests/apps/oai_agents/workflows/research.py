@@ -107,6 +107,16 @@ triage = Agent(
 research = workflow(triage, name="research")
 verdict = workflow(judge, name="verdict", max_turns=3)
 
+chatter = Agent(name="chatter", instructions="Chat.")
+chat = workflow(chatter, name="chat", session=True)  # the SDK session is the Nalar session
+
+
+@nalar.workflow
+async def chat_items(message: str) -> int:
+    """One chat turn in the run's session: how many items the conversation has now."""
+    result = await chat.run(message)
+    return len(result.to_input_list())
+
 
 @nalar.workflow
 async def transcript(question: str) -> dict[str, Any]:

@@ -2,8 +2,24 @@
 agents it calls, and how it reaches each kind of tool."""
 
 from nalar.loop.agentloop import AgentLoop
-from nalar.loop.builtin import LLM, LLM_AGENT, function_tools_agent
+from nalar.loop.builtin import (
+    CONVERSATIONS_AGENT,
+    LLM,
+    LLM_AGENT,
+    Conversations,
+    function_tools_agent,
+)
 from nalar.loop.tools import FUNCTION_TOOLS_AGENT, TOOLS_ATTR, LoopTool, resolve
 
-__all__ = ["FUNCTION_TOOLS_AGENT", "LLM", "LLM_AGENT", "TOOLS_ATTR", "AgentLoop", "LoopTool",
-           "function_tools_agent", "resolve"]
+__all__ = [
+    "CONVERSATIONS_AGENT",
+    "FUNCTION_TOOLS_AGENT",
+    "LLM",
+    "LLM_AGENT",
+    "TOOLS_ATTR",
+    "AgentLoop",
+    "Conversations",
+    "LoopTool",
+    "function_tools_agent",
+    "resolve",
+]

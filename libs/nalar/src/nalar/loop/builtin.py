@@ -1,6 +1,8 @@
 """The agents an app with agent loops gets for free: `llm`, whose `turn` is one model call on
-the host's engine (each LLM turn a future: routed, prioritised, guarded, journaled), and
-`tools`, whose methods are the app's plain-function tools (each tool call a future).
+the host's engine (each LLM turn a future: routed, prioritised, guarded, journaled),
+`tools`, whose methods are the app's plain-function tools (each tool call a future), and
+`conversations`, a session's conversation items kept in managed state (what an OpenAI Agents
+SDK `Session` is on Nalar).
 
 `load_app` adds them when the app has an `AgentLoop` or module-level `@nalar.tool`
 functions; policy.yaml and guardrails.yaml name them like any agent (`llm`, `llm.turn`,
@@ -15,6 +17,7 @@ from typing import Any
 
 from nalar.llm import achat
 from nalar.registry import METHOD_ATTR, agent
+from nalar.state import managed_list
 from nalar.toolspec import tool_spec
 
 LLM_AGENT = "llm"
@@ -33,6 +36,34 @@ class LLM:
                             max_tokens=max_tokens, temperature=temperature)
         return {"content": c.text, "tool_calls": [t.to_dict() for t in c.tool_calls],
                 "finish_reason": c.finish_reason, "model": c.model, "usage": c.usage()}
+
+
+CONVERSATIONS_AGENT = "conversations"
+
+
+@agent(name=CONVERSATIONS_AGENT, concurrency=16)
+class Conversations:
+    """The conversation items of the calling run's session, in managed state: kept with the
+    session (Redis), committed only when a call succeeds, the same on any host."""
+
+    def items(self, limit: int | None = None) -> list[Any]:
+        """The items in order; with `limit`, the latest `limit` of them."""
+        history = managed_list("items")
+        return list(history[-limit:] if limit else history)
+
+    def add(self, items: list[Any]) -> int:
+        """Append items; how many there are now."""
+        history = managed_list("items")
+        history.extend(items)
+        return len(history)
+
+    def pop(self) -> Any:
+        """Remove and return the latest item (None when there is none)."""
+        history = managed_list("items")
+        return history.pop() if history else None
+
+    def clear(self) -> None:
+        managed_list("items").clear()
 
 
 def function_tools_agent(functions: dict[str, Callable[..., Any]]) -> type:

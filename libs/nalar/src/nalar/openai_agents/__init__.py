@@ -10,6 +10,7 @@ handoffs, agents-as-tools, guardrails and output types are the SDK's own. Needs 
 
 from nalar.openai_agents.graph import AgentGraph
 from nalar.openai_agents.model import NalarModel, NalarModelProvider
+from nalar.openai_agents.session import NalarSession
 from nalar.openai_agents.workflow import (
     GuardrailTripwire,
     OpenAIAgentsWorkflow,
@@ -18,4 +19,4 @@ from nalar.openai_agents.workflow import (
 )
 
 __all__ = ["AgentGraph", "GuardrailTripwire", "NalarModel", "NalarModelProvider",
-           "OpenAIAgentsWorkflow", "error_for", "workflow"]
+           "NalarSession", "OpenAIAgentsWorkflow", "error_for", "workflow"]

@@ -41,6 +41,7 @@ from pydantic_core import to_jsonable_python
 from nalar.loop.tools import TOOLS_ATTR, LoopTool
 from nalar.openai_agents.graph import INLINE, AgentGraph
 from nalar.openai_agents.model import NalarModelProvider
+from nalar.openai_agents.session import NalarSession
 from nalar.registry import WORKFLOW_ATTR, WorkflowSpec, agent_name
 
 
@@ -50,7 +51,7 @@ class OpenAIAgentsWorkflow:
 
     def __init__(self, agent: Agent[Any], *, name: str | None = None,
                  max_turns: int = DEFAULT_MAX_TURNS, run_config: RunConfig | None = None,
-                 description: str | None = None) -> None:
+                 description: str | None = None, session: bool = False) -> None:
         if not isinstance(max_turns, int) or max_turns < 1:
             raise ValueError(f"max_turns must be a positive integer, not {max_turns!r}")
         try:
@@ -61,6 +62,7 @@ class OpenAIAgentsWorkflow:
                              "name=...") from None
         self.agent = agent
         self.max_turns = max_turns
+        self.session = session  # the SDK session is the run's Nalar session (NalarSession)
         self.graph = AgentGraph(agent)
         base = run_config or RunConfig()
         self.run_config = replace(
@@ -90,7 +92,8 @@ class OpenAIAgentsWorkflow:
         token = INLINE.set(asyncio.Lock())
         try:
             result = await Runner.run(self.graph.entry, input, context=context,
-                                      max_turns=self.max_turns, run_config=self.run_config)
+                                      max_turns=self.max_turns, run_config=self.run_config,
+                                      session=NalarSession() if self.session else None)
         except Exception as exc:
             error = error_for(exc)
             if error is exc:
@@ -107,11 +110,13 @@ class OpenAIAgentsWorkflow:
 
 def workflow(agent: Agent[Any], *, name: str | None = None,
              max_turns: int = DEFAULT_MAX_TURNS, run_config: RunConfig | None = None,
-             description: str | None = None) -> OpenAIAgentsWorkflow:
+             description: str | None = None, session: bool = False) -> OpenAIAgentsWorkflow:
     """Register an SDK agent as a Nalar workflow: `research = workflow(triage, name="research")`
-    at module level in the app's `workflows/*.py`."""
+    at module level in the app's `workflows/*.py`. `session=True`: the SDK keeps the
+    conversation in the run's Nalar session (`NalarSession`), so runs with the same
+    `session_id` continue it."""
     return OpenAIAgentsWorkflow(agent, name=name, max_turns=max_turns, run_config=run_config,
-                                description=description)
+                                description=description, session=session)
 
 
 def error_for(exc: BaseException) -> BaseException:
