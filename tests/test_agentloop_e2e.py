@@ -58,7 +58,9 @@ SCRIPT: dict[str, list[dict[str, Any]]] = {
                 {"tool_calls": [call("wait_for_gate", name="G")]},
                 {"tool_calls": [call("note", text="two")]},
                 {"text": "finished"}],
-    "judge-it": [{"text": "it is nice"}, {"text": '{"city": "Oslo", "good": true}'}],
+    "judge-it": [{"text": "it is nice"},
+                 {"text": 'Sure! {"city": "Oslo", "good": true} Hope that helps.'}],
+    "panel-it": [{"tool_calls": [call("judge", input="judge-it: Oslo")]}, {"text": "agreed"}],
 }
 ENGINE = {"NALAR_LLM_TIME_SCALE": "0.01",
           "NALAR_LLM_SIM_PARAMS": json.dumps({"script": SCRIPT})}
@@ -199,8 +201,14 @@ def test_max_turns_ends_the_run(stack: StackHandle) -> None:
     out = start(stack.url, "short", input="Check the weather")
     assert out["status"] == "failed", out
     assert out["error"]["code"] == "max_turns_exceeded", out
-    assert steps(stack.url, out["run_id"]) == [
-        "llm.turn", "tools.get_weather", "llm.turn", "tools.get_weather"]
+    # the calls of the last turn do not run: no turn is left to read their results
+    assert steps(stack.url, out["run_id"]) == ["llm.turn", "tools.get_weather", "llm.turn"]
+
+
+def test_a_forced_tool_choice_holds_for_the_first_turn_only(stack: StackHandle) -> None:
+    out = start(stack.url, "forced_once", input="Check the weather")
+    assert out["status"] == "succeeded", out
+    assert steps(stack.url, out["run_id"]) == ["llm.turn", "tools.get_weather", "llm.turn"]
 
 
 def test_a_replay_with_an_overridden_tool_result(stack: StackHandle, config_dir: Path) -> None:
@@ -304,3 +312,8 @@ def test_local_mode_runs_the_same_loop(tmp_path: Path,
     assert tool_messages(result)[2].startswith("error: there is no tool 'teleport'")
     assert asyncio.run(out(str(APP), "researcher", {"input": "delegate: ask about Rome"})) \
         == "Rome it is"
+    # a loop with an output type, used as a tool: its parent reads its output as JSON
+    panel = asyncio.run(out(str(APP), "transcript", {"loop": "panel",
+                                                     "question": "panel-it please"}))
+    assert json.loads(tool_messages(panel)[0]) == {"city": "Oslo", "good": True}
+    assert panel["output"] == "agreed"

@@ -76,8 +76,8 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer
     with open(log, "wb") as out:
         # own session: the teardown can take the whole group down if serve.sh hangs; serve.sh
         # also stops the server by itself if this process goes away
-        # tool calls parsed (what a `tool_choice` other than "auto" or "none" needs); requests
-        # without tools are not affected
+        # the model's tool calls parsed (agent loops); requests without tools are not
+        # affected
         proc = subprocess.Popen([str(SERVE), "--port", str(port), *TOOL_FLAGS], env=env,
                                 stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

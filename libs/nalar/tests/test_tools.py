@@ -16,7 +16,7 @@ from nalar.app import load_app
 from nalar.engines import LLMRequest, SimulatedEngine
 from nalar.engines.openai import OpenAIEngine
 from nalar.toolspec import ToolArgumentsError, tool_spec
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 
 class Unit(Enum):
@@ -56,8 +56,9 @@ def test_checked_arguments_are_converted_to_the_annotated_types() -> None:
     assert kwargs["place"] == Place(city="Oslo") and kwargs["days"] == 3
     assert kwargs["unit"] is Unit.F and kwargs["detail"] == "short"
     assert forecast(**kwargs) == "Oslo 3 fahrenheit short"
-    assert spec.jsonable(kwargs) == {"place": {"city": "Oslo", "country": "FR"}, "days": 3,
-                                     "unit": "fahrenheit", "detail": "short"}
+    assert spec.checked_json('{"place": {"city": "Oslo"}, "days": 3, "unit": "fahrenheit"}') \
+        == {"place": {"city": "Oslo", "country": "FR"}, "days": 3, "unit": "fahrenheit",
+            "detail": "short"}
 
 
 @pytest.mark.parametrize(("arguments", "says"), [
@@ -86,6 +87,42 @@ def test_a_bare_value_is_the_only_parameter_of_a_one_parameter_tool() -> None:
         spec.check("[1, 2]")
     with pytest.raises(ToolArgumentsError, match="must be a JSON object, not str"):
         tool_spec(forecast).check('"Paris"')  # two parameters: no guess
+
+
+def test_parameters_a_json_object_cannot_give_are_refused() -> None:
+    def star(*items: int) -> None: ...
+    def positional(a: int, /) -> None: ...
+    def private(_x: int) -> None: ...
+
+    for fn, name in ((star, "items"), (positional, "a"), (private, "_x")):
+        with pytest.raises(ValueError, match=f"parameter {name!r} cannot be given by name"):
+            tool_spec(fn)
+
+
+def test_a_hint_that_does_not_resolve_is_any_json_the_others_stay_typed() -> None:
+    def lookup(city: str, when: NotImportedHere) -> AlsoMissing:  # type: ignore[name-defined]  # noqa: F821
+        return city
+
+    spec = tool_spec(lookup)
+    assert spec.parameters["properties"]["city"] == {"type": "string"}
+    assert spec.check('{"city": "Oslo", "when": [1]}') == {"city": "Oslo", "when": [1]}
+    with pytest.raises(ToolArgumentsError, match="city: Input should be a valid string"):
+        spec.check('{"city": 3, "when": 1}')
+
+
+def split(v: Any) -> list[str]:
+    return v.split(",")  # type: ignore[no-any-return]  # an AttributeError for a number
+
+
+def names(ns: Annotated[list[str], BeforeValidator(split)]) -> int:
+    return len(ns)
+
+
+def test_validators_that_fail_oddly_and_deep_json_are_tool_errors() -> None:
+    with pytest.raises(ToolArgumentsError, match="AttributeError"):
+        tool_spec(names).check('{"ns": 5}')
+    with pytest.raises(ToolArgumentsError, match="not JSON"):
+        tool_spec(remember).check("[" * 100_000)
 
 
 def test_tool_names_are_what_apis_accept() -> None:
@@ -233,6 +270,7 @@ def test_a_tool_with_keyword_arguments_takes_any_further_arguments() -> None:
     assert spec.parameters["additionalProperties"] is True
     kwargs = spec.check('{"copout": "32", "city": ["x"]}')
     assert remember(**kwargs) == {"topic": "general", "copout": "32", "city": ["x"]}
+    assert spec.checked_json({"a": 1, "topic": "t"}) == {"topic": "t", "a": 1}
     with pytest.raises(ToolArgumentsError, match="topic: Input should be a valid string"):
         spec.check('{"topic": 3}')
 
@@ -241,7 +279,7 @@ def test_the_apps_agents_package_wins_over_the_sdks(tmp_path: Path) -> None:
     """The OpenAI Agents SDK installs a package named `agents`: an app's `agents/` directory
     (no `__init__.py`) is still what `from agents.x import X` finds, and importing the SDK
     from such an app says why it cannot."""
-    from nalar.app import forget_package
+    from nalar.apppackages import forget_package
 
     forget_package("agents")  # an app loaded earlier in this process
     import agents as sdk  # the installed SDK
@@ -256,5 +294,73 @@ def test_the_apps_agents_package_wins_over_the_sdks(tmp_path: Path) -> None:
         "    return nalar.stub(Mine).x().value()\n")
     app = load_app(tmp_path)
     assert "Mine" in app.agents and "w" in app.workflows
-    with pytest.raises(ImportError, match="the OpenAI Agents SDK's is `agents`"):
+    with pytest.raises(ImportError, match="such as the OpenAI Agents SDK's"):
         exec("from agents import Runner", {})
+    # a module name the SDK also has is the app's, even with the SDK imported before
+    forget_package("agents")
+    import agents.memory
+
+    (tmp_path / "agents" / "memory.py").write_text("MINE = True\n")
+    load_app(tmp_path)
+    import agents.memory as mine
+
+    assert getattr(mine, "MINE", False) is True
+    forget_package("agents")  # the SDK's modules come back
+    import agents.memory as theirs
+
+    assert not hasattr(theirs, "MINE") and hasattr(sdk, "Runner")
+
+
+def test_odd_tool_call_chunks_are_read_not_fatal() -> None:
+    from nalar.engines.openai import _add_calls
+
+    calls: dict[int, dict[str, str]] = {}
+    _add_calls(calls, [{"id": "a", "function": {"name": "f", "arguments": '{"x":'}}])
+    _add_calls(calls, [{"function": {"arguments": "1}"}}])  # no index: the same call
+    _add_calls(calls, [{"id": "b", "function": {"name": "g", "arguments": {"y": 2}}}])
+    _add_calls(calls, [{"index": 0, "id": "c", "function": {"name": "h"}}])  # index reused
+    _add_calls(calls, [{"index": 3, "function": "not a dict"}, "junk", None])
+    _add_calls(calls, "not a list")
+    assert [calls[i] for i in sorted(calls)][:3] == [
+        {"id": "a", "name": "f", "arguments": '{"x":1}'},
+        {"id": "b", "name": "g", "arguments": '{"y": 2}'},
+        {"id": "c", "name": "h", "arguments": ""}]
+
+
+class _Base:
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
+@nalar.agent(name="Restricted")
+class _Sub(_Base):
+    pass
+
+
+def test_an_inherited_method_is_named_with_its_agent() -> None:
+    loop = nalar.AgentLoop("a", tools=[(_Sub, "add")])
+    tool = loop.tools["add"]
+    assert (tool.agent, tool.method) == ("Restricted", "add")
+    with pytest.raises(ValueError, match="not a public method"):
+        nalar.AgentLoop("b", tools=[(_Sub, "nope")])
+
+
+async def test_the_simulated_engine_copes_with_odd_schemas() -> None:
+    odd = [{"type": "function", "function": {"name": "a", "parameters": "x"}},
+           {"type": "function", "function": {"name": "b", "parameters": {
+               "type": "object", "required": ["p", "q", "r"], "properties": {
+                   "p": {"anyOf": ["str", {"type": "null"}]}, "q": {"type": "array",
+                                                                   "items": True},
+                   "r": {"enum": []}}}}},
+           "junk", {"function": "junk"}]
+    for seed in range(6):
+        out = await SimulatedEngine(time_scale=0.0, seed=seed).complete(
+            ask(tools=odd, tool_choice="required"))
+        assert out.tool_calls and out.tool_calls[0].name in ("a", "b")
+
+
+def test_script_steps_are_checked_key_by_key() -> None:
+    with pytest.raises(ValueError, match=r"script\[0\] must be"):
+        SimulatedEngine(time_scale=0.0, script=[{"tool_calls": [{"name": "x", "args": {}}]}])
+    with pytest.raises(ValueError, match=r"script\[0\] must be"):
+        SimulatedEngine(time_scale=0.0, script=[{"text": "a", "tool_calls": []}])

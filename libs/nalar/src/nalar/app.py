@@ -8,8 +8,6 @@ functions also gets the built-in agents they call: `llm` and `tools` (nalar.loop
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
-import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
@@ -19,6 +17,7 @@ from typing import Any
 
 from nalar_common.errors import InvalidInput
 
+from nalar.apppackages import bind_package, forget_package
 from nalar.loop import LLM, TOOLS_ATTR, Conversations, function_tools_agent
 from nalar.registry import METHOD_ATTR, AgentSpec, WorkflowSpec, agent_spec, workflow_spec
 
@@ -40,59 +39,13 @@ def _module_names(root: Path, package: str) -> list[str]:
 APP_PACKAGES = ("agents", "workflows", "stubs")
 
 
-def forget_package(pkg: str) -> None:
-    """Drop an app's modules of a package loaded before (another app, or this one again);
-    an installed distribution's modules of that name stay (the OpenAI Agents SDK's package
-    is also named `agents`)."""
-    for name in [m for m in sys.modules if m == pkg or m.startswith(pkg + ".")]:
-        where = str(getattr(sys.modules[name], "__file__", None) or
-                    list(getattr(sys.modules[name], "__path__", None) or ()))
-        if "site-packages" not in where:
-            del sys.modules[name]
-
-
-def bind_package(root: Path, pkg: str) -> None:
-    """Make `import <pkg>.x` find the app's `<pkg>/` directory (an `__init__.py` or not) even
-    where an installed package has the same name: an app directory without `__init__.py` is
-    a namespace package, which loses to any regular package on the path."""
-    folder = root / pkg
-    if not folder.is_dir():
-        return
-    init = folder / "__init__.py"
-    if init.exists():
-        spec = importlib.util.spec_from_file_location(pkg, init,
-                                                      submodule_search_locations=[str(folder)])
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[pkg] = module
-        spec.loader.exec_module(module)
-        return
-    spec = importlib.machinery.ModuleSpec(pkg, None, is_package=True)
-    spec.submodule_search_locations = [str(folder)]
-    module = importlib.util.module_from_spec(spec)
-    module.__getattr__ = _missing(pkg, folder)  # type: ignore[method-assign]
-    sys.modules[pkg] = module
-
-
-def _missing(pkg: str, folder: Path) -> Callable[[str], Any]:
-    def attr(name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        if (folder / f"{name}.py").exists() or (folder / name).is_dir():
-            return importlib.import_module(f"{pkg}.{name}")
-        raise ImportError(
-            f"{pkg!r} is this app's {pkg}/ directory ({folder}), which has no {name!r}; an "
-            f"installed package named {pkg!r} (the OpenAI Agents SDK's is `agents`) cannot be "
-            f"imported by such an app: keep that code out of {pkg}/ (docs/openai-agents.md)")
-    return attr
-
-
 def load_app(path: str | Path) -> App:
     root = Path(path).resolve()
     if not root.is_dir():
         raise InvalidInput(f"app directory {root} does not exist")
     for pkg in APP_PACKAGES:
         forget_package(pkg)
+    importlib.invalidate_caches()
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     for pkg in APP_PACKAGES:
@@ -144,7 +97,7 @@ def _add_builtins(app: App, loops: list[Any], functions: dict[str, Callable[...,
         ([agent_spec(function_tools_agent(functions))] if functions else [])
     for spec in builtins:
         assert spec is not None
-        if spec.name in app.agents:
+        if spec.name in app.agents and app.agents[spec.name].cls is not spec.cls:
             raise InvalidInput(f"agent name {spec.name!r} is the built-in agent of agent loops "
                                f"and function tools: rename {app.agents[spec.name].cls.__name__}")
         app.agents[spec.name] = spec

@@ -42,15 +42,15 @@ class ToolSpec:
                                                  "description": self.description,
                                                  "parameters": self.parameters}}
 
-    def check(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
-        """The proposed arguments (a JSON text, as models send them, or a dict) as keyword
-        arguments of the annotated types; `ToolArgumentsError` naming what does not fit."""
+    def parse(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+        """The proposed arguments (a JSON text, as models send them, or a dict) as a JSON
+        object, not yet checked against the parameters."""
         if arguments is None or arguments == "":
             data: Any = {}
         elif isinstance(arguments, str):
             try:
                 data = json.loads(arguments)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise ToolArgumentsError(f"arguments of {self.name} are not JSON: {exc}",
                                          details={"tool": self.name}) from None
         else:
@@ -62,8 +62,12 @@ class ToolSpec:
         if not isinstance(data, dict):
             raise ToolArgumentsError(f"arguments of {self.name} must be a JSON object, not "
                                      f"{type(data).__name__}", details={"tool": self.name})
+        return data
+
+    def _validate(self, arguments: str | dict[str, Any] | None) -> BaseModel:
+        data = self.parse(arguments)
         try:
-            parsed = self.model.model_validate(data)
+            return self.model.model_validate(data)
         except ValidationError as exc:
             problems = [f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
                         for e in exc.errors()]
@@ -71,12 +75,23 @@ class ToolSpec:
                 f"arguments of {self.name} do not fit its parameters: " + "; ".join(problems)
                 + f". Expected: {json.dumps(self.parameters.get('properties', {}))}",
                 details={"tool": self.name, "problems": problems}) from None
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            # a validator of the user's that failed in a way pydantic does not wrap
+            raise ToolArgumentsError(f"arguments of {self.name} do not fit its parameters: "
+                                     f"{type(exc).__name__}: {exc}",
+                                     details={"tool": self.name}) from None
+
+    def check(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+        """The proposed arguments as keyword arguments of the annotated types (validated
+        once); `ToolArgumentsError` naming what does not fit."""
+        parsed = self._validate(arguments)
         return {**{name: getattr(parsed, name) for name in type(parsed).model_fields},
                 **(parsed.model_extra or {})}
 
-    def jsonable(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Checked arguments in JSON types again (what travels to an agent on another host)."""
-        parsed = self.model.model_validate(kwargs)
+    def checked_json(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+        """The proposed arguments validated once and in JSON types again (what travels to an
+        agent method on another host, which takes them as they are)."""
+        parsed = self._validate(arguments)
         return {**parsed.model_dump(mode="json"), **(parsed.model_extra or {})}
 
 
@@ -95,15 +110,15 @@ def tool_spec(fn: Callable[..., Any], *, name: str | None = None,
     extra: Literal["allow", "forbid"] = (
         "allow" if any(p.kind == p.VAR_KEYWORD for p in params) else "forbid")
     for p in params:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.kind == p.VAR_KEYWORD:
             continue
-        ann = Any if p.annotation is inspect.Parameter.empty else p.annotation
-        fields[p.name] = (ann, ... if p.default is inspect.Parameter.empty else p.default)
-    try:
-        hints = inspect.get_annotations(fn, eval_str=True)
-    except Exception:  # a hint that does not resolve here: keep the raw annotation
-        hints = {}
-    fields = {k: (hints.get(k, ann), default) for k, (ann, default) in fields.items()}
+        if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY) or p.name.startswith("_") or \
+                p.name.startswith("model_"):
+            raise ValueError(f"tool {tool}: parameter {p.name!r} cannot be given by name "
+                             "in a JSON object (no *args, positional-only parameters, or "
+                             "names starting with `_` or `model_`)")
+        fields[p.name] = (_hint(fn, p),
+                          ... if p.default is inspect.Parameter.empty else p.default)
     model = create_model(f"{tool}_arguments", __config__=ConfigDict(extra=extra), **fields)
     parameters = model.model_json_schema()
     parameters.pop("title", None)
@@ -111,6 +126,21 @@ def tool_spec(fn: Callable[..., Any], *, name: str | None = None,
         prop.pop("title", None)
     doc = description if description is not None else _first_paragraph(inspect.getdoc(fn))
     return ToolSpec(tool, doc, parameters, model)
+
+
+def _hint(fn: Callable[..., Any], p: inspect.Parameter) -> Any:
+    """A parameter's type: its annotation, a string one (`from __future__ import
+    annotations`) evaluated in the function's module; any JSON value when it does not
+    resolve there (a name imported only for type checkers)."""
+    ann = p.annotation
+    if ann is inspect.Parameter.empty:
+        return Any
+    if isinstance(ann, str):
+        try:
+            return eval(ann, getattr(fn, "__globals__", {}))  # the module's own annotation
+        except Exception:
+            return Any
+    return ann
 
 
 def _first_paragraph(doc: str | None) -> str:

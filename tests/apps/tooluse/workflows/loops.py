@@ -50,20 +50,30 @@ researcher = nalar.AgentLoop(
     "researcher", instructions="Research with your tools; ask the weather agent about weather.",
     tools=[weather, Calculator.note, wait_for_gate, get_weather], max_turns=6)
 
+# "required" on every turn (not only the first): the model never stops calling tools
 runaway = nalar.AgentLoop("runaway", tools=[get_weather], tool_choice="required",
-                          max_turns=12)
+                          max_turns=12, reset_tool_choice=False)
 
-short = nalar.AgentLoop("short", tools=[get_weather], tool_choice="required", max_turns=2)
+short = nalar.AgentLoop("short", tools=[get_weather], tool_choice="required", max_turns=2,
+                        reset_tool_choice=False)
+
+# "required" once: then the model may answer
+forced_once = nalar.AgentLoop("forced_once", tools=[get_weather], tool_choice="required",
+                              max_turns=4)
 
 judge = nalar.AgentLoop("judge", instructions="Judge the weather.", tools=[get_weather],
                         output_type=Verdict, max_turns=3)
+
+
+panel = nalar.AgentLoop("panel", instructions="Ask the judge.", tools=[judge], max_turns=3)
 
 
 @nalar.workflow
 async def transcript(loop: str, question: str) -> dict[str, Any]:
     """Run one of the loops and return what its model saw, with the outcome."""
     messages: list[dict[str, Any]] = []
-    chosen = {"weather": weather, "researcher": researcher, "short": short}[loop]
+    chosen = {"weather": weather, "researcher": researcher, "short": short,
+              "panel": panel}[loop]
     try:
         output = await chosen.run(question, transcript=messages)
     except nalar.NalarError as exc:

@@ -168,13 +168,24 @@ class OpenAIEngine:
 
 def _add_calls(calls: dict[int, dict[str, str]], deltas: Any) -> None:
     """Fold one chunk's tool-call pieces in: the first piece of a call has its id and name,
-    the arguments' JSON text comes in pieces after it."""
-    for d in deltas or ():
+    the arguments' JSON text comes in pieces after it, by `index`. Servers that leave the
+    index out, or reuse one for a call with another id, get a new call for a new id; pieces
+    of an odd shape (arguments as an object, a function that is not one) are read as well
+    as they can be rather than failing the turn."""
+    for d in deltas if isinstance(deltas, list) else ():
         if not isinstance(d, dict):
             continue
-        call = calls.setdefault(int(d.get("index") or 0), {"id": "", "name": "",
-                                                          "arguments": ""})
-        fn = d.get("function") or {}
-        call["id"] = d.get("id") or call["id"]
-        call["name"] = fn.get("name") or call["name"]
-        call["arguments"] += fn.get("arguments") or ""
+        fn: dict[str, Any] = d["function"] if isinstance(d.get("function"), dict) else {}
+        new_id = str(d.get("id") or "")
+        index = d.get("index")
+        if not isinstance(index, int):
+            last = max(calls) if calls else -1
+            index = last + 1 if last < 0 or (new_id and new_id != calls[last]["id"]) else last
+        elif new_id and calls.get(index, {}).get("id") not in (None, "", new_id):
+            index = max(calls) + 1
+        call = calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+        call["id"] = new_id or call["id"]
+        call["name"] = str(fn.get("name") or "") or call["name"]
+        args = fn.get("arguments")
+        call["arguments"] += args if isinstance(args, str) else \
+            json.dumps(args) if args is not None else ""

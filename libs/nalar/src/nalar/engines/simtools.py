@@ -34,7 +34,8 @@ def scripted(script: Script, request: LLMRequest) -> dict[str, Any] | None:
 def propose(request: LLMRequest, rng: random.Random, tag: str,
             step: dict[str, Any] | None) -> tuple[ToolCall, ...]:
     """The tool calls of this turn (none: it answers in text)."""
-    tools = [t.get("function") or {} for t in request.tools or ()]
+    tools: list[dict[str, Any]] = [t["function"] for t in request.tools or ()
+                                   if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     choice = request.tool_choice
     if not tools or choice == "none":
         return ()
@@ -51,9 +52,14 @@ def propose(request: LLMRequest, rng: random.Random, tag: str,
         return ()
     tool = pool[rng.randrange(len(pool))]
     words = _words(messages)
-    params = tool.get("parameters") or {}
-    args = fill(params, rng, words, params.get("$defs") or {})
+    params = _dict(tool.get("parameters"))
+    defs = _dict(params.get("$defs"))
+    args = fill(params, rng, words, defs)
     return (ToolCall(f"call_{tag}_0", str(tool.get("name") or ""), json.dumps(args)),)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _arguments(value: Any) -> str:
@@ -71,9 +77,12 @@ def _words(messages: list[dict[str, Any]]) -> list[str]:
 
 def fill(schema: dict[str, Any], rng: random.Random, words: list[str],
          defs: dict[str, Any], depth: int = 0) -> Any:
-    """A value that fits `schema` (the subset tools use: types, enums, refs, unions)."""
+    """A value that fits `schema` (the subset tools use: types, enums, refs, unions); a word
+    for what it does not know."""
     if depth > 8:
         return None
+    if not isinstance(schema, dict):
+        return words[rng.randrange(len(words))]
     if "$ref" in schema:
         return fill(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), rng, words, defs,
                     depth + 1)
@@ -82,7 +91,8 @@ def fill(schema: dict[str, Any], rng: random.Random, words: list[str],
     if "const" in schema:
         return schema["const"]
     for key in ("anyOf", "oneOf", "allOf"):
-        options = [o for o in schema.get(key) or () if o.get("type") != "null"]
+        options = [o for o in schema.get(key) or () if isinstance(o, dict) and
+                   o.get("type") != "null"]
         if options:
             return fill(options[0], rng, words, defs, depth + 1)
     kind = schema.get("type")
@@ -99,7 +109,7 @@ def fill(schema: dict[str, Any], rng: random.Random, words: list[str],
     if kind == "array":
         return [fill(schema.get("items") or {}, rng, words, defs, depth + 1)]
     if kind == "object":
-        props = schema.get("properties") or {}
+        props = _dict(schema.get("properties"))
         return {k: fill(props[k], rng, words, defs, depth + 1)
-                for k in schema.get("required") or () if k in props}
+                for k in schema.get("required") or () if isinstance(k, str) and k in props}
     return words[rng.randrange(len(words))]

@@ -76,9 +76,11 @@ class SimulatedParams:
 
 def _check_step(where: str, step: Any) -> None:
     calls = step.get("tool_calls") if isinstance(step, dict) else None
-    if not isinstance(step, dict) or not (set(step) <= {"tool_calls", "text"}) or \
+    if not isinstance(step, dict) or len(step) != 1 or \
+            not (set(step) <= {"tool_calls", "text"}) or \
             (calls is not None and not (isinstance(calls, list) and all(
-                isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls))):
+                isinstance(c, dict) and isinstance(c.get("name"), str) and
+                set(c) <= {"name", "arguments"} for c in calls))):
         raise ValueError(f"{where} must be {{'tool_calls': [{{'name': ..., 'arguments': ...}}]}}"
                          f" or {{'text': ...}}, not {step!r}")
 

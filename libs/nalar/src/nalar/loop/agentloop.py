@@ -29,9 +29,12 @@ from nalar_common.errors import (
     InvalidInput,
     MaxTurnsExceeded,
     NalarError,
+    PermissionDenied,
+    ReplayDiverged,
 )
 from pydantic import TypeAdapter, ValidationError
 
+from nalar.future import Future
 from nalar.loop.builtin import LLM_AGENT
 from nalar.loop.tools import TOOLS_ATTR, LoopTool, resolve
 from nalar.registry import WORKFLOW_ATTR, WorkflowSpec, agent_name
@@ -39,14 +42,16 @@ from nalar.stub import stub
 from nalar.toolspec import ToolArgumentsError, ToolSpec, tool_spec
 
 Message = dict[str, Any]
-STOPS_THE_LOOP = (GuardrailExceeded, Cancelled)  # everything else is the tool's answer
+# everything else a tool call fails with is its answer to the model; a replay that would ask
+# a tool something new must not go on along a made-up path
+STOPS_THE_LOOP = (GuardrailExceeded, Cancelled, ReplayDiverged)
 
 
 class AgentLoop:
     def __init__(self, name: str, *, instructions: str = "", tools: Sequence[Any] = (),
                  max_turns: int = 10, output_type: Any = str, tool_choice: Any = "auto",
                  max_tokens: int = 512, temperature: float = 0.0,
-                 description: str | None = None) -> None:
+                 description: str | None = None, reset_tool_choice: bool = True) -> None:
         if not isinstance(max_turns, int) or max_turns < 1:
             raise ValueError(f"max_turns must be a positive integer, not {max_turns!r}")
         self.name = agent_name(name)
@@ -56,6 +61,9 @@ class AgentLoop:
         self.tool_choice = tool_choice
         self.max_tokens, self.temperature = max_tokens, temperature
         self.description = description
+        # after a turn with tool calls, "required" or a named tool goes back to "auto" (as in
+        # the OpenAI Agents SDK), so a forced call does not force every later turn
+        self.reset_tool_choice = reset_tool_choice
         self._output = None if output_type is str else TypeAdapter(output_type)
         self.tools: dict[str, LoopTool] = {}
         for obj in tools:
@@ -64,6 +72,11 @@ class AgentLoop:
             if tool.spec.name in self.tools:
                 raise ValueError(f"agent loop {name}: two tools are named {tool.spec.name!r}")
             self.tools[tool.spec.name] = tool
+        named = (tool_choice.get("function") or {}).get("name") \
+            if isinstance(tool_choice, dict) else None
+        if named is not None and named not in self.tools:
+            raise ValueError(f"agent loop {name}: tool_choice names {named!r}, which is not "
+                             f"one of its tools {sorted(self.tools)}")
         setattr(self, TOOLS_ATTR, self.tools)
         setattr(self, WORKFLOW_ATTR, WorkflowSpec(
             name=self.name, fn=self._workflow, is_async=True,
@@ -74,6 +87,11 @@ class AgentLoop:
 
     async def _workflow(self, input: str) -> Any:
         """The loop as a workflow: its input is the user's message."""
+        return await self.answer(input)
+
+    async def answer(self, input: str | list[Message]) -> Any:
+        """Run the loop; its output in JSON form (what a workflow, or a parent loop that uses
+        this one as a tool, gets)."""
         value = await self.run(input)
         return value if self._output is None else self._output.dump_python(value, mode="json")
 
@@ -101,9 +119,10 @@ class AgentLoop:
     async def _turns(self, messages: list[Message]) -> Any:
         schemas = [t.spec.schema() for t in self.tools.values()] or None
         model = stub(LLM_AGENT)
-        for _ in range(self.max_turns):
-            reply = await model.turn(messages, schemas, self.tool_choice if schemas else None,
-                                     self.max_tokens, self.temperature)
+        choice = self.tool_choice if schemas else None
+        for turn in range(1, self.max_turns + 1):
+            reply = await model.turn(messages, schemas, choice, self.max_tokens,
+                                     self.temperature)
             calls = list(reply.get("tool_calls") or [])
             messages.append(_assistant(reply, calls))
             if not calls:
@@ -112,6 +131,10 @@ class AgentLoop:
                     return value
                 messages.append({"role": "user", "content": problem})
                 continue
+            if turn == self.max_turns:
+                break  # no turn is left to read their results: they do not run
+            if self.reset_tool_choice and choice not in (None, "auto", "none"):
+                choice = "auto"
             for call, answer in zip(calls, await self._execute(calls), strict=True):
                 messages.append({"role": "tool", "tool_call_id": call.get("id", ""),
                                  "content": answer})
@@ -148,20 +171,33 @@ class AgentLoop:
                                f"{', '.join(sorted(self.tools))}")
                 continue
             try:
-                started.append(tool.start(tool.spec.check(call.get("arguments"))))
+                started.append(tool.start(call.get("arguments")))
             except ToolArgumentsError as exc:
                 started.append(f"error: {exc.message}")
-        answers = []
-        for pending in started:
-            if isinstance(pending, str):
-                answers.append(pending)
-                continue
-            try:
-                answers.append(_text(await pending))
-            except STOPS_THE_LOOP:
-                raise
-            except NalarError as exc:
-                answers.append(f"error ({exc.error_code}): {exc.message}")
+            except Exception as exc:  # arguments that fit but cannot be sent (too deep, huge)
+                started.append(f"error: the arguments of {tool.spec.name} cannot be used: "
+                               f"{exc}")
+        answers: list[str] = []
+        try:
+            for pending in started:
+                if isinstance(pending, str):
+                    answers.append(pending)
+                    continue
+                try:
+                    answers.append(_text(await pending))
+                except STOPS_THE_LOOP:
+                    raise
+                except PermissionDenied:  # who asked and which rule stay out of the prompt
+                    what = f"{pending.agent}.{pending.method}" \
+                        if isinstance(pending, Future) else "a step of this tool"
+                    answers.append(f"error (permission_denied): {what} is not allowed in "
+                                   "this run")
+                except NalarError as exc:
+                    answers.append(f"error ({exc.error_code}): {exc.message}")
+        finally:
+            for pending in started[len(answers):]:
+                if inspect.iscoroutine(pending):
+                    pending.close()  # an inline loop that never started
         return answers
 
     def _final(self, content: str) -> tuple[Any, str | None]:
@@ -191,9 +227,20 @@ def _text(value: Any) -> str:
 
 
 def _json_part(content: str) -> str:
-    """The JSON in a model's answer (models wrap it in prose or a code fence)."""
+    """The JSON in a model's answer: the whole text, else the first JSON object or array in
+    it (models wrap it in prose or a code fence)."""
     text = content.strip()
-    if text.startswith("```"):
-        text = text.strip("`").removeprefix("json").strip()
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    return text[min(starts):] if starts and not text.startswith(('"', "{", "[")) else text
+    try:
+        json.loads(text)
+        return text
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            try:
+                _, end = decoder.raw_decode(text, i)
+            except ValueError:
+                continue
+            return text[i:end]
+    return text

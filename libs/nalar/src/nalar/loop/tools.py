@@ -3,8 +3,9 @@ future the runtime executes (never code the loop runs itself).
 
 - a plain function (module level, `@nalar.tool` or not) is a method of the built-in `tools`
   agent, so policy.yaml names it `tools.<function>`;
-- a method of an `@nalar.agent` class (`Calculator.add`) is a call through that agent's stub
-  (`Calculator.add` in policy.yaml);
+- a method of an `@nalar.agent` class (`Calculator.add`, or `(Calculator, "add")` for a
+  method the agent inherits) is a call through that agent's stub (`Calculator.add` in
+  policy.yaml);
 - another `AgentLoop` is run in the caller's run: its turns and tool calls are futures of it.
 """
 
@@ -37,16 +38,30 @@ class LoopTool:
     loop: AgentLoop | None = None
     fn: Callable[..., Any] | None = None  # a plain function (served by the `tools` agent)
 
-    def start(self, kwargs: dict[str, Any]) -> Any:
-        """The tool's future for checked arguments (an inline loop: a coroutine)."""
+    def start(self, arguments: str | dict[str, Any] | None) -> Any:
+        """The tool's future for the arguments a model proposed, checked first
+        (`ToolArgumentsError`); an inline loop: a coroutine. Validators run once on the
+        values a tool gets: a function tool gets the proposed arguments and the `tools` agent
+        checks them (as any caller's), an agent method gets them checked here."""
         if self.loop is not None:
-            return self.loop.run(str(kwargs["input"]))
-        return getattr(stub(self.agent), self.method)(**self.spec.jsonable(kwargs))
+            return self.loop.answer(str(self.spec.check(arguments)["input"]))
+        call = getattr(stub(self.agent), self.method)
+        if self.fn is not None:
+            self.spec.check(arguments)  # what does not fit is the model's to hear, now
+            return call(**self.spec.parse(arguments))
+        return call(**self.spec.checked_json(arguments))
 
 
 def resolve(obj: Any) -> LoopTool:
     """A tool of a loop from a function or an agent method its author listed (another loop
-    is made a tool by `AgentLoop` itself)."""
+    is made a tool by `AgentLoop` itself). `(AgentClass, "method")` names the agent
+    explicitly: a method an agent inherits is found on the class that defines it."""
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], type) and \
+            isinstance(obj[1], str):
+        spec = agent_spec(obj[0])
+        if spec is None or obj[1] not in spec.methods:
+            raise ValueError(f"tool {obj!r}: not a public method of an @nalar.agent class")
+        return LoopTool(tool_spec(getattr(obj[0], obj[1])), agent=spec.name, method=obj[1])
     if not callable(obj) or not hasattr(obj, "__qualname__"):
         raise TypeError(f"a tool must be a function, an agent method or an AgentLoop, "
                         f"not {obj!r}")

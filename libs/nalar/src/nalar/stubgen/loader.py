@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from nalar.app import bind_package, forget_package
+from nalar.apppackages import bind_package, forget_package
 from nalar.registry import AgentSpec, agent_spec
 from nalar.stub import Stub
 
@@ -63,10 +63,10 @@ def _importing_app(root: Path) -> Iterator[None]:
     added = str(root) not in sys.path
     if added:
         sys.path.insert(0, str(root))
-    bind_package(root, "agents")
     finder = _PlaceholderStubs()
     sys.meta_path.insert(0, finder)
     try:
+        bind_package(root, "agents")  # its __init__ may import stubs: the finder is in place
         yield
     finally:
         sys.meta_path.remove(finder)
