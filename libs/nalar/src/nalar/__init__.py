@@ -84,3 +84,13 @@ __all__ = [
     "tool",
     "workflow",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`nalar.langgraph` and `nalar.openai_agents` on first use, after a plain `import nalar`
+    (each needs its optional framework, which `import nalar` does not load)."""
+    if name in ("langgraph", "openai_agents"):
+        import importlib
+
+        return importlib.import_module(f"nalar.{name}")
+    raise AttributeError(f"module 'nalar' has no attribute {name!r}")

@@ -30,6 +30,7 @@ class Event:
     GUARDRAIL = "guardrail"  # a guardrail rejected a call or aborted the run
     LLM = "llm"  # one LLM request of a call: its digest, usage and answer (served in replays)
     REPLAYED = "replayed"  # a replay served a call from the original run's journal
+    GRAPH = "graph"  # LangGraph progress: a stream mode's chunk, a task, an interrupt
 
 
 ACKED_RETRY_S = 60.0
