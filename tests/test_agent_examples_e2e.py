@@ -1,5 +1,6 @@
-"""The agent examples as their READMEs run them: examples/research_agent (OpenAI Agents SDK,
-a sandboxed code tool) on a stack with its own policy and guardrails, and in local mode."""
+"""The agent examples as their READMEs run them, on a stack with their own policy and
+guardrails and in local mode: examples/research_agent (OpenAI Agents SDK, a sandboxed code
+tool) and examples/support_graph (LangGraph, a human approval by interrupt())."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from e2e_stack import ROOT, StackHandle, start_stack, stop_stack
 pytestmark = pytest.mark.e2e
 
 RESEARCH = ROOT / "examples" / "research_agent"
+SUPPORT = ROOT / "examples" / "support_graph"
 SIM = (RESEARCH / "config" / "sim.json").read_text()
 
 
@@ -85,3 +87,57 @@ def test_analysts_may_not_run_code(research: StackHandle) -> None:
     assert by_method["tools.calculator"]["status"] == "succeeded"
     denied = by_method["tools.run_python"]
     assert denied["status"] == "failed" and denied["error"]["code"] == "permission_denied"
+
+
+@pytest.fixture(scope="module")
+def support(nats_url: str, redis_url: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
+    log = tmp_path_factory.mktemp("support") / "nalar-up.log"
+    handle = start_stack(SUPPORT, nats_url, redis_url, log, nodes=1,
+                         args=("--llm-time-scale", "0.05"))
+    yield handle
+    stop_stack(handle)
+
+
+def test_a_refund_waits_for_a_person_and_is_issued(support: StackHandle) -> None:
+    from nalar_common.testing import wait_until_sync
+
+    with support.client() as http:
+        run = http.post("/v1/workflows/support/runs", json={"input": {
+            "customer": "ann", "message": "I was charged twice, I want a refund"}}).json()
+
+        def view() -> dict[str, Any]:
+            return http.get(f"/v1/runs/{run['run_id']}").json()  # type: ignore[no-any-return]
+
+        waiting = wait_until_sync(view, until=lambda v: v["status"] in (
+            "waiting", "failed", "succeeded"), what="the refund waiting for its approval")
+        assert waiting["status"] == "waiting", waiting
+        signal = waiting["waiting_for"]["signal"]
+        events = http.get(f"/v1/runs/{run['run_id']}/events",
+                          params={"follow": "false"}).text
+        assert '"mode": "interrupt"' in events or '"mode":"interrupt"' in events
+        r = http.post(f"/v1/runs/{run['run_id']}/signals/{signal}",
+                      json={"value": {"approve": True}})
+        assert r.status_code == 202, r.text
+        done = wait_until_sync(view, until=lambda v: v["status"] in ("succeeded", "failed"),
+                               what="the refund issued")
+    assert done["status"] == "succeeded", done
+    assert done["result"]["outcome"] == "refunded 25 to ann"
+    nodes = [f["method"] for f in steps(support, run["run_id"]) if f["agent"] == "tools"]
+    assert nodes[:3] == ["support__classify", "support__draft_refund", "support__approve"]
+    assert nodes[-1] == "support__issue_refund"
+
+
+def test_a_question_is_answered_on_the_stack_and_in_local_mode(support: StackHandle) -> None:
+    import asyncio
+
+    from nalar.local import run_local
+
+    ticket = {"customer": "bo", "message": "How do I reset my password?"}
+    with support.client() as http:
+        on_stack = http.post("/v1/workflows/support/runs", params={"wait": 60},
+                             json={"input": ticket}).json()
+    assert on_stack["status"] == "succeeded", on_stack
+    assert on_stack["result"]["outcome"] == "answered"
+    local = asyncio.run(run_local(str(SUPPORT), "support", ticket, time_scale=0.05))
+    assert local == on_stack["result"]
