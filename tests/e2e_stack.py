@@ -249,3 +249,24 @@ def one_node(app: Path, nats_url: str, redis_url: str, log_dir: Path, *,
         yield handle
     finally:
         handle.stop()
+
+
+@contextmanager
+def two_hosts(app: Path, nats_url: str, redis_url: str, log_dir: Path, *,
+              extra_env: Mapping[str, str] | None = None) -> Iterator[Services]:
+    """A local controller, two agent hosts (`host-a`, `host-b`) and a gateway on node `n1`
+    as separate processes, so a test can kill one host; ready once each host runs a driver
+    instance (instances expire 2 s after their host dies); stopped at the end."""
+    handle = start_services(app, nats_url, redis_url, log_dir, [
+        ("lc", "nalar_local_controller", {}),
+        ("host-a", "nalar_agent_host", {"NALAR_AGENT_HOST_HOST_ID": "a"}),
+        ("host-b", "nalar_agent_host", {"NALAR_AGENT_HOST_HOST_ID": "b"}),
+        ("gateway", "nalar_gateway", {}),
+    ], extra_env={"NALAR_NODE_NAME": "n1", "NALAR_NATS_INSTANCE_TTL_S": "2",
+                  **(extra_env or {})})
+    try:
+        handle.wait_until(lambda: httpx.get(f"{handle.url}/readyz").json().get(
+            "driver_instances") == 2, what="a driver instance on each host")
+        yield handle
+    finally:
+        handle.stop()

@@ -7,11 +7,7 @@ finished turn or tool call (tests/apps/tooluse, its simulated engine scripted pe
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,8 +23,8 @@ from e2e_stack import (
     live_config,
     start_stack,
     stop_stack,
+    two_hosts,
 )
-from nalar_common.servers import die_with_parent, free_port
 from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
@@ -236,35 +232,9 @@ def test_a_replay_with_an_overridden_tool_result(stack: StackHandle, config_dir:
 @pytest.fixture
 def hosts(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A controller, two hosts and a gateway as separate processes (so one host can die)."""
-    prefix = "l" + uuid.uuid4().hex[:8]
-    port = free_port()
-    base = {**os.environ, **ENGINE, "TOOLUSE_DIR": str(tmp_path), "NALAR_NATS_URL": nats_url,
-            "NALAR_REDIS_URL": redis_url, "NALAR_NATS_PREFIX": prefix,
-            "NALAR_NATS_INSTANCE_TTL_S": "2", "NALAR_NODE_NAME": "n1",
-            "NALAR_AGENT_HOST_APP": str(APP), "NALAR_GATEWAY_APP": str(APP),
-            "NALAR_GATEWAY_PORT": str(port), "NALAR_AUTH_POLICY": "none",
-            "NALAR_GUARDRAILS": "none"}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name, module, env in (("lc", "nalar_local_controller", {}),
-                              ("host-a", "nalar_agent_host", {"NALAR_AGENT_HOST_HOST_ID": "a"}),
-                              ("host-b", "nalar_agent_host", {"NALAR_AGENT_HOST_HOST_ID": "b"}),
-                              ("gateway", "nalar_gateway", {})):
-        procs[name] = subprocess.Popen([sys.executable, "-m", module], env={**base, **env},
-                                       stdout=open(tmp_path / f"{name}.log", "wb"),
-                                       stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_sync(lambda: httpx.get(f"{url}/readyz").json().get("driver_instances") == 2,
-                    timeout=60, interval=0.2, ignore=(httpx.HTTPError, ValueError),
-                    what="a driver instance on each host")
-    yield {"url": url, "procs": procs, "dir": tmp_path}
-    for p in procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs.values():
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    with two_hosts(APP, nats_url, redis_url, tmp_path / "logs",
+                   extra_env={**ENGINE, "TOOLUSE_DIR": str(tmp_path)}) as handle:
+        yield {"url": handle.url, "procs": handle.procs, "dir": tmp_path}
 
 
 def test_a_host_killed_mid_loop_resumes_without_repeating_a_step(

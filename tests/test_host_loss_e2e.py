@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +14,7 @@ from typing import Any
 import httpx
 import nats
 import pytest
-from e2e_stack import BASIC_APP, config_env
-from nalar_common.servers import die_with_parent, free_port
+from e2e_stack import BASIC_APP, two_hosts
 from nalar_common.testing import wait_until, wait_until_sync
 
 pytestmark = pytest.mark.e2e
@@ -26,38 +22,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def services(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, object]]:
-    prefix = "h" + uuid.uuid4().hex[:8]
-    port = free_port()
-    base = {**os.environ, "NALAR_NATS_URL": nats_url, "NALAR_REDIS_URL": redis_url,
-            "NALAR_NATS_PREFIX": prefix, "NALAR_NATS_INSTANCE_TTL_S": "2",
-            "NALAR_NODE_NAME": "n1", "NALAR_AGENT_HOST_APP": str(BASIC_APP),
-            "NALAR_GATEWAY_APP": str(BASIC_APP), "NALAR_GATEWAY_PORT": str(port),
-            **config_env(BASIC_APP, None)}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(name: str, module: str, **env: str) -> None:
-        out = open(tmp_path / f"{name}.log", "wb")
-        procs[name] = subprocess.Popen([sys.executable, "-m", module], env={**base, **env},
-                                       stdout=out, stderr=subprocess.STDOUT,
-                                       preexec_fn=die_with_parent)
-
-    start("lc", "nalar_local_controller")
-    start("host-a", "nalar_agent_host", NALAR_AGENT_HOST_HOST_ID="a")
-    start("host-b", "nalar_agent_host", NALAR_AGENT_HOST_HOST_ID="b")
-    start("gateway", "nalar_gateway")
-    url = f"http://127.0.0.1:{port}"
-    wait_until_sync(lambda: httpx.get(f"{url}/readyz").json().get("driver_instances") == 2,
-                    timeout=60, interval=0.2, ignore=(httpx.HTTPError, ValueError),
-                    what="a driver instance on each host")
-    yield {"url": url, "prefix": prefix, "procs": procs, "nats_url": nats_url}
-    for p in procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs.values():
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    with two_hosts(BASIC_APP, nats_url, redis_url, tmp_path) as handle:
+        yield {"url": handle.url, "prefix": handle.prefix, "procs": handle.procs,
+               "nats_url": nats_url}
 
 
 async def _driver_host(nats_url: str, prefix: str, run: str) -> str:

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_stack import ROOT, StackHandle, start_stack, stop_stack
-from nalar_common.servers import die_with_parent, free_port
+from e2e_stack import ROOT, StackHandle, start_stack, stop_stack, two_hosts
 from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
@@ -266,35 +261,9 @@ def test_interrupts_of_one_super_step_and_of_one_node_each_get_a_signal(
 @pytest.fixture
 def hosts(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A controller, two hosts and a gateway as separate processes (so one host can die)."""
-    prefix = "g" + uuid.uuid4().hex[:8]
-    port = free_port()
-    base = {**os.environ, **ENGINE, "GRAPHS_DIR": str(tmp_path), "NALAR_NATS_URL": nats_url,
-            "NALAR_REDIS_URL": redis_url, "NALAR_NATS_PREFIX": prefix,
-            "NALAR_NATS_INSTANCE_TTL_S": "2", "NALAR_NODE_NAME": "n1",
-            "NALAR_AGENT_HOST_APP": str(APP), "NALAR_GATEWAY_APP": str(APP),
-            "NALAR_GATEWAY_PORT": str(port), "NALAR_AUTH_POLICY": "none",
-            "NALAR_GUARDRAILS": "none"}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name, module, env in (("lc", "nalar_local_controller", {}),
-                              ("host-a", "nalar_agent_host", {"NALAR_AGENT_HOST_HOST_ID": "a"}),
-                              ("host-b", "nalar_agent_host", {"NALAR_AGENT_HOST_HOST_ID": "b"}),
-                              ("gateway", "nalar_gateway", {})):
-        procs[name] = subprocess.Popen([sys.executable, "-m", module], env={**base, **env},
-                                       stdout=open(tmp_path / f"{name}.log", "wb"),
-                                       stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_sync(lambda: httpx.get(f"{url}/readyz").json().get("driver_instances") == 2,
-                    timeout=60, interval=0.2, ignore=(httpx.HTTPError, ValueError),
-                    what="a driver instance on each host")
-    yield {"url": url, "procs": procs, "dir": tmp_path}
-    for p in procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs.values():
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    with two_hosts(APP, nats_url, redis_url, tmp_path / "logs",
+                   extra_env={**ENGINE, "GRAPHS_DIR": str(tmp_path)}) as handle:
+        yield {"url": handle.url, "procs": handle.procs, "dir": tmp_path}
 
 
 def test_a_host_killed_mid_graph_resumes_without_running_a_node_twice(
