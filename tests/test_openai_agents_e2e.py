@@ -9,34 +9,33 @@ per scenario by a key in the first user message).
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from agent_runs import (
+    call,
+    engine_env,
+    executions,
+    futures,
+    governed_stack,
+    kill_the_driver_host_mid_run,
+    start,
+    steps,
+)
 from e2e_stack import (
-    NO_LIMITS,
     OPEN_POLICY,
     ROOT,
     StackHandle,
     live_config,
-    start_stack,
-    stop_stack,
     two_hosts,
 )
-from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
 APP = ROOT / "tests" / "apps" / "oai_agents"
-
-
-def call(tool: str, /, **arguments: Any) -> dict[str, Any]:
-    return {"name": tool, "arguments": arguments}
 
 
 HANDOFF = call("transfer_to_weather_specialist")
@@ -56,50 +55,19 @@ SCRIPT: dict[str, list[dict[str, Any]]] = {
                 {"tool_calls": [call("wait_for_gate", name="G")]},
                 {"tool_calls": [call("note", text="two")]}, {"text": "finished"}],
 }
-ENGINE = {"NALAR_LLM_TIME_SCALE": "0.01",
-          "NALAR_LLM_SIM_PARAMS": json.dumps({"script": SCRIPT})}
+ENGINE = engine_env(SCRIPT)
 
 
 @pytest.fixture(scope="module")
 def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("oai")
-    (d / "policy.yaml").write_text(OPEN_POLICY)
-    (d / "guardrails.yaml").write_text(NO_LIMITS)
-    return d
+    return tmp_path_factory.mktemp("oai")
 
 
 @pytest.fixture(scope="module")
 def stack(nats_url: str, redis_url: str, config_dir: Path) -> Iterator[StackHandle]:
-    handle = start_stack(APP, nats_url, redis_url, config_dir / "nalar-up.log", nodes=1,
-                         hosts_per_node=2, extra_env={
-                             **ENGINE, "OAI_DIR": str(config_dir),
-                             "NALAR_AUTH_POLICY_FILE": str(config_dir / "policy.yaml"),
-                             "NALAR_GUARDRAILS_FILE": str(config_dir / "guardrails.yaml")})
-    yield handle
-    stop_stack(handle)
-
-
-def executions(d: Path) -> list[str]:
-    path = d / "executions.log"
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def start(url: str, workflow: str, wait: float | None = 60, **inputs: Any) -> dict[str, Any]:
-    r = httpx.post(f"{url}/v1/workflows/{workflow}/runs",
-                   params={"wait": wait} if wait else {}, json={"input": inputs}, timeout=90)
-    assert r.status_code in (200, 202), r.text
-    return r.json()  # type: ignore[no-any-return]
-
-
-def futures(url: str, run: str) -> list[dict[str, Any]]:
-    r = httpx.get(f"{url}/v1/runs/{run}/futures", timeout=30)
-    assert r.status_code == 200, r.text
-    return r.json()["futures"]  # type: ignore[no-any-return]
-
-
-def steps(url: str, run: str) -> list[str]:
-    """`agent.method` of the run's futures, in order, the driver left out."""
-    return [f"{f['agent']}.{f['method']}" for f in futures(url, run) if f["future"] != "0"]
+    with governed_stack(APP, nats_url, redis_url, config_dir,
+                        {**ENGINE, "OAI_DIR": str(config_dir)}) as handle:
+        yield handle
 
 
 def tool_outputs(result: dict[str, Any]) -> dict[str, str]:
@@ -216,31 +184,14 @@ def hosts(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, A
 
 def test_a_host_killed_mid_run_resumes_without_repeating_a_step(
         hosts: dict[str, Any]) -> None:
-    url, d = hosts["url"], hosts["dir"]
-    run = start(url, "research", wait=None, input="durable work")["run_id"]
-    wait_until_sync(lambda: executions(d), until=lambda e: "wait_for_gate G" in e,
-                    what="the run's fifth step running")
-    events = httpx.get(f"{url}/v1/runs/{run}/journal", timeout=30).json()["events"]
-    host = str(next(e for e in events if e["event"] == "started")["host"])
-    hosts["procs"][f"host-{host}"].send_signal(signal.SIGKILL)
-    hosts["procs"][f"host-{host}"].wait(10)
-    (d / "G.open").touch()
-    view = wait_until_sync(lambda: httpx.get(f"{url}/v1/runs/{run}").json(), timeout=90,
-                           until=lambda v: v["status"] in ("succeeded", "failed"),
-                           what="the run to finish on the other host")
-    assert view["status"] == "succeeded", json.dumps(view)
-    assert view["result"] == "finished"
-    rows = futures(url, run)
-    survivor = "b" if host == "a" else "a"
-    assert next(f for f in rows if f["future"] == "0")["executor"] == f"{survivor}._driver"
+    run = start(hosts["url"], "research", wait=None, input="durable work")["run_id"]
+    rows, asked = kill_the_driver_host_mid_run(hosts, run)
     # each step once: five turns (one LLM request each) and three tool calls
     assert [f"{f['agent']}.{f['method']}" for f in rows if f["future"] != "0"] == [
         "llm.turn", "llm.turn", "tools.note", "llm.turn", "tools.wait_for_gate", "llm.turn",
         "tools.note", "llm.turn"]
-    events = httpx.get(f"{url}/v1/runs/{run}/journal", timeout=30).json()["events"]
-    asked: Counter[str] = Counter(e["future"] for e in events if e["event"] == "llm")
-    assert sorted(asked.values()) == [1] * 5, asked
-    notes = [line for line in executions(d) if line.startswith("note")]
+    assert asked == [1] * 5, asked
+    notes = [line for line in executions(hosts["dir"]) if line.startswith("note")]
     assert notes == ["note one", "note two"]
 
 
