@@ -364,3 +364,11 @@ def test_script_steps_are_checked_key_by_key() -> None:
         SimulatedEngine(time_scale=0.0, script=[{"tool_calls": [{"name": "x", "args": {}}]}])
     with pytest.raises(ValueError, match=r"script\[0\] must be"):
         SimulatedEngine(time_scale=0.0, script=[{"text": "a", "tool_calls": []}])
+
+
+def test_a_long_tool_result_is_cut_to_its_head_and_tail() -> None:
+    from nalar.loop.agentloop import _cut
+
+    assert _cut("short", 10) == "short"
+    cut = _cut("a" * 50 + "b" * 50, 20)
+    assert cut.startswith("a" * 10) and cut.endswith("b" * 10) and "80 characters cut" in cut

@@ -51,7 +51,8 @@ class AgentLoop:
     def __init__(self, name: str, *, instructions: str = "", tools: Sequence[Any] = (),
                  max_turns: int = 10, output_type: Any = str, tool_choice: Any = "auto",
                  max_tokens: int = 512, temperature: float = 0.0,
-                 description: str | None = None, reset_tool_choice: bool = True) -> None:
+                 description: str | None = None, reset_tool_choice: bool = True,
+                 max_tool_output: int = 20_000) -> None:
         if not isinstance(max_turns, int) or max_turns < 1:
             raise ValueError(f"max_turns must be a positive integer, not {max_turns!r}")
         self.name = agent_name(name)
@@ -64,6 +65,8 @@ class AgentLoop:
         # after a turn with tool calls, "required" or a named tool goes back to "auto" (as in
         # the OpenAI Agents SDK), so a forced call does not force every later turn
         self.reset_tool_choice = reset_tool_choice
+        # characters of one tool result the model reads (each later turn carries them all)
+        self.max_tool_output = max_tool_output
         self._output = None if output_type is str else TypeAdapter(output_type)
         self.tools: dict[str, LoopTool] = {}
         for obj in tools:
@@ -184,7 +187,7 @@ class AgentLoop:
                     answers.append(pending)
                     continue
                 try:
-                    answers.append(_text(await pending))
+                    answers.append(_cut(_text(await pending), self.max_tool_output))
                 except STOPS_THE_LOOP:
                     raise
                 except PermissionDenied:  # who asked and which rule stay out of the prompt
@@ -224,6 +227,15 @@ def _assistant(reply: dict[str, Any], calls: list[dict[str, Any]]) -> Message:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _cut(text: str, limit: int) -> str:
+    """A tool result the model reads: its head and tail when it is longer than `limit`."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return (f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n"
+            f"{text[-half:]}")
 
 
 def _json_part(content: str) -> str:
