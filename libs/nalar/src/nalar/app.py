@@ -17,6 +17,8 @@ from typing import Any
 
 from nalar_common.errors import InvalidInput
 
+from nalar.agentgraph.loader import load_graphs
+from nalar.agentgraph.runner import GraphWorkflow
 from nalar.apppackages import bind_package, forget_package
 from nalar.loop import LLM, TOOLS_ATTR, Conversations, function_tools_agent
 from nalar.registry import METHOD_ATTR, AgentSpec, WorkflowSpec, agent_spec, workflow_spec
@@ -65,6 +67,12 @@ def load_app(path: str | Path) -> App:
             elif inspect.isfunction(obj) and obj.__module__ == modname and \
                     getattr(obj, METHOD_ATTR, {}).get("tool"):
                 _add_function(functions, obj)
+    for name, versions in load_graphs(root).items():  # graphs/*.yaml: workflows too
+        if name in app.workflows:
+            raise InvalidInput(f"graph {name!r} (graphs/) has the name of a workflow")
+        graph = GraphWorkflow(versions)
+        app.workflows[name] = workflow_spec(graph)  # type: ignore[assignment]
+        loops.append(graph)
     _add_builtins(app, loops, functions)
     return app
 

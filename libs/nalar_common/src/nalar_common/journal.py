@@ -31,6 +31,7 @@ class Event:
     LLM = "llm"  # one LLM request of a call: its digest, usage and answer (served in replays)
     REPLAYED = "replayed"  # a replay served a call from the original run's journal
     GRAPH = "graph"  # LangGraph progress: a stream mode's chunk, a task, an interrupt
+    EXECUTION = "execution"  # an agent graph's Task or Plan execution record
 
 
 ACKED_RETRY_S = 60.0

@@ -186,6 +186,15 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         await gw.run_for(check_run_id(run_id), who)
         return {"run_id": run_id, "futures": scrub_all(await gw.reader.futures(run_id), who)}
 
+    @r.get("/v1/runs/{run_id}/executions", tags=["runs"])
+    async def run_executions(run_id: str,
+                             who: Principal = Depends(principal)) -> dict[str, Any]:
+        """An agent graph's execution records: each Task and Plan execution's headers,
+        policy telemetry and result, append-only (docs/agent-graphs.md)."""
+        await gw.run_for(check_run_id(run_id), who)
+        return {"run_id": run_id,
+                "executions": scrub_all(await gw.reader.executions(run_id), who)}
+
     @r.get("/v1/runs/{run_id}/journal", tags=["runs"])
     async def run_journal(run_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
         await gw.run_for(check_run_id(run_id), who)

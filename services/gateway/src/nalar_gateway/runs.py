@@ -128,6 +128,16 @@ class RunReader:
         out["events"] = events
         return out
 
+    async def executions(self, run: str) -> list[dict[str, Any]]:
+        """The run's agent-graph execution records, in the order they were appended."""
+        n = self.names
+        out = []
+        for m in await self.bus.read_all(n.runs_stream, n.run_event(run, Event.EXECUTION)):
+            ev = decode(m)
+            out.append({k: ev[k] for k in ("headers", "telemetry", "result", "error")
+                        if k in ev} | {"seq": m.seq})
+        return out
+
     async def paused(self, run: str) -> list[dict[str, Any]]:
         """The guardrail pauses of the run since it was last resumed."""
         n = self.names

@@ -1,5 +1,6 @@
-"""Agent graphs: Task/Plan graphs (the model, its load-time checks, YAML definitions).
-Execution as Nalar futures, execution records, fork and replay come next (issue 21)."""
+"""Agent graphs: Task/Plan graphs (the model, its load-time checks, YAML definitions), run as
+Nalar workflows whose every Task and Plan execution is a future with an execution record
+(docs/agent-graphs.md)."""
 
 from nalar.agentgraph.loader import load_graph, load_graphs
 from nalar.agentgraph.model import (
@@ -15,8 +16,10 @@ from nalar.agentgraph.model import (
     plan,
     task,
 )
+from nalar.agentgraph.runner import GraphWorkflow, workflow
 from nalar.agentgraph.validate import GraphInvalid, build_graph
 
-__all__ = ["END", "AgentGraph", "Edge", "EdgeKind", "GraphInvalid", "Node", "Plan",
+__all__ = ["END", "AgentGraph", "Edge", "EdgeKind", "GraphInvalid", "GraphWorkflow", "Node",
+           "Plan",
            "PlanResult", "Task", "TaskResult", "build_graph", "load_graph", "load_graphs",
-           "plan", "task"]
+           "plan", "task", "workflow"]

@@ -45,6 +45,24 @@ def _journal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _executions(args: argparse.Namespace) -> int:
+    r = _http().get(f"{_url(args)}/v1/runs/{args.run}/executions", timeout=30)
+    if args.json or r.status_code >= 400:
+        return _print(r)
+    print(f"{'#':>3} {'node':<20} {'kind':<5} {'iter':>4} {'future':<8} {'status':<7} "
+          f"{'ms':>9} {'tokens':>7} result")
+    for i, e in enumerate(r.json()["executions"], 1):
+        h, t, res = e.get("headers", {}), e.get("telemetry", {}), e.get("result") or {}
+        shown = json.dumps(res.get("inline"))[:60] if not res.get("truncated") else \
+            f"({res.get('size_bytes')} bytes)"
+        if e.get("error"):
+            shown = f"error {e['error'].get('code')}: {e['error'].get('message', '')[:50]}"
+        print(f"{i:>3} {h.get('node', ''):<20} {h.get('kind', ''):<5} {h.get('iteration', 0):>4} "
+              f"{h.get('future', ''):<8} {h.get('status', ''):<7} "
+              f"{t.get('latency_ms', 0):>9.1f} {t.get('tokens_used', 0):>7} {shown}")
+    return 0
+
+
 def _replay(args: argparse.Namespace) -> int:
     body = {"overrides": dict(args.override or [])}
     params = {"wait": args.wait} if args.wait else {}
@@ -60,12 +78,17 @@ def _resume(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     url = os.environ.get("NALAR_GATEWAY_URL", "http://127.0.0.1:8080")
-    runs = sub.add_parser("runs", help="a run's audit journal, replays, resuming a paused run")
+    runs = sub.add_parser("runs", help="a run's audit journal, execution records, replays, "
+                          "resuming a paused run")
     acts = runs.add_subparsers(dest="action", required=True)
     journal = acts.add_parser("journal", help="who started the run and every call it made")
     journal.add_argument("run")
     journal.add_argument("--json", action="store_true", help="the whole record as JSON")
     journal.set_defaults(fn=_journal)
+    executions = acts.add_parser("executions", help="an agent graph run's execution records")
+    executions.add_argument("run")
+    executions.add_argument("--json", action="store_true", help="the records as JSON")
+    executions.set_defaults(fn=_executions)
     replay = acts.add_parser("replay", help="run a finished run again from its journal: "
                              "recorded results served, no tool called")
     replay.add_argument("run")
@@ -79,6 +102,6 @@ def register(sub: Any) -> None:
     resume.add_argument("run")
     resume.add_argument("--value", help="recorded in the journal with who resumed it")
     resume.set_defaults(fn=_resume)
-    for p in (journal, replay, resume):
+    for p in (journal, executions, replay, resume):
         p.add_argument("--url", default=url)
 
