@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from agent_runs import futures, start
-from e2e_stack import ROOT, StackHandle, start_stack, stop_stack
+from agent_runs import futures, governed_stack, start
+from e2e_stack import NO_LIMITS, ROOT, StackHandle, live_config
 
 pytestmark = pytest.mark.e2e
 
@@ -21,13 +22,22 @@ APP = ROOT / "tests" / "apps" / "agentgraphs"
 
 
 @pytest.fixture(scope="module")
-def stack(nats_url: str, redis_url: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
-    log = tmp_path_factory.mktemp("agentgraphs") / "nalar-up.log"
-    handle = start_stack(APP, nats_url, redis_url, log, nodes=1, hosts_per_node=2,
-                         args=("--llm-time-scale", "0.01"))
-    yield handle
-    stop_stack(handle)
+def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("agentgraphs")
+
+
+@pytest.fixture(scope="module")
+def stack(nats_url: str, redis_url: str, config_dir: Path) -> Iterator[StackHandle]:
+    with governed_stack(APP, nats_url, redis_url, config_dir,
+                        {"NALAR_LLM_TIME_SCALE": "0.01"}) as handle:
+        yield handle
+
+
+@pytest.fixture
+def limits(config_dir: Path) -> Iterator[Callable[[str], None]]:
+    """Write the stack's guardrails; its controllers use them from the next call on."""
+    with live_config(config_dir / "guardrails.yaml", NO_LIMITS) as write:
+        yield write
 
 
 def executions(stack: StackHandle, run: str) -> list[dict[str, Any]]:
@@ -76,6 +86,45 @@ def test_versions_live_at_once_and_a_cap_stops_a_cycle(stack: StackHandle) -> No
     unknown = start(stack.url, "pingpong", input=0, version="9.9.9")
     assert unknown["status"] == "failed" and unknown["error"]["code"] == "invalid_input"
     assert "live: 1.0.0, 2.0.0" in unknown["error"]["message"]
+
+
+def test_an_abort_guardrail_stops_the_lifetime_before_the_spend(
+        stack: StackHandle, limits: Callable[[str], None]) -> None:
+    """Drafting spends LLM tokens: a lifetime limit that two drafts fit and a third's worst
+    case does not aborts the lifetime before the third request reaches the engine."""
+    limits("limits: [{name: lifetime-tokens, tokens: 25, action: abort, "
+           "match: {workflow: review}}]")
+    run = start(stack.url, "review", input={"topic": "futures"})
+    assert run["status"] == "cancelled", run
+    details = run["error"]["details"]
+    assert details["guardrail"] == "lifetime-tokens" and details["action"] == "abort"
+    records = executions(stack, run["run_id"])
+    done = [r["headers"]["node"] for r in records if r["headers"]["status"] == "ok"]
+    assert done == ["draft", "critic", "draft", "critic"]
+    assert sum(r["telemetry"]["tokens_used"] for r in records) <= 25
+
+
+def test_a_pause_guardrail_holds_the_lifetime_until_resumed(
+        stack: StackHandle, limits: Callable[[str], None]) -> None:
+    from nalar_common.testing import wait_until_sync
+
+    limits("limits: [{name: two-drafts, iterations: 2, "
+           "agent: tools.review__v1_0_0__draft, action: pause}]")
+    run = start(stack.url, "review", wait=None, input={"topic": "futures"})["run_id"]
+
+    def view() -> dict[str, Any]:
+        return httpx.get(f"{stack.url}/v1/runs/{run}", timeout=30).json()  # type: ignore[no-any-return]
+
+    paused = wait_until_sync(view, until=lambda v: v["status"] in ("paused", "failed"),
+                             what="the lifetime paused before its third draft")
+    assert paused["status"] == "paused" and paused["paused_by"]["guardrail"] == "two-drafts"
+    assert [r["headers"]["node"] for r in executions(stack, run)] == ["draft", "critic"] * 2
+    r = httpx.post(f"{stack.url}/v1/runs/{run}/signals/resume", json={"value": "go"},
+                   timeout=30)
+    assert r.status_code == 202, r.text
+    done = wait_until_sync(view, until=lambda v: v["status"] in ("succeeded", "failed"),
+                           what="the lifetime finished after its resume")
+    assert done["status"] == "succeeded" and done["result"]["round"] == 3, done
 
 
 def test_the_same_graph_runs_in_local_mode(stack: StackHandle) -> None:
