@@ -127,6 +127,43 @@ def test_a_pause_guardrail_holds_the_lifetime_until_resumed(
     assert done["status"] == "succeeded" and done["result"]["round"] == 3, done
 
 
+def test_a_fork_reuses_the_executions_before_it_and_takes_another_branch(
+        stack: StackHandle) -> None:
+    """Fork at the first Plan, with its decision overridden: the draft before it is served
+    from the original's records (no LLM asked), the override sends the lifetime straight to
+    the checks, and everything after the fork point runs live."""
+    original = start(stack.url, "review", input={"topic": "fork me"})
+    assert original["status"] == "succeeded", original
+    first = executions(stack, original["run_id"])
+    draft, critic = first[0], first[1]
+    assert critic["headers"]["node"] == "critic"
+    at = critic["headers"]["future"]
+    decision = {"next_tasks": ["check_facts", "check_style"], "final": False,
+                "output": draft["result"]["inline"]["output"],
+                "usage": {"tokens_used": 0, "llm_calls": 0}}
+    r = httpx.post(f"{stack.url}/v1/runs/{original['run_id']}/fork", params={"wait": 60},
+                   json={"at": at, "override": decision}, timeout=90)
+    assert r.status_code == 200, r.text
+    fork = r.json()
+    assert fork["status"] == "succeeded", fork
+    assert fork["replay_of"] == original["run_id"] and fork.get("fork_at") == at
+    assert fork["result"]["round"] == 1  # the draft of round one went straight to the checks
+    assert [rec["headers"]["node"] for rec in executions(stack, fork["run_id"])] == [
+        "draft", "critic", "check_facts", "check_style", "merge", "publish"]
+    journal = httpx.get(f"{stack.url}/v1/runs/{fork['run_id']}/journal", timeout=30).json()
+    calls = {c["future"]: c for c in journal["calls"]}
+    assert calls[draft["headers"]["future"]]["replayed"] == "journal"
+    assert calls[at]["replayed"] == "override"
+    assert all(c.get("replayed") is None for f, c in calls.items()
+               if f not in ("0", at, draft["headers"]["future"]))
+    assert "llm" not in {e["event"] for e in journal["events"]}  # the draft was not redone
+    bad = httpx.post(f"{stack.url}/v1/runs/{original['run_id']}/fork", json={"at": "99"},
+                     timeout=30)
+    assert bad.status_code == 422, bad.text
+    assert httpx.post(f"{stack.url}/v1/runs/{original['run_id']}/fork", json={"to": at},
+                      timeout=30).status_code == 422
+
+
 def test_the_same_graph_runs_in_local_mode(stack: StackHandle) -> None:
     import asyncio
 

@@ -198,6 +198,22 @@ def test_a_replay_with_an_overridden_tool_result(stack: StackHandle, config_dir:
     assert calls["3"].get("replayed") is None  # asked again
 
 
+def test_a_fork_runs_live_after_its_point(stack: StackHandle, config_dir: Path) -> None:
+    """A fork of a plain workflow: the first turn overridden to ask about Oslo; the tool it
+    calls then runs (a replay would refuse it), and so does every turn after."""
+    original = start(stack.url, "weather", input="replay-me")
+    assert original["status"] == "succeeded", original
+    turn = {"content": None, "finish_reason": "tool_calls", "model": "simulated", "usage": {},
+            "tool_calls": [{"id": "c1", "name": "get_weather",
+                            "arguments": '{"city": "Oslo"}'}]}
+    r = httpx.post(f"{stack.url}/v1/runs/{original['run_id']}/fork", params={"wait": 60},
+                   json={"at": "1", "override": turn}, timeout=90)
+    fork = r.json()
+    assert r.status_code == 200 and fork["status"] == "succeeded", r.text
+    assert "get_weather Oslo" in executions(config_dir)
+    assert steps(stack.url, fork["run_id"]) == ["llm.turn", "tools.get_weather", "llm.turn"]
+
+
 # -- a host killed mid-loop ------------------------------------------------------------------
 @pytest.fixture
 def hosts(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:

@@ -224,6 +224,27 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
                                wait=bool(wait))
         return await _answer(gw, view, wait, who)
 
+    @r.post("/v1/runs/{run_id}/fork", status_code=202, tags=["runs"],
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"type": "object", "required": ["at"],
+                                                "properties": {"at": {"type": "string"},
+                                                               "override": {}}}}}}})
+    async def fork_run(run_id: str, request: Request,
+                       wait: float | None = Query(default=None, ge=0),
+                       who: Principal = Depends(principal)) -> SafeJSONResponse:
+        """A new run that reuses the run's results up to future `at` (that one as `override`
+        says, if given) and runs live after it."""
+        check_run_id(run_id)
+        body = await body_of(request)
+        if not isinstance(body, dict) or set(body) - {"at", "override"} or \
+                not isinstance(body.get("at"), str) or not body["at"]:
+            raise InvalidInput('body must be {"at": "<future>", "override": <value>}',
+                               details={"errors": [{"field": "at",
+                                                    "message": "a future of the run"}]})
+        overrides = {body["at"]: body["override"]} if "override" in body else {}
+        view = await gw.replay(run_id, overrides, who, wait=bool(wait), fork_at=body["at"])
+        return await _answer(gw, view, wait, who)
+
     slots = StreamSlots(gw.settings.sse_max_per_principal, gw.settings.sse_max_total)
 
     @r.get("/v1/runs/{run_id}/events", tags=["runs"], status_code=200, response_class=EventStream,

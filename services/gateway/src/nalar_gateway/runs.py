@@ -47,6 +47,8 @@ class RunReader:
         if created.get("replay_of"):
             out["replay_of"] = created["replay_of"]
             out["overrides"] = sorted(created.get("overrides") or {})
+            if created.get("fork_at"):
+                out["fork_at"] = created["fork_at"]
         if Event.STARTED in events:
             out["status"] = "running"
             out["started_at"] = events[Event.STARTED].get("ts")

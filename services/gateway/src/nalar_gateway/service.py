@@ -251,13 +251,17 @@ class Gateway:
                 "started_by": principal.public()}
         if extra.get("replay_of"):
             view["replay_of"] = extra["replay_of"]
+        if extra.get("fork_at"):
+            view["fork_at"] = extra["fork_at"]
         return view
 
     async def replay(self, run_id: str, overrides: dict[str, Any], principal: Principal, *,
-                     wait: bool = False) -> dict[str, Any]:
+                     wait: bool = False, fork_at: str | None = None) -> dict[str, Any]:
         """Run a finished run's workflow again as a new run marked as its replay: its calls
         are answered from the original's journal (or by `overrides`, future -> value) by the
-        local controllers, and only calls whose inputs changed run again, tools never."""
+        local controllers, and only calls whose inputs changed run again, tools never. A
+        fork (`fork_at`, a future of the run) does that up to that future, and runs live
+        after it (tools included)."""
         view = await self.run_for(run_id, principal)
         self.authorize_action(principal, "replay", run_id)
         if view["status"] not in ("succeeded", "failed", "cancelled"):
@@ -267,7 +271,8 @@ class Gateway:
         self.check_workflow(workflow)
         self.authorize(principal, workflow)
         futures = {f["future"]: f for f in await self.reader.futures(run_id)}
-        bad = [f for f in overrides if f not in futures or f == ROOT_FUTURE
+        bad = [f for f in [*overrides, *([fork_at] if fork_at else [])]
+               if f not in futures or f == ROOT_FUTURE
                or futures[f].get("agent", "").startswith("_")]
         if bad:
             raise InvalidInput(f"run {run_id} has no agent call future {bad[0]!r} to override",
@@ -284,7 +289,7 @@ class Gateway:
             new_run, workflow, session, dict(created.get("input") or {}), principal,
             priority=int(created.get("priority") or 0),
             deadline=time.time() + self.check_timeout(None), wait=wait, replay_of=run_id,
-            overrides=overrides)
+            overrides=overrides, **({"fork_at": fork_at} if fork_at else {}))
 
     async def _copy_signals(self, run: str, new_run: str, session: str) -> None:
         """The signals the original run got, given to its replay up front (in the journal

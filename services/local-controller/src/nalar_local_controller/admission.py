@@ -101,7 +101,7 @@ class Admission:
         except Exception as exc:  # NATS away: keep the call (claimed), decide again later
             self.admit_later(held, f"run facts: {exc}")
             return
-        held.replay_of = facts.replay_of
+        held.replay_of = facts.replay_of if facts.replays(held.future) else ""
         if await self.hooks.before_admit(held, facts):
             return
         try:

@@ -27,6 +27,23 @@ class RunFacts:
     created_at: float
     replay_of: str = ""  # a replay: the run whose journal answers its calls
     overrides: dict[str, Any] = field(default_factory=dict)  # future -> value, in a replay
+    fork_at: str = ""  # a fork: calls after this future run live, not from the journal
+
+    def replays(self, future: str) -> bool:
+        """Whether the call at `future` is answered from the original run's journal (a
+        replay's calls are, a fork's up to its fork point)."""
+        if not self.replay_of:
+            return False
+        return not self.fork_at or not _after(future, self.fork_at)
+
+
+def _after(future: str, point: str) -> bool:
+    """`future` comes after `point` in a driver's order (`3_1` before `4`); other ids (a
+    signal's) never do."""
+    try:
+        return tuple(int(p) for p in future.split("_")) > tuple(int(p) for p in point.split("_"))
+    except ValueError:
+        return False
 
 
 class RunBook:
@@ -57,7 +74,8 @@ class RunBook:
                          str(created.get("workflow") or ""),
                          str(created.get("session_id") or ""),
                          float(created.get("ts") or 0.0), str(created.get("replay_of") or ""),
-                         dict(created.get("overrides") or {}))
+                         dict(created.get("overrides") or {}),
+                         str(created.get("fork_at") or ""))
         until = math.inf if stored is not None else time.monotonic() + self.absent_ttl_s
         self._runs[run] = (facts, until)
         self._runs.move_to_end(run)

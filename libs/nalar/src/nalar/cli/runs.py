@@ -70,6 +70,15 @@ def _replay(args: argparse.Namespace) -> int:
                                params=params, timeout=(args.wait or 0) + 30))
 
 
+def _fork(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"at": args.at}
+    if args.override is not None:
+        body["override"] = parse_override(f"v={args.override}")[1]
+    params = {"wait": args.wait} if args.wait else {}
+    return _print(_http().post(f"{_url(args)}/v1/runs/{args.run}/fork", json=body,
+                               params=params, timeout=(args.wait or 0) + 30))
+
+
 def _resume(args: argparse.Namespace) -> int:
     value = parse_override(f"v={args.value}")[1] if args.value is not None else None
     return _print(_http().post(f"{_url(args)}/v1/runs/{args.run}/signals/resume",
@@ -98,10 +107,20 @@ def register(sub: Any) -> None:
     replay.add_argument("--wait", type=float, default=60.0,
                         help="seconds to wait for the replay to finish (0: do not wait)")
     replay.set_defaults(fn=_replay)
+    fork = acts.add_parser("fork", help="a new run that reuses a finished run's results up "
+                           "to one future and runs live after it")
+    fork.add_argument("run")
+    fork.add_argument("--at", required=True, metavar="FUTURE",
+                      help="the last future reused (an execution's future, for a graph)")
+    fork.add_argument("--override", metavar="VALUE",
+                      help="that future's result instead (JSON, or a plain string)")
+    fork.add_argument("--wait", type=float, default=60.0,
+                      help="seconds to wait for the fork to finish (0: do not wait)")
+    fork.set_defaults(fn=_fork)
     resume = acts.add_parser("resume", help="let a run a guardrail paused go on")
     resume.add_argument("run")
     resume.add_argument("--value", help="recorded in the journal with who resumed it")
     resume.set_defaults(fn=_resume)
-    for p in (journal, executions, replay, resume):
+    for p in (journal, executions, replay, fork, resume):
         p.add_argument("--url", default=url)
 
