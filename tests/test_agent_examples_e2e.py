@@ -1,11 +1,13 @@
 """The agent examples as their READMEs run them, on a stack with their own policy and
 guardrails and in local mode: examples/research_agent (OpenAI Agents SDK, a sandboxed code
-tool) and examples/support_graph (LangGraph, a human approval by interrupt())."""
+tool), examples/support_graph (LangGraph, a human approval by interrupt()) and
+examples/coding_agent (an agent graph of Tasks and Plans, people in the loop)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +18,7 @@ pytestmark = pytest.mark.e2e
 
 RESEARCH = ROOT / "examples" / "research_agent"
 SUPPORT = ROOT / "examples" / "support_graph"
+CODING = ROOT / "examples" / "coding_agent"
 SIM = (RESEARCH / "config" / "sim.json").read_text()
 
 
@@ -141,3 +144,65 @@ def test_a_question_is_answered_on_the_stack_and_in_local_mode(support: StackHan
     assert on_stack["result"]["outcome"] == "answered"
     local = asyncio.run(run_local(str(SUPPORT), "support", ticket, time_scale=0.05))
     assert local == on_stack["result"]
+
+
+@pytest.fixture(scope="module")
+def coding(nats_url: str, redis_url: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
+    log = tmp_path_factory.mktemp("coding") / "nalar-up.log"
+    handle = start_stack(CODING, nats_url, redis_url, log, nodes=1, hosts_per_node=2,
+                         args=("--llm-time-scale", "0.01"))
+    yield handle
+    stop_stack(handle)
+
+
+def test_the_coding_agent_asks_people_and_loops_until_accepted(coding: StackHandle) -> None:
+    from nalar_common.testing import wait_until_sync
+
+    with coding.client() as http:
+        run = http.post("/v1/workflows/coding_agent/runs", json={"input": {}}).json()["run_id"]
+
+        def answer(signal: str, value: Any) -> None:
+            view = wait_until_sync(lambda: http.get(f"/v1/runs/{run}").json(),
+                                   until=lambda v: v["status"] in ("waiting", "failed",
+                                                                   "succeeded"),
+                                   what=f"the lifetime waiting for {signal}", timeout=90)
+            assert view.get("waiting_for") == {"signal": signal}, view
+            r = http.post(f"/v1/runs/{run}/signals/{signal}", json={"value": value})
+            assert r.status_code == 202, r.text
+            wait_until_sync(lambda: http.get(f"/v1/runs/{run}").json(),
+                            until=lambda v: v.get("waiting_for") != {"signal": signal},
+                            what=f"{signal} taken")
+
+        answer("human_input-1", {"app": "todo"})  # unclear: it asks again
+        answer("human_input-2", {"app": "a todo app with tags and an api"})
+        answer("accept-1", {"final": False, "feedback": "add tests"})  # refine: round two
+        answer("accept-2", {"final": True})
+        done = wait_until_sync(lambda: http.get(f"/v1/runs/{run}").json(),
+                               until=lambda v: v["status"] in ("succeeded", "failed"),
+                               what="the lifetime accepted")
+        records = http.get(f"/v1/runs/{run}/executions").json()["executions"]
+    assert done["status"] == "succeeded", done
+    spec = done["result"]["input"]["spec"]
+    assert spec["round"] == 2 and spec["feedback"] == "add tests"
+    count = Counter(r["headers"]["node"] for r in records)
+    # two rounds of two branches, each tried twice (the first attempt fails validation)
+    assert count["code_api"] == count["code_ui"] == 4 and count["collect"] == 2
+    assert count["human_input"] == 2 and count["accept"] == 2
+    assert count["submit_to_llm"] == 2 and count["refine_or_execute"] == 3
+    assert all(r["headers"]["status"] == "ok" for r in records)
+    ran = next(r for r in records if r["headers"]["node"] == "code_api")["result"]["inline"]
+    assert ran["output"]["ran"].startswith("exit code: 0")  # run in the sandbox
+
+
+def test_the_coding_agent_runs_in_local_mode_with_the_answers_given() -> None:
+    import asyncio
+
+    from nalar.local import run_local
+
+    answers = {"human_input": [{"app": "a todo app with tags and an api"}],
+               "accept": [{"final": True}]}
+    out = asyncio.run(run_local(str(CODING), "coding_agent",
+                                {"input": {"human_answers": answers}}, time_scale=0.01))
+    assert out["answer"] == {"final": True} and out["input"]["spec"]["round"] == 1
+    assert set(out["input"]["code"]) == {"api", "ui"}

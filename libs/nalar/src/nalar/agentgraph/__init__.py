@@ -8,6 +8,7 @@ from nalar.agentgraph.model import (
     AgentGraph,
     Edge,
     EdgeKind,
+    Human,
     Node,
     Plan,
     PlanResult,
@@ -19,7 +20,8 @@ from nalar.agentgraph.model import (
 from nalar.agentgraph.runner import GraphWorkflow, workflow
 from nalar.agentgraph.validate import GraphInvalid, build_graph
 
-__all__ = ["END", "AgentGraph", "Edge", "EdgeKind", "GraphInvalid", "GraphWorkflow", "Node",
+__all__ = ["END", "AgentGraph", "Edge", "EdgeKind", "GraphInvalid", "GraphWorkflow", "Human",
+           "Node",
            "Plan",
            "PlanResult", "Task", "TaskResult", "build_graph", "load_graph", "load_graphs",
            "plan", "task", "workflow"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from nalar.agentgraph.model import AgentGraph, Edge, EdgeKind, Node
+from nalar.agentgraph.model import AgentGraph, Edge, EdgeKind, Human, Node
 from nalar.agentgraph.validate import GraphInvalid, build_graph
 
 TOP_KEYS = {"name", "version", "start", "nodes", "edges", "description"}
@@ -68,10 +68,15 @@ def load_graphs(root: Path) -> dict[str, list[AgentGraph]]:
 
 
 def _node(path: Path, name: Any, spec: Any) -> Node:
-    if not isinstance(spec, dict) or len({"task", "plan"} & set(spec)) != 1 or \
-            not set(spec) <= {"task", "plan", "max_iterations"}:
-        raise _invalid(path, f"node {name}: give one of task: or plan: (module:attribute) and "
-                       f"optionally max_iterations, not {spec!r}", node=name)
+    kinds = {"task", "plan", "human"}
+    if not isinstance(spec, dict) or len(kinds & set(spec)) != 1 or \
+            not set(spec) <= kinds | {"max_iterations", "timeout"}:
+        raise _invalid(path, f"node {name}: give one of task: or plan: (module:attribute) or "
+                       f"human: (a prompt), and optionally max_iterations, not {spec!r}",
+                       node=name)
+    if "human" in spec:
+        return Node(str(name), "task", Human(str(spec["human"] or ""), spec.get("timeout")),
+                    spec.get("max_iterations"))
     kind = "task" if "task" in spec else "plan"
     return Node(str(name), kind, _import(path, str(name), spec[kind]),
                 spec.get("max_iterations"))

@@ -72,10 +72,22 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Human:
+    """A Task a person does (human in the loop): the lifetime waits for the run's signal
+    `<node>-<iteration>` (`POST /v1/runs/{id}/signals/<node>-<n>` with `{"value": ...}`),
+    holding no worker, however long; the task's output is `{"input": what it was given,
+    "answer": the value}`, and `{"final": true}` in the answer takes its FINAL edge. A lifetime's input may answer ahead of time:
+    `{"human_answers": {"<node>": [value, ...]}, ...}` (local mode has no signals)."""
+
+    prompt: str = ""
+    timeout: float | None = None  # seconds; then the lifetime fails with `Timeout`
+
+
+@dataclass(frozen=True)
 class Node:
     name: str
     kind: str  # "task" or "plan"
-    impl: Callable[..., Any] | type  # a Task/Plan subclass, or a function
+    impl: Callable[..., Any] | type | Human  # a Task/Plan subclass, a function, a person
     max_iterations: int | None = None  # executions per lifetime: the cap on a cycle
 
 
@@ -138,7 +150,10 @@ def plan(fn: Callable[..., Any] | None = None, /, *,
 
 
 def kind_of(impl: Any) -> str | None:
-    """"task" or "plan" for a Task/Plan subclass or a decorated function; None otherwise."""
+    """"task" or "plan" for a Task/Plan subclass, a decorated function or a `Human`; None
+    otherwise."""
+    if isinstance(impl, Human):
+        return "task"
     if isinstance(impl, type):
         return "task" if issubclass(impl, Task) else "plan" if issubclass(impl, Plan) else None
     marked = getattr(impl, "__nalar_node__", None)

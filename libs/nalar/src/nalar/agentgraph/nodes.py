@@ -14,7 +14,7 @@ from typing import Any
 from nalar_common.errors import InvalidInput
 from pydantic_core import to_jsonable_python
 
-from nalar.agentgraph.model import Node, PlanResult, TaskResult
+from nalar.agentgraph.model import Human, Node, PlanResult, TaskResult
 from nalar.context import current_or_none
 from nalar.registry import METHOD_ATTR
 
@@ -33,6 +33,9 @@ def node_function(graph: str, version: str, node: Node) -> Callable[..., Any]:
     """`fn(input)` for a Task, `fn(results)` for a Plan; the host runs a sync one in a worker
     thread and awaits an async one. A Task/Plan class gets a new instance per execution."""
     impl = node.impl
+    if isinstance(impl, Human):
+        raise TypeError(f"node {node.name} is done by a person: its lifetime waits in the "
+                        "driver, no host runs it")
     body = (getattr(impl, "run" if node.kind == "task" else "decide")
             if isinstance(impl, type) else impl)
 

@@ -20,11 +20,12 @@ from typing import Any
 from nalar_common.errors import GuardrailExceeded, InvalidInput, NalarError
 from nalar_common.journal import Event, decode, record
 
-from nalar.agentgraph.model import SEMVER, AgentGraph, EdgeKind
+from nalar.agentgraph.model import SEMVER, AgentGraph, EdgeKind, Human
 from nalar.agentgraph.nodes import node_function
 from nalar.context import current
 from nalar.loop.tools import FUNCTION_TOOLS_AGENT, TOOLS_ATTR, LoopTool
 from nalar.registry import WORKFLOW_ATTR, WorkflowSpec, agent_name
+from nalar.signals import signal as nalar_signal
 from nalar.stub import stub
 from nalar.toolspec import tool_spec
 
@@ -47,6 +48,8 @@ class GraphWorkflow:
         self.tools: dict[str, LoopTool] = {}
         for graph in self.versions.values():
             for node in graph.nodes.values():
+                if isinstance(node.impl, Human):
+                    continue  # the driver waits for a person: nothing runs on a host
                 fn = node_function(graph.name, graph.version, node)
                 self.methods[(graph.version, node.name)] = fn.__name__
                 self.tools[fn.__name__] = LoopTool(tool_spec(fn), agent=FUNCTION_TOOLS_AGENT,
@@ -83,8 +86,13 @@ class Lifetime:
         self.workflow, self.graph = workflow, graph
         self.counts: Counter[str] = Counter()
         self.records = Records(graph)
+        self.answers: dict[str, list[Any]] = {}  # human answers given with the input
+        self.shown: dict[str, Any] = {}  # what a person's task was given (its output's input)
 
     async def run(self, input: Any) -> Any:
+        if isinstance(input, dict) and isinstance(input.get("human_answers"), dict):
+            self.answers = {str(k): list(v) if isinstance(v, list) else [v]
+                            for k, v in input["human_answers"].items()}
         frontier: list[tuple[str, Any]] = [(self.graph.start, input)]
         joining: dict[str, dict[str, Any]] = {}  # a JOIN plan -> the outputs so far
         while frontier:
@@ -110,12 +118,28 @@ class Lifetime:
             raise GuardrailExceeded(
                 f"node {node} of graph {self.graph.name} reached its max_iterations ({cap})",
                 details={"graph": self.graph.name, "node": node, "max_iterations": cap})
+        impl = self.graph.nodes[node].impl
+        if isinstance(impl, Human):
+            self.shown[node] = arg
+            return node, self._human(node, impl), time.time()
         method = self.workflow.methods[(self.graph.version, node)]
         return node, getattr(stub(FUNCTION_TOOLS_AGENT), method)(arg=arg), time.time()
+
+    def _human(self, node: str, impl: Human) -> Any:
+        """The person's answer: given with the input, or the signal `<node>-<iteration>`."""
+        given = self.answers.get(node)
+        if given:
+            return _Answered(given.pop(0), f"answer-{node}-{self.counts[node]}")
+        return nalar_signal(f"{node}-{self.counts[node]}", timeout=impl.timeout)
 
     async def _finish(self, node: str, fut: Any, at: float) -> dict[str, Any]:
         try:
             result: dict[str, Any] = await fut
+            if isinstance(self.graph.nodes[node].impl, Human):
+                answer = result
+                result = {"output": {"input": self.shown.pop(node, None), "answer": answer},
+                          "final": isinstance(answer, dict) and bool(answer.get("final")),
+                          "usage": {}}
         except NalarError as exc:
             await self.records.add(self._record(node, fut.future, at, "failed", None, exc))
             raise
@@ -171,6 +195,18 @@ class Lifetime:
         body["result"] = {"inline": value, "size_bytes": size} if size <= INLINE_RESULT_BYTES \
             else {"inline": None, "size_bytes": size, "truncated": True}
         return body
+
+
+class _Answered:
+    """A human answer given with the lifetime's input (awaitable like a signal's future)."""
+
+    def __init__(self, value: Any, future: str) -> None:
+        self.value, self.future = value, future
+
+    def __await__(self) -> Any:
+        if False:  # pragma: no cover - makes this a generator
+            yield
+        return self.value
 
 
 class Records:
