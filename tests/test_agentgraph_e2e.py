@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from agent_runs import futures, governed_stack, start
-from e2e_stack import NO_LIMITS, ROOT, StackHandle, live_config
+from agent_runs import executions as executions_log
+from agent_runs import futures, governed_stack, kill_the_driver_host_mid_run, start
+from e2e_stack import NO_LIMITS, ROOT, StackHandle, live_config, two_hosts
 
 pytestmark = pytest.mark.e2e
 
@@ -40,8 +41,8 @@ def limits(config_dir: Path) -> Iterator[Callable[[str], None]]:
         yield write
 
 
-def executions(stack: StackHandle, run: str) -> list[dict[str, Any]]:
-    r = httpx.get(f"{stack.url}/v1/runs/{run}/executions", timeout=30)
+def executions(url: str, run: str) -> list[dict[str, Any]]:
+    r = httpx.get(f"{url}/v1/runs/{run}/executions", timeout=30)
     assert r.status_code == 200, r.text
     return r.json()["executions"]  # type: ignore[no-any-return]
 
@@ -53,7 +54,7 @@ def test_a_lifetime_records_every_execution(stack: StackHandle) -> None:
     nodes = ["draft", "critic"] * 3 + ["check_facts", "check_style", "merge", "publish"]
     assert [f["method"] for f in futures(stack.url, run["run_id"]) if f["agent"] == "tools"] \
         == [f"review__v1_0_0__{n}" for n in nodes]
-    records = executions(stack, run["run_id"])
+    records = executions(stack.url, run["run_id"])
     heads = [r["headers"] for r in records]
     assert [h["node"] for h in heads] == nodes
     assert [h["iteration"] for h in heads if h["node"] == "draft"] == [1, 2, 3]
@@ -79,7 +80,7 @@ def test_versions_live_at_once_and_a_cap_stops_a_cycle(stack: StackHandle) -> No
     assert capped["status"] == "failed", capped
     assert capped["error"]["code"] == "guardrail_exceeded", capped
     assert capped["error"]["details"]["node"] == "ping"
-    heads = [r["headers"] for r in executions(stack, capped["run_id"])]
+    heads = [r["headers"] for r in executions(stack.url, capped["run_id"])]
     assert [(h["node"], h["iteration"], h["version"]) for h in heads] == [
         ("ping", 1, "1.0.0"), ("pong", 1, "1.0.0"), ("ping", 2, "1.0.0"),
         ("pong", 2, "1.0.0"), ("ping", 3, "1.0.0"), ("pong", 3, "1.0.0")]
@@ -98,7 +99,7 @@ def test_an_abort_guardrail_stops_the_lifetime_before_the_spend(
     assert run["status"] == "cancelled", run
     details = run["error"]["details"]
     assert details["guardrail"] == "lifetime-tokens" and details["action"] == "abort"
-    records = executions(stack, run["run_id"])
+    records = executions(stack.url, run["run_id"])
     done = [r["headers"]["node"] for r in records if r["headers"]["status"] == "ok"]
     assert done == ["draft", "critic", "draft", "critic"]
     assert sum(r["telemetry"]["tokens_used"] for r in records) <= 25
@@ -118,7 +119,7 @@ def test_a_pause_guardrail_holds_the_lifetime_until_resumed(
     paused = wait_until_sync(view, until=lambda v: v["status"] in ("paused", "failed"),
                              what="the lifetime paused before its third draft")
     assert paused["status"] == "paused" and paused["paused_by"]["guardrail"] == "two-drafts"
-    assert [r["headers"]["node"] for r in executions(stack, run)] == ["draft", "critic"] * 2
+    assert [r["headers"]["node"] for r in executions(stack.url, run)] == ["draft", "critic"] * 2
     r = httpx.post(f"{stack.url}/v1/runs/{run}/signals/resume", json={"value": "go"},
                    timeout=30)
     assert r.status_code == 202, r.text
@@ -134,7 +135,7 @@ def test_a_fork_reuses_the_executions_before_it_and_takes_another_branch(
     the checks, and everything after the fork point runs live."""
     original = start(stack.url, "review", input={"topic": "fork me"})
     assert original["status"] == "succeeded", original
-    first = executions(stack, original["run_id"])
+    first = executions(stack.url, original["run_id"])
     draft, critic = first[0], first[1]
     assert critic["headers"]["node"] == "critic"
     at = critic["headers"]["future"]
@@ -148,7 +149,7 @@ def test_a_fork_reuses_the_executions_before_it_and_takes_another_branch(
     assert fork["status"] == "succeeded", fork
     assert fork["replay_of"] == original["run_id"] and fork.get("fork_at") == at
     assert fork["result"]["round"] == 1  # the draft of round one went straight to the checks
-    assert [rec["headers"]["node"] for rec in executions(stack, fork["run_id"])] == [
+    assert [rec["headers"]["node"] for rec in executions(stack.url, fork["run_id"])] == [
         "draft", "critic", "check_facts", "check_style", "merge", "publish"]
     journal = httpx.get(f"{stack.url}/v1/runs/{fork['run_id']}/journal", timeout=30).json()
     calls = {c["future"]: c for c in journal["calls"]}
@@ -162,6 +163,30 @@ def test_a_fork_reuses_the_executions_before_it_and_takes_another_branch(
     assert bad.status_code == 422, bad.text
     assert httpx.post(f"{stack.url}/v1/runs/{original['run_id']}/fork", json={"to": at},
                       timeout=30).status_code == 422
+
+
+@pytest.fixture
+def hosts(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A controller, two hosts and a gateway as separate processes (so one host can die)."""
+    with two_hosts(APP, nats_url, redis_url, tmp_path / "logs",
+                   extra_env={"TOOLUSE_DIR": str(tmp_path),
+                              "NALAR_LLM_TIME_SCALE": "0.01"}) as handle:
+        yield {"url": handle.url, "procs": handle.procs, "dir": tmp_path}
+
+
+def test_a_host_killed_mid_lifetime_resumes_with_no_task_run_twice(
+        hosts: dict[str, Any]) -> None:
+    run = start(hosts["url"], "durable", wait=None, input=None)["run_id"]
+    rows, _ = kill_the_driver_host_mid_run(hosts, run)
+    assert [f["method"].removeprefix("durable__v1_0_0__") for f in rows
+            if f["agent"] == "tools"] == ["first", "then", "wait_for_gate", "after_gate",
+                                          "last"]
+    done = [line for line in executions_log(hosts["dir"]) if line != "wait_for_gate G"]
+    assert done == ["first", "last"]  # the Task before the crash ran once, the one after too
+    heads = [r["headers"] for r in executions(hosts["url"], run)]
+    assert [h["node"] for h in heads] == ["first", "then", "wait_for_gate", "after_gate",
+                                          "last"]
+    assert len({h["future"] for h in heads}) == 5  # each execution recorded once
 
 
 def test_the_same_graph_runs_in_local_mode(stack: StackHandle) -> None:

@@ -93,3 +93,59 @@ def pong_until_three(results: Mapping[str, Any]) -> PlanResult:
     if results["ping"] >= 3:
         return PlanResult(final=True, output=f"pinged {results['ping']} times")
     return PlanResult(next_tasks=["ping"], output=results["ping"])
+
+
+# -- durable: a lifetime whose host dies while a Task waits on a gate file -------------------
+def _log(line: str) -> None:
+    import os
+    from pathlib import Path
+
+    with open(Path(os.environ.get("TOOLUSE_DIR", "/tmp")) / "executions.log", "a") as f:
+        f.write(line + "\n")
+
+
+@task
+def first(input: Any) -> str:
+    _log("first")
+    return "one"
+
+
+@plan
+def then(results: Mapping[str, Any]) -> PlanResult:
+    (name,) = results
+    return PlanResult(next_tasks=["wait_for_gate" if name == "first" else "last"],
+                      output=results[name])
+
+
+@task
+def wait_for_gate(input: Any) -> str:
+    import os
+    import time
+    from pathlib import Path
+
+    _log("wait_for_gate G")
+    gate = Path(os.environ.get("TOOLUSE_DIR", "/tmp")) / "G.open"
+    while not gate.exists():  # the workload: a long Task
+        time.sleep(0.02)
+    return "opened"
+
+
+@plan
+def after_gate(results: Mapping[str, Any]) -> PlanResult:
+    return PlanResult(next_tasks=["last"], output=results["wait_for_gate"])
+
+
+@task
+def last(input: Any) -> TaskResult:
+    _log("last")
+    return TaskResult(output="finished", final=True)
+
+
+durable = workflow(build_graph(
+    "durable", "1.0.0", start="first",
+    nodes=[Node("first", "task", first), Node("then", "plan", then),
+           Node("wait_for_gate", "task", wait_for_gate), Node("after_gate", "plan", after_gate),
+           Node("last", "task", last)],
+    edges=[Edge("first", "then"), Edge("then", "wait_for_gate"),
+           Edge("wait_for_gate", "after_gate"), Edge("after_gate", "last"),
+           Edge("last", END, F)]))
