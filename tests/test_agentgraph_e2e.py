@@ -105,6 +105,21 @@ def test_an_abort_guardrail_stops_the_lifetime_before_the_spend(
     assert sum(r["telemetry"]["tokens_used"] for r in records) <= 25
 
 
+def test_an_execution_limit_binds_each_execution_on_its_own(
+        stack: StackHandle, limits: Callable[[str], None]) -> None:
+    """A draft's request reserves 11 tokens at worst: 12 per execution lets every draft
+    through (33 in the lifetime), 10 stops the first."""
+    limits("limits: [{name: per-draft, tokens: 12, scope: execution}]")
+    fits = start(stack.url, "review", input={"topic": "futures"})
+    assert fits["status"] == "succeeded", fits
+    limits("limits: [{name: per-draft, tokens: 10, scope: execution}]")
+    stopped = start(stack.url, "review", input={"topic": "futures"})
+    assert stopped["status"] == "failed", stopped
+    assert stopped["error"]["code"] == "guardrail_exceeded", stopped
+    [record] = executions(stack.url, stopped["run_id"])
+    assert record["headers"]["node"] == "draft" and record["headers"]["status"] == "failed"
+
+
 def test_a_pause_guardrail_holds_the_lifetime_until_resumed(
         stack: StackHandle, limits: Callable[[str], None]) -> None:
     from nalar_common.testing import wait_until_sync

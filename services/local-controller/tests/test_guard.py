@@ -104,3 +104,22 @@ async def test_match_limits_bind_only_their_principals(guard: CallGuard) -> None
     use(guard, "limits: [{name: zeta-only, llm_calls: 0, match: {tenant: zeta}}]")
     assert (await guard.reserve(facts("m1", tenant="acme"), "s", "m", 1, 1))[0] is None
     assert (await guard.reserve(facts("m2", tenant="zeta"), "s", "m", 1, 1))[0] is not None
+
+
+async def test_an_execution_limit_counts_each_call_on_its_own(guard: CallGuard) -> None:
+    use(guard, "limits: [{name: per-call, tokens: 100, scope: execution}]")
+    run = facts("r-exec")
+    breach, held = await guard.reserve(run, "s1", "m", 20, 40, "1")  # worst case 60
+    assert breach is None
+    await guard.settle(held, "m", 20, 40, ok=True)
+    breach, _ = await guard.reserve(run, "s1", "m", 20, 40, "1")  # 60 + 60 > 100
+    assert breach is not None and breach.limit.scope == "execution" and breach.value == 60
+    breach, _ = await guard.reserve(run, "s1", "m", 20, 40, "2")  # another call: its own
+    assert breach is None
+
+
+def test_an_execution_limit_is_on_what_one_call_spends(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("limits: [{name: x, iterations: 3, scope: execution}]")
+    with pytest.raises(Exception, match="per execution .* tokens, cost or llm_calls"):
+        GuardrailFile(path, check_every_s=0.0).require()

@@ -50,7 +50,7 @@ from nalar_common.subjects import Names, key_part
 
 MEASURES = ("tokens", "cost", "llm_calls", "iterations", "wall_s")
 LLM_MEASURES = ("tokens", "cost", "llm_calls")  # checked before each LLM request
-SCOPES = ("run", "session", "tenant")
+SCOPES = ("run", "session", "tenant", "execution")  # execution: each call on its own
 SEVERITY = {"pause": 0, "reject": 1, "abort": 2}  # several breached at once: the strongest acts
 _LIMIT_KEYS = {"name", "scope", "action", "agent", "window", "match", *MEASURES}
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -198,6 +198,9 @@ def _limit(item: Any, i: int, names: set[str]) -> Limit:
         raise ValueError(f"{where}: action is one of {list(SEVERITY)}")
     if measure == "wall_s" and scope == "tenant":
         raise ValueError(f"{where}: wall_s is counted per run or per session")
+    if scope == "execution" and measure not in ("tokens", "cost", "llm_calls"):
+        raise ValueError(f"{where}: per execution (one call), limits are on tokens, cost or "
+                         "llm_calls (a call's time is its method's timeout)")
     agent = item.get("agent") or ""
     if agent and measure != "iterations":
         raise ValueError(f"{where}: `agent` goes with `iterations`")
@@ -205,7 +208,7 @@ def _limit(item: Any, i: int, names: set[str]) -> Limit:
         raise ValueError(f"{where}: agent is `Agent` or `Agent.method`")
     window = 0.0
     if item.get("window") is not None:
-        if scope == "run" or measure == "wall_s":
+        if scope in ("run", "execution") or measure == "wall_s":
             raise ValueError(f"{where}: `window` goes with session or tenant counts")
         window = window_seconds(item["window"], where)
     return Limit(name=name, scope=scope, measure=measure,

@@ -95,14 +95,15 @@ class CallGuard:
             if not agent.startswith("_") and agent != DRIVER_AGENT else []
         if counted and not breaches:  # a call stopped anyway is not counted
             over, _ = await self._count(counted, [1.0] * len(counted), facts, session,
-                                        once=future)
+                                        once=future, future=future)
             breaches += over
         return strongest(breaches)
 
     async def reserve(self, facts: RunFacts, session: str, model: str, prompt_tokens: int,
-                      max_tokens: int) -> tuple[Breach | None, list[Reserved]]:
-        """Before an LLM request: room for its worst case under every token, cost and LLM
-        call limit of the run; (the breach that stops it, or None and what was reserved)."""
+                      max_tokens: int, future: str = "") -> tuple[Breach | None, list[Reserved]]:
+        """Before an LLM request of call `future`: room for its worst case under every
+        token, cost and LLM call limit of the run (and of that call, for `execution`
+        limits); (the breach that stops it, or None and what was reserved)."""
         limits = self.limits(facts)
         if not limits:
             return None, []
@@ -114,7 +115,7 @@ class CallGuard:
                    if lim.measure == "cost" else 1.0 for lim in counted]
         held: list[Reserved] = []
         if counted and not breaches:
-            over, held = await self._count(counted, amounts, facts, session)
+            over, held = await self._count(counted, amounts, facts, session, future=future)
             breaches += over
         return strongest(breaches), held
 
@@ -135,9 +136,10 @@ class CallGuard:
             await p.execute()
 
     # -- internals -----------------------------------------------------------------------
-    def _key(self, lim: Limit, facts: RunFacts, session: str) -> str:
+    def _key(self, lim: Limit, facts: RunFacts, session: str, future: str = "") -> str:
         ident = {"run": facts.run, "session": session or facts.session,
-                 "tenant": facts.principal.tenant}[lim.scope]
+                 "tenant": facts.principal.tenant,
+                 "execution": f"{facts.run}.{future}"}[lim.scope]
         bucket = int(time.time() // lim.window_s) if lim.window_s else None
         return counter_key(self.names, lim.scope, ident, bucket)
 
@@ -145,11 +147,13 @@ class CallGuard:
     def _ttl(lim: Limit) -> int:
         if lim.window_s:
             return int(lim.window_s * 2) + 60
-        return {"run": RUN_TTL_S, "session": SESSION_TTL_S, "tenant": 0}[lim.scope]
+        return {"run": RUN_TTL_S, "session": SESSION_TTL_S, "tenant": 0,
+                "execution": RUN_TTL_S}[lim.scope]
 
     async def _count(self, limits: list[Limit], amounts: list[float], facts: RunFacts,
-                     session: str, once: str = "") -> tuple[list[Breach], list[Reserved]]:
-        keys = [self._key(lim, facts, session) for lim in limits]
+                     session: str, once: str = "",
+                     future: str = "") -> tuple[list[Breach], list[Reserved]]:
+        keys = [self._key(lim, facts, session, future) for lim in limits]
         args: list[Any] = [len(limits), once]
         for lim, amount in zip(limits, amounts, strict=True):
             args += [lim.counter, repr(amount), repr(lim.max), lim.name, self._ttl(lim)]

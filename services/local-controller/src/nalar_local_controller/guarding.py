@@ -135,7 +135,8 @@ class Guardrails(CallHook):
                 return GuardAnswer(ok=True)
             facts = await self.runs.get(req.run)
             breach, held = await self.guard.reserve(facts, req.session, req.model,
-                                                    req.prompt_tokens, req.max_tokens)
+                                                    req.prompt_tokens, req.max_tokens,
+                                                    req.future)
             if breach is None:
                 rid = ""
                 if held:  # settled by id: a host names a reservation, never counters
