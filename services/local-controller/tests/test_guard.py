@@ -121,5 +121,5 @@ async def test_an_execution_limit_counts_each_call_on_its_own(guard: CallGuard) 
 def test_an_execution_limit_is_on_what_one_call_spends(tmp_path: Path) -> None:
     path = tmp_path / "g.yaml"
     path.write_text("limits: [{name: x, iterations: 3, scope: execution}]")
-    with pytest.raises(Exception, match="per execution .* tokens, cost or llm_calls"):
+    with pytest.raises(Exception, match=r"per execution .* tokens, cost or llm_calls"):
         GuardrailFile(path, check_every_s=0.0).require()

@@ -76,8 +76,9 @@ class Human:
     """A Task a person does (human in the loop): the lifetime waits for the run's signal
     `<node>-<iteration>` (`POST /v1/runs/{id}/signals/<node>-<n>` with `{"value": ...}`),
     holding no worker, however long; the task's output is `{"input": what it was given,
-    "answer": the value}`, and `{"final": true}` in the answer takes its FINAL edge. A lifetime's input may answer ahead of time:
-    `{"human_answers": {"<node>": [value, ...]}, ...}` (local mode has no signals)."""
+    "answer": the value}`, and `{"final": true}` in the answer takes its FINAL edge. A
+    lifetime's input may answer ahead of time: `{"human_answers": {"<node>": [value, ...]},
+    ...}` (local mode has no signals)."""
 
     prompt: str = ""
     timeout: float | None = None  # seconds; then the lifetime fails with `Timeout`
