@@ -73,6 +73,14 @@ def test_a_lifetime_records_every_execution(stack: StackHandle) -> None:
     assert "check_style" in out.stdout and len(out.stdout.splitlines()) == 11
 
 
+def test_graphs_have_their_own_run_endpoint(stack: StackHandle) -> None:
+    r = httpx.post(f"{stack.url}/v1/graphs/pingpong/runs", params={"wait": 60},
+                   json={"input": {"input": 0, "version": "2.0.0"}}, timeout=90)
+    assert r.status_code == 200 and r.json()["result"] == "pinged 3 times", r.text
+    missing = httpx.post(f"{stack.url}/v1/graphs/nope/runs", json={"input": {}}, timeout=30)
+    assert missing.status_code == 404 and "pingpong" in missing.text
+
+
 def test_versions_live_at_once_and_a_cap_stops_a_cycle(stack: StackHandle) -> None:
     newest = start(stack.url, "pingpong", input=0)
     assert newest["status"] == "succeeded" and newest["result"] == "pinged 3 times", newest

@@ -177,6 +177,18 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         view, _ = await gw.start_run(name, req, who, wait=bool(wait))
         return await _answer(gw, view, wait, who)
 
+    @r.post("/v1/graphs/{name}/runs", status_code=202, tags=["runs"],
+            openapi_extra=_RUN_BODY)
+    async def start_graph_run(name: str, request: Request,
+                              wait: float | None = Query(default=None, ge=0),
+                              who: Principal = Depends(principal)) -> SafeJSONResponse:
+        """A lifetime of an agent graph: the same as `/v1/workflows/{name}/runs` for a
+        graph's name (`{"input": {"input": ..., "version": "1.0.0"}}`), a 404 otherwise."""
+        gw.check_graph(name)
+        req = parse_run_request(await body_of(request))
+        view, _ = await gw.start_run(name, req, who, wait=bool(wait))
+        return await _answer(gw, view, wait, who)
+
     @r.get("/v1/runs/{run_id}", tags=["runs"])
     async def get_run(run_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
         return await gw.run_for(check_run_id(run_id), who)

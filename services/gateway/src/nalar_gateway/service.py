@@ -109,6 +109,14 @@ class Gateway:
                            details={"workflow": workflow,
                                     "available": sorted(self.app.workflows)})
 
+    def check_graph(self, name: str) -> None:
+        """NotFound unless `name` is an agent graph of the app (docs/agent-graphs.md)."""
+        graphs = sorted(n for n, spec in self.app.workflows.items()
+                        if hasattr(getattr(spec.fn, "__self__", None), "versions"))
+        if name not in graphs:
+            raise NotFound(f"agent graph {name!r} does not exist",
+                           details={"graph": name, "available": graphs})
+
     def authorize(self, principal: Principal, workflow: str) -> None:
         """PermissionDenied unless the policy lets `principal` start `workflow`."""
         decision = self.access.current().workflow(principal, workflow)
