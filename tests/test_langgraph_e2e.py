@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_runs import start
 from e2e_stack import ROOT, StackHandle, start_stack, stop_stack, two_hosts
 from nalar_common.testing import wait_until_sync
 
@@ -45,13 +46,6 @@ def stack(nats_url: str, redis_url: str, graphs_dir: Path) -> Iterator[StackHand
                          hosts_per_node=2, extra_env={**ENGINE, "GRAPHS_DIR": str(graphs_dir)})
     yield handle
     stop_stack(handle)
-
-
-def start(url: str, workflow: str, wait: float | None = 60, **state: Any) -> dict[str, Any]:
-    r = httpx.post(f"{url}/v1/workflows/{workflow}/runs",
-                   params={"wait": wait} if wait else {}, json={"input": state}, timeout=90)
-    assert r.status_code in (200, 202), r.text
-    return r.json()  # type: ignore[no-any-return]
 
 
 def futures(url: str, run: str) -> list[dict[str, Any]]:

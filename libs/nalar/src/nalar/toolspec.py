@@ -12,6 +12,7 @@ checked as such (small models answer a named `tool_choice` that way).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import re
@@ -93,6 +94,15 @@ class ToolSpec:
         agent method on another host, which takes them as they are)."""
         parsed = self._validate(arguments)
         return {**parsed.model_dump(mode="json"), **(parsed.model_extra or {})}
+
+
+def tool_name(base: str) -> str:
+    """`base` as a tool name (1-64 of [A-Za-z0-9_-]): as it is when it is one, else cleaned
+    and cut with a digest of the whole, so that different bases never meet."""
+    if TOOL_NAME.fullmatch(base):
+        return base
+    clean = re.sub(r"[^A-Za-z0-9_-]", "_", base)
+    return f"{clean[:52]}_{hashlib.sha256(base.encode()).hexdigest()[:11]}"
 
 
 def tool_spec(fn: Callable[..., Any], *, name: str | None = None,

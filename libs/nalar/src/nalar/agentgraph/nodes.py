@@ -5,9 +5,7 @@ it spent (what its execution record reports)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,16 +15,13 @@ from pydantic_core import to_jsonable_python
 from nalar.agentgraph.model import Human, Node, PlanResult, TaskResult
 from nalar.context import current_or_none
 from nalar.registry import METHOD_ATTR
-
-_NAME = re.compile(r"[^A-Za-z0-9_-]")
+from nalar.toolspec import tool_name
 
 
 def method_name(graph: str, version: str, node: str) -> str:
-    """A tool name (1-64 of [A-Za-z0-9_-]) unique per graph, version and node."""
-    base = _NAME.sub("_", f"{graph}__v{version}__{node}")
-    if len(base) <= 64:
-        return base
-    return f"{base[:52]}_{hashlib.sha256(base.encode()).hexdigest()[:11]}"
+    """The `tools` method of a node: unique per graph, version (its dots as `_`: a version
+    has no `_` of its own) and node."""
+    return tool_name(f"{graph}__v{version.replace('.', '_')}__{node}")
 
 
 def node_function(graph: str, version: str, node: Node) -> Callable[..., Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -40,18 +39,13 @@ from nalar.context import current
 from nalar.langgraph.codec import as_input, encode_output, to_json
 from nalar.langgraph.events import HostWriter
 from nalar.registry import METHOD_ATTR
-
-_NAME = re.compile(r"[^A-Za-z0-9_-]")
+from nalar.toolspec import tool_name
 
 
 def method_name(workflow: str, node: str) -> str:
-    """The `tools` method that runs `node` of the graph registered as `workflow`: a tool
-    name (1-64 of [A-Za-z0-9_-]); a node name outside that gets a digest to stay unique."""
-    base = f"{workflow}__{node}"
-    clean = _NAME.sub("_", base)
-    if clean == base and len(clean) <= 64:
-        return clean
-    return f"{clean[:52]}_{hashlib.sha256(base.encode()).hexdigest()[:11]}"
+    """The `tools` method that runs `node` of the graph registered as `workflow` (a node
+    name outside a tool name's characters gets a digest to stay unique)."""
+    return tool_name(f"{workflow}__{node}")
 
 
 def state_digest(payload: Any) -> str:
