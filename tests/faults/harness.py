@@ -594,6 +594,9 @@ def build_report(load: Load, faults: list[Fault], effects: list[Effects],
                                 and next((r for r in runs if r.run_id == e.run_id and
                                           r.status == "succeeded"), None)],
             "reexecuted": [asdict(e) for e in effects if e.execs > 1],
+            # effects reached twice with one idempotency key (applied once: the key held)
+            "kept_single_by_key": [asdict(e) for e in effects if len(e.ops) > 1 and
+                                   len({o.split("@")[0] for o in e.ops}) == 1],
             "runs_per_key": {k: v for k, v in keys.items() if len(v) > 1},
             "repost_mismatch": [{"key": r.key, "run": r.run_id, "repost": r.repost}
                                 for r in runs if r.repost and r.repost != r.run_id],

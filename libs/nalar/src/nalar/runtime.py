@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from nalar_common.bus import Bus
@@ -23,6 +24,8 @@ from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, signal_future
+from nalar_common.values import header as values_header
+from nalar_common.values import inline_limit, store_for
 
 from nalar.context import CallContext
 from nalar.future import Future
@@ -42,6 +45,7 @@ class Runtime:
         self.view = view or ClusterView(bus)
         self.waiter = waiter or FutureWaiter(bus)
         self.engine = engine
+        self.values = store_for(bus)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._started = asyncio.Event()
@@ -94,7 +98,7 @@ class Runtime:
                         attempt=1, deadline=sooner(ctx.deadline, deadline),
                         created_at=time.time())
         payload = encode_call(spec)
-        fut: Future[Any] = Future(ctx.run, fid, agent, method, self.loop)
+        fut: Future[Any] = Future(ctx.run, fid, agent, method, self.loop, self.values)
         self._spawn(self._publish(fut, spec, payload, check_stored=ctx.attempt > 1))
         return fut
 
@@ -108,7 +112,8 @@ class Runtime:
         node = self.view.choose_node(DRIVER_AGENT, session)
         if node is None:
             raise NoInstance("no agent host is running: cannot start a workflow driver")
-        fut: Future[Any] = Future(run, ROOT_FUTURE, DRIVER_AGENT, workflow, self.loop)
+        fut: Future[Any] = Future(run, ROOT_FUTURE, DRIVER_AGENT, workflow, self.loop,
+                                  self.values)
         await self._publish(fut, spec, encode_call(spec), check_stored=False, node=node,
                             raise_errors=True)
         return fut
@@ -141,7 +146,7 @@ class Runtime:
 
     def watch(self, run: str, future: str) -> Future[Any]:
         """A `Future` for an existing future id (e.g. a run's result), from any process."""
-        fut: Future[Any] = Future(run, future, "", "", self.loop)
+        fut: Future[Any] = Future(run, future, "", "", self.loop, self.values)
         self._spawn(self._watch(fut))
         return fut
 
@@ -160,6 +165,13 @@ class Runtime:
                 return  # resolved already (a re-executed driver finds its earlier results)
             node = node or await self._node_for(spec.agent, spec.session)
             headers = spec.headers(self.view.snapshot.revision if self.view.snapshot else None)
+            limit = inline_limit(self.bus)
+            if len(payload) > limit:  # its large arguments go by reference
+                args, kwargs, refs = await self.values.externalize_args(
+                    spec.run, spec.future, spec.args, spec.kwargs, limit)
+                spec = replace(spec, args=args, kwargs=kwargs)
+                payload = encode_call(spec)
+                headers.update(values_header(refs))
             if await self._publish_call(self.bus.names.call(node, spec.agent), payload,
                                         headers):
                 # published before (a driver re-run without knowing it): its result may be

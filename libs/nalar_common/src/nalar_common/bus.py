@@ -17,12 +17,14 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
 from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from nalar_common.errors import Unavailable
 from nalar_common.logging import get_logger
@@ -111,6 +113,7 @@ class Bus:
             name=n.dlq_stream, subjects=[n.all_dlq], retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE, allow_direct=True, max_age=s.dlq_max_age_s,
             max_msgs=s.dlq_max_msgs, discard=DiscardPolicy.OLD))
+        await self.values_bucket()
         await self.kv(n.policy_bucket, history=10)
         await self.kv(n.instances_bucket, history=1, ttl=s.instance_ttl_s)
         # a pin lives `pins_ttl_s` from its last write (KV max_age; pins are written when a
@@ -171,6 +174,26 @@ class Bus:
             _unreserved(config, exc)
             config.max_bytes = current.max_bytes
             await self.js.update_stream(config)
+
+    async def values_bucket(self) -> ObjectStore:
+        """Open the values bucket (`nalar_common.values`), creating it if missing; its
+        retention follows the journal's (`runs_max_age_s`), set again on every start like the
+        streams'."""
+        bucket, ttl = self.names.values_bucket, self.settings.runs_max_age_s
+        try:
+            store = await self.js.object_store(bucket)
+        except BucketNotFoundError:
+            try:
+                return await self.js.create_object_store(bucket, config=ObjectStoreConfig(
+                    ttl=ttl if ttl > 0 else None, storage=StorageType.FILE))
+            except BadRequestError:
+                return await self.js.object_store(bucket)  # a concurrent creator won
+        info = await self.js.stream_info(f"OBJ_{bucket}")
+        if round(info.config.max_age or 0) != round(max(ttl, 0)):
+            info.config.max_age = max(ttl, 0)
+            log.info("stream.updated", stream=info.config.name)
+            await self.js.update_stream(info.config)
+        return store
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KeyValue:
         """Open a bucket, creating it if missing (open first: see tech.md A.6 pitfall 1)."""

@@ -9,8 +9,9 @@ from typing import Any
 
 from nats.js.errors import BadRequestError
 
+from nalar_common import values
 from nalar_common.bus import Bus
-from nalar_common.envelope import Envelope
+from nalar_common.envelope import Envelope, ValueRef
 from nalar_common.errors import AgentError, MalformedMessage, NalarError
 from nalar_common.futurekey import FutureKey
 from nalar_common.logging import get_logger
@@ -100,15 +101,18 @@ def result_headers(call_headers: dict[str, str], *, status: str, executor: str) 
 
 def encode_result(*, value: Any = None, error: NalarError | None = None,
                   timings: dict[str, float] | None = None, executor: str = "",
-                  usage: dict[str, Any] | None = None) -> tuple[str, bytes]:
+                  usage: dict[str, Any] | None = None,
+                  refs: list[ValueRef] | None = None) -> tuple[str, bytes]:
     """(status, payload); a value that cannot be serialised becomes an error result.
-    `usage`: what the call spent (LLM calls and tokens), recorded on the future."""
+    `usage`: what the call spent (LLM calls and tokens), recorded on the future; `refs`
+    collects the values by reference in it."""
     body: dict[str, Any] = {"executor": executor, "timings": timings or {}}
     if usage:
         body["usage"] = usage
     if error is None:
         try:
-            return "ok", Envelope("result", {**body, "status": "ok", "value": value}).encode()
+            return "ok", Envelope("result", {**body, "status": "ok", "value": value}).encode(
+                refs)
         except (TypeError, ValueError, OverflowError) as exc:
             error = AgentError(f"result cannot be serialised: {exc}",
                                details={"type": type(value).__name__})
@@ -120,18 +124,29 @@ async def publish_result(bus: Bus, call_headers: dict[str, str], *, value: Any =
                          error: NalarError | None = None, executor: str,
                          timings: dict[str, float] | None = None,
                          usage: dict[str, Any] | None = None) -> bool:
-    """Resolve a future once; False when it was already resolved (a superseded attempt)."""
+    """Resolve a future once; False when it was already resolved (a superseded attempt). A
+    value over the inline limit is kept in the values bucket and the result carries its
+    reference (`nalar_common.values`)."""
+    refs: list[ValueRef] = []
     status, payload = encode_result(value=value, error=error, timings=timings, executor=executor,
-                                    usage=usage)
+                                    usage=usage, refs=refs)
+    run, fut = call_headers.get(H.RUN, ""), call_headers.get(H.FUTURE, "")
+    if status == "ok" and len(payload) > values.inline_limit(bus):
+        ref = await values.store_for(bus).put(run, fut, "result", value)
+        refs = [ref]
+        status, payload = encode_result(value=ref, timings=timings, executor=executor,
+                                        usage=usage)
     if len(payload) > bus.nc.max_payload - 4096:
         status, payload = encode_result(
             error=AgentError(f"result of {len(payload)} bytes exceeds the message limit",
                              details={"limit": bus.nc.max_payload}),
             timings=timings, executor=executor)
-    run, fut = call_headers.get(H.RUN, ""), call_headers.get(H.FUTURE, "")
+        refs = []
+    headers = result_headers(call_headers, status=status, executor=executor)
+    headers.pop(H.VALUE_REF, None)  # the call's references are not the result's
+    headers.update(values.header(refs))
     try:
-        await bus.js.publish(bus.names.future(run, fut), payload,
-                             headers=result_headers(call_headers, status=status, executor=executor))
+        await bus.js.publish(bus.names.future(run, fut), payload, headers=headers)
     except BadRequestError as exc:
         if exc.err_code == WRONG_LAST_SEQUENCE:
             log.info("future.duplicate_dropped", run_id=run, future_id=fut)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from nalar_common.envelope import pack
+from nalar_common.envelope import ValueRef, pack
 
 
 def _canonical(value: Any) -> Any:
@@ -16,6 +16,8 @@ def _canonical(value: Any) -> Any:
         return {k: _canonical(v) for k, v in items}  # msgpack keeps this order
     if isinstance(value, list | tuple):
         return [_canonical(v) for v in value]
+    if isinstance(value, ValueRef):  # by its content: where it is kept differs per run
+        return ["nalar-value", value.kind, value.size, value.digest]
     return value
 
 

@@ -3,7 +3,9 @@
 `Envelope(kind, body)` is frozen; new body fields are only ever added with defaults, and a
 reader rejects an envelope from a newer major version with `MalformedMessage`. Futures inside
 arguments travel as `FutureRef` (a msgpack extension type), never as look-alike strings, so any
-value (``""``, ``None``, ``0``, a 32-hex string) round-trips unchanged.
+value (``""``, ``None``, ``0``, a 32-hex string) round-trips unchanged. A value too large for a
+message travels as a `ValueRef` (another extension type) to where it is kept
+(`nalar_common.values`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from nalar_common.errors import MalformedMessage
 
 VERSION = 1
 _EXT_FUTURE_REF = 1
+_EXT_VALUE_REF = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +32,24 @@ class FutureRef:
     future: str
 
 
+@dataclass(frozen=True, slots=True)
+class ValueRef:
+    """A value kept in the values bucket (NATS Object Store) instead of inline: where it is,
+    how many bytes it takes there, the SHA-256 of those bytes, and how they read back
+    (`bytes` as they are, `str` as UTF-8, `msgpack` as a packed value)."""
+
+    uri: str
+    size: int
+    digest: str
+    kind: str
+
+
 def _default(obj: Any) -> Any:
     if isinstance(obj, FutureRef):
         return msgpack.ExtType(_EXT_FUTURE_REF, msgpack.packb([obj.run, obj.future]))
+    if isinstance(obj, ValueRef):
+        return msgpack.ExtType(_EXT_VALUE_REF, msgpack.packb(
+            [obj.uri, obj.size, obj.digest, obj.kind]))
     if isinstance(obj, set | frozenset):
         return list(obj)
     if isinstance(obj, _dt.datetime | _dt.date):
@@ -48,16 +66,29 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if code == _EXT_FUTURE_REF:
         run, fut = msgpack.unpackb(data)
         return FutureRef(run, fut)
+    if code == _EXT_VALUE_REF:
+        uri, size, digest, kind = msgpack.unpackb(data, raw=False)
+        return ValueRef(uri, size, digest, kind)
     return msgpack.ExtType(code, data)
 
 
-def pack(value: Any) -> bytes:
-    """msgpack with Nalar's extension types; raises `TypeError` on unserialisable values."""
-    data: bytes = msgpack.packb(value, default=_default, use_bin_type=True)
+def pack(value: Any, refs: list[ValueRef] | None = None) -> bytes:
+    """msgpack with Nalar's extension types; raises `TypeError` on unserialisable values.
+    `refs`: collects the `ValueRef`s met on the way (at no cost to values without any)."""
+    if refs is None:
+        data: bytes = msgpack.packb(value, default=_default, use_bin_type=True)
+        return data
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, ValueRef):
+            refs.append(obj)
+        return _default(obj)
+
+    data = msgpack.packb(value, default=default, use_bin_type=True)
     return data
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: bytes | bytearray) -> Any:
     return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
 
 
@@ -69,8 +100,8 @@ class Envelope:
     body: dict[str, Any] = field(default_factory=dict)
     v: int = VERSION
 
-    def encode(self) -> bytes:
-        return pack({"v": self.v, "k": self.kind, "b": self.body})
+    def encode(self, refs: list[ValueRef] | None = None) -> bytes:
+        return pack({"v": self.v, "k": self.kind, "b": self.body}, refs)
 
     @classmethod
     def decode(cls, data: bytes, *, expect: str | None = None) -> Envelope:
@@ -97,6 +128,21 @@ def walk_refs(value: Any) -> list[FutureRef]:
     while stack:
         item = stack.pop()
         if isinstance(item, FutureRef):
+            found.append(item)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return found
+
+
+def walk_value_refs(value: Any) -> list[ValueRef]:
+    """`ValueRef`s nested anywhere in lists, tuples and dict values."""
+    found: list[ValueRef] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, ValueRef):
             found.append(item)
         elif isinstance(item, list | tuple):
             stack.extend(item)

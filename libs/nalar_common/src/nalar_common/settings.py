@@ -32,6 +32,11 @@ class NatsSettings(BaseSettings):
                                       "NALAR_CALLS or NALAR_RUNS (of its max_bytes) above "
                                       "which gateways refuse new runs with 503, leaving the "
                                       "rest to the runs they accepted")
+    value_ref_bytes: int = Field(default=1 << 20, ge=1024, description="An argument or "
+                                 "result larger than this (packed) is kept in the values "
+                                 "bucket (NATS Object Store) and travels by reference; never "
+                                 "more than a message holds (the server's max_payload less "
+                                 "64 KiB)")
     pins_ttl_s: float | None = Field(default=None, description="TTL of a session's pin to "
                                      "an instance of a stateful agent (KV `nalar_pins`), "
                                      "from when it was written; unset: `runs_max_age_s`; "

@@ -50,6 +50,7 @@ class Headers:
     TOKENS = "Nalar-Tokens"  # on `done`: LLM tokens the call used (prompt + output)
     CONTEXT_TOKENS = "Nalar-Context-Tokens"  # on `done`: the KV context its last LLM use left
     RETRY_AFTER = "Nalar-Retry-After"  # on `done` with status retry: seconds before the next try
+    VALUE_REF = "Nalar-Value-Ref"  # on calls and results: the values kept by reference in it
     MSG_ID = "Nats-Msg-Id"
     EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
@@ -118,6 +119,11 @@ class Names:
     @property
     def policy_bucket(self) -> str:
         return self._bucket("nalar_policy")
+
+    @property
+    def values_bucket(self) -> str:
+        """Object Store of values too large for a message (`nalar_common.values`)."""
+        return self._bucket("nalar_values")
 
     @property
     def instances_bucket(self) -> str:

@@ -6,6 +6,7 @@ reported when it ends."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,16 +25,17 @@ from nalar.hosting import (
     resolve_args,
     run_once,
 )
+from nalar_common import values
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, resume_driver
 from nalar_common.digest import args_digest
-from nalar_common.errors import NalarError, NotFound, ReplayDiverged, Timeout
+from nalar_common.errors import NalarError, NotFound, ReplayDiverged, Timeout, Unavailable
 from nalar_common.journal import Event, deadline_error, record
 from nalar_common.ledger import Ledger
 from nalar_common.logging import get_logger
 from nalar_common.subjects import DRIVER_AGENT
 from nalar_common.subjects import Headers as H
-from nalar_common.wire import Dispatch
+from nalar_common.wire import DepResult, Dispatch
 
 from nalar_agent_host.cancels import Cancellations
 from nalar_agent_host.instances import Instance, Instances
@@ -74,8 +76,11 @@ class Execution:
                 raise NotFound(f"instance {dispatch.instance!r} is not on host "
                                f"{self.host_id}")
             fn, mspec = await self._target(call, inst, attempt)
-            args, kwargs = resolve_args(call, dispatch.deps)
-            audit["args_digest"] = args_digest(args, kwargs)
+            args, kwargs = resolve_args(call, await self._deps(call, dispatch))
+            audit["args_digest"] = args_digest(args, kwargs)  # of the references, as replays
+            if values.carried(headers) or any(values.carried(d.headers)
+                                               for d in dispatch.deps.values()):
+                args, kwargs = await values.store_for(self.bus).resolve([args, kwargs])
             ctx = self._context(call, dispatch, inst, attempt)
             if mspec is not None and mspec.tool:
                 audit["kind"] = "tool"
@@ -100,6 +105,23 @@ class Execution:
                 await self._retry(call, mspec, headers, token, reply, ctx, error):
             return
         await self._report(call, dispatch, reply, inst, value, error, ctx, audit, started)
+
+    async def _deps(self, call: CallSpec, dispatch: Dispatch) -> Mapping[str, DepResult]:
+        """The dependencies' results: as the dispatch carries them, and read from the stream
+        where it could not (too large together for one message)."""
+        missing = [f for f, d in dispatch.deps.items() if not d.data]
+        if not missing:
+            return dispatch.deps
+        deps = dict(dispatch.deps)
+        for fid in missing:
+            stored = await self.bus.direct_get_last(self.bus.names.futures_stream,
+                                                    self.bus.names.future(call.run, fid),
+                                                    strict=True)
+            if stored is None:
+                raise Unavailable(f"result of dependency {fid} is not in the stream",
+                                  details={"future": fid})
+            deps[fid] = DepResult(data=stored.data, headers=stored.headers)
+        return deps
 
     async def _target(self, call: CallSpec, inst: Instance,
                       attempt: int) -> tuple[Any, MethodSpec | None]:

@@ -20,7 +20,9 @@ from nalar_common.logging import get_logger
 from nalar_common.subjects import ID
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
+from nalar_gateway import values
 from nalar_gateway.bodies import SafeJSONResponse, read_json
 from nalar_gateway.inputs import RunRequest, validation_error
 from nalar_gateway.service import Gateway
@@ -91,6 +93,12 @@ def check_run_id(run_id: str) -> str:
     if not ID.match(run_id):
         raise NotFound(f"run {run_id[:200]!r} does not exist")
     return run_id
+
+
+def check_future_id(future_id: str) -> str:
+    if not ID.match(future_id):
+        raise NotFound(f"future {future_id[:200]!r} does not exist")
+    return future_id
 
 
 def check_dlq_id(entry_id: int) -> int:
@@ -197,6 +205,14 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
     async def run_futures(run_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
         await gw.run_for(check_run_id(run_id), who)
         return {"run_id": run_id, "futures": scrub_all(await gw.reader.futures(run_id), who)}
+
+    @r.get("/v1/runs/{run_id}/futures/{future_id}/value", tags=["runs"])
+    async def future_value(run_id: str, future_id: str,
+                           who: Principal = Depends(principal)) -> Response:
+        """One future's value: bytes as `application/octet-stream`, text as `text/plain`,
+        anything else as JSON; a value kept by reference streams from the values bucket."""
+        await gw.run_for(check_run_id(run_id), who)
+        return await values.future_value(gw.bus, run_id, check_future_id(future_id))
 
     @r.get("/v1/runs/{run_id}/executions", tags=["runs"])
     async def run_executions(run_id: str,

@@ -15,8 +15,10 @@ from nalar_common.futures import FutureResult
 from nalar_common.journal import Event, decode
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
 from nalar_common.subjects import Headers as H
+from nalar_common.values import carried, public
 
 from nalar_gateway.lookups import Lookups
+from nalar_gateway.values import href
 
 
 class RunReader:
@@ -78,6 +80,8 @@ class RunReader:
             if body.get("status") == "ok":
                 out["status"] = "succeeded"
                 out["result"] = body.get("value")
+                if carried(root.headers):  # kept by reference: where to read it
+                    out["result"] = public(out["result"], href(run, ROOT_FUTURE))
             else:
                 err = NalarError.from_wire(body.get("error") or {})
                 out["status"] = "cancelled" if err.error_code == "cancelled" else "failed"

@@ -98,12 +98,10 @@ class Dispatcher:
             headers = held.headers
             if self.policy_rev > 0:
                 headers = {**headers, H.POLICY_REV: str(self.policy_rev)}
-            payload = Dispatch(
-                call=held.data, headers=headers, instance=queue.info.instance,
-                deps={f: DepResult(data=r.data, headers=r.headers)
-                      for f, r in held.dep_results.items()},
-                dispatched_at=held.dispatched_at, token=held.token, guard=held.guarded,
-                replay_of=held.replay_of, revisions=self.revisions()).encode()
+            payload = self._payload(held, headers, queue, carry=True)
+            if len(payload) > self.bus.nc.max_payload - 1024 and held.dep_results:
+                # the dependencies together are too large: the host reads them itself
+                payload = self._payload(held, headers, queue, carry=False)
             if len(payload) > self.bus.nc.max_payload - 1024:
                 assert self.fail is not None
                 self.tasks.spawn(self.fail(held, InvalidInput(
@@ -115,6 +113,15 @@ class Dispatcher:
             self.book.stats["dispatched"] += 1
             self._outbox.append((self.names.exec(queue.info.host), payload, held))
             self._ready.set()
+
+    def _payload(self, held: Held, headers: dict[str, str], queue: InstanceQueue, *,
+                 carry: bool) -> bytes:
+        return Dispatch(
+            call=held.data, headers=headers, instance=queue.info.instance,
+            deps={f: DepResult(data=r.data if carry else b"", headers=r.headers)
+                  for f, r in held.dep_results.items()},
+            dispatched_at=held.dispatched_at, token=held.token, guard=held.guarded,
+            replay_of=held.replay_of, revisions=self.revisions()).encode()
 
     async def flush(self) -> None:
         """Publish what is in the outbox, in order; a dispatch that cannot be sent goes back

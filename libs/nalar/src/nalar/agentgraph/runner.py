@@ -17,8 +17,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from nalar_common.envelope import ValueRef
 from nalar_common.errors import GuardrailExceeded, InvalidInput, NalarError
 from nalar_common.journal import Event, decode, record
+from nalar_common.values import store_for
 
 from nalar.agentgraph.model import SEMVER, AgentGraph, EdgeKind, Human
 from nalar.agentgraph.nodes import node_function
@@ -29,7 +31,7 @@ from nalar.signals import signal as nalar_signal
 from nalar.stub import stub
 from nalar.toolspec import tool_spec
 
-INLINE_RESULT_BYTES = 64 * 1024  # larger results are recorded by size (by URI: a later step)
+INLINE_RESULT_BYTES = 64 * 1024  # larger results are recorded by the URI of the stored value
 _UNSET: Any = object()
 
 
@@ -143,7 +145,8 @@ class Lifetime:
         except NalarError as exc:
             await self.records.add(self._record(node, fut.future, at, "failed", None, exc))
             raise
-        await self.records.add(self._record(node, fut.future, at, "ok", result, None))
+        await self.records.add(self._record(node, fut.future, at, "ok", result, None,
+                                            getattr(fut, "reference", None)))
         return result
 
     def _after_task(self, node: str, output: Any,
@@ -175,7 +178,10 @@ class Lifetime:
         return [(t, result["output"]) for t in chosen]
 
     def _record(self, node: str, future: str, at: float, status: str,
-                result: dict[str, Any] | None, error: NalarError | None) -> dict[str, Any]:
+                result: dict[str, Any] | None, error: NalarError | None,
+                reference: ValueRef | None = None) -> dict[str, Any]:
+        """An execution's record; a result over `INLINE_RESULT_BYTES` is recorded by the URI
+        of its stored value (`Records.add` keeps it if the future did not)."""
         finished = time.time()
         usage = (result or {}).get("usage") or {}
         body: dict[str, Any] = {
@@ -191,9 +197,13 @@ class Lifetime:
             body["error"] = error.to_wire()
             return body
         value = {k: v for k, v in (result or {}).items() if k != "usage"}
+        if reference is not None:
+            body["result"] = {"inline": None, "size_bytes": reference.size,
+                              "uri": reference.uri}
+            return body
         size = len(json.dumps(value, default=str).encode())
         body["result"] = {"inline": value, "size_bytes": size} if size <= INLINE_RESULT_BYTES \
-            else {"inline": None, "size_bytes": size, "truncated": True}
+            else {"inline": None, "size_bytes": size, "keep": value}
         return body
 
 
@@ -230,6 +240,12 @@ class Records:
         future = str(body["headers"]["future"])
         if future in self.seen:
             return
+        result = body.get("result") or {}
+        if "keep" in result:  # too large to record inline: recorded by its URI
+            ref = await store_for(bus).put(ctx.run, future, "record", result.pop("keep"))
+            result["uri"] = ref.uri
+        if "result" in body:
+            result["href"] = f"/v1/runs/{ctx.run}/futures/{future}/value"
         self.seen.add(future)
         await record(bus, ctx.run, Event.EXECUTION, body, acked=True,
                      msg_id=f"{ctx.run}.execution.{future}")

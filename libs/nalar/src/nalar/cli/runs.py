@@ -1,11 +1,13 @@
-"""`nalar runs journal|replay|resume`: a run's audit journal, a replay of it (optionally with
-some calls' results overridden), and going on after a guardrail paused it."""
+"""`nalar runs journal|executions|value|replay|fork|resume`: a run's audit journal, its
+execution records, a future's value (streamed), a replay of it (optionally with some calls'
+results overridden), a fork, and going on after a guardrail paused it."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from nalar.cli.ops import _http, _print, _url
@@ -53,13 +55,33 @@ def _executions(args: argparse.Namespace) -> int:
           f"{'ms':>9} {'tokens':>7} result")
     for i, e in enumerate(r.json()["executions"], 1):
         h, t, res = e.get("headers", {}), e.get("telemetry", {}), e.get("result") or {}
-        shown = json.dumps(res.get("inline"))[:60] if not res.get("truncated") else \
-            f"({res.get('size_bytes')} bytes)"
+        shown = json.dumps(res.get("inline"))[:60] if res.get("inline") is not None or \
+            not res.get("uri") else f"({res.get('size_bytes')} bytes at {res['uri']})"
         if e.get("error"):
             shown = f"error {e['error'].get('code')}: {e['error'].get('message', '')[:50]}"
         print(f"{i:>3} {h.get('node', ''):<20} {h.get('kind', ''):<5} {h.get('iteration', 0):>4} "
               f"{h.get('future', ''):<8} {h.get('status', ''):<7} "
               f"{t.get('latency_ms', 0):>9.1f} {t.get('tokens_used', 0):>7} {shown}")
+    return 0
+
+
+def _value(args: argparse.Namespace) -> int:
+    """Stream the value to a file (or stdout) as the gateway sends it: bytes as they are,
+    text as UTF-8, anything else as JSON."""
+    url = f"{_url(args)}/v1/runs/{args.run}/futures/{args.future}/value"
+    with _http().stream("GET", url, timeout=300) as r:
+        if r.status_code >= 400:
+            r.read()
+            return _print(r)
+        out = open(args.output, "wb") if args.output else sys.stdout.buffer
+        try:
+            for chunk in r.iter_bytes():
+                out.write(chunk)
+        finally:
+            if args.output:
+                out.close()
+            else:
+                out.flush()
     return 0
 
 
@@ -98,6 +120,12 @@ def register(sub: Any) -> None:
     executions.add_argument("run")
     executions.add_argument("--json", action="store_true", help="the records as JSON")
     executions.set_defaults(fn=_executions)
+    value = acts.add_parser("value", help="a future's value (the run's result by default), "
+                            "streamed: large values come from the values bucket")
+    value.add_argument("run")
+    value.add_argument("--future", default="0", help="the future (default 0: the result)")
+    value.add_argument("-o", "--output", help="write it to this file (default: stdout)")
+    value.set_defaults(fn=_value)
     replay = acts.add_parser("replay", help="run a finished run again from its journal: "
                              "recorded results served, no tool called")
     replay.add_argument("run")
@@ -121,6 +149,6 @@ def register(sub: Any) -> None:
     resume.add_argument("run")
     resume.add_argument("--value", help="recorded in the journal with who resumed it")
     resume.set_defaults(fn=_resume)
-    for p in (journal, executions, replay, fork, resume):
+    for p in (journal, executions, value, replay, fork, resume):
         p.add_argument("--url", default=url)
 

@@ -17,7 +17,8 @@ class DepResult(Record):
     back (the values of `Dispatch.deps`)."""
 
     data: bytes = field(metadata=meaning(
-        "the `result` envelope exactly as stored in `NALAR_FUTURES`"))
+        "the `result` envelope exactly as stored in `NALAR_FUTURES`; empty when the "
+        "dependencies together did not fit the message: the host reads it from the stream"))
     headers: dict[str, str] = field(default_factory=dict, metadata=meaning(
         "its headers as stored"))
 
