@@ -5,6 +5,7 @@ reference (`Nalar-Value-Ref`); readers get the value itself, a 300 MiB one inclu
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import subprocess
@@ -14,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgpack
 import pytest
+import redis
 from e2e_stack import ROOT, Services, one_node
 from nalar.app import load_app
 from nalar.local import LocalRuntime
+from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -141,6 +145,57 @@ def test_a_graph_records_large_results_by_uri(stack: Services) -> None:
     for rec in (fetch, route):
         got = httpx.get(stack.url + rec["href"], timeout=60)
         assert got.status_code == 200 and len(got.content) > 100_000
+
+
+def test_a_reference_passed_on_by_code_reaches_the_agent_as_its_value(stack: Services) -> None:
+    body = run(stack.url, "by_reference", mib=2, seed=4)
+    assert body["result"] == {"size": 2 * MIB,
+                              "sha256": hashlib.sha256(seeded(2, 4)).hexdigest()}
+
+
+def test_a_signal_value_too_large_for_a_message(stack: Services) -> None:
+    text = "s" * 1_000_000  # under the gateway's limit, over the inline limit
+    r = httpx.post(f"{stack.url}/v1/workflows/signalled/runs", json={"input": {}}, timeout=30)
+    run_id = r.json()["run_id"]
+    wait_until_sync(lambda: httpx.get(f"{stack.url}/v1/runs/{run_id}", timeout=10)
+                    .json()["status"] == "waiting", what="the run waiting for its signal")
+    sent = httpx.post(f"{stack.url}/v1/runs/{run_id}/signals/text", json={"value": text},
+                      timeout=30)
+    assert sent.status_code == 202, sent.text
+    done = wait_until_sync(lambda: (v := httpx.get(f"{stack.url}/v1/runs/{run_id}",
+                                                   timeout=10).json())["status"] != "running"
+                           and v, what="the run finished", timeout=60)
+    assert done.get("result") == {"chars": 1_000_000, "rows": 0,
+                              "sha256": hashlib.sha256(text.encode()).hexdigest()}, done
+
+
+def test_a_large_result_of_a_tool_with_side_effects_is_ledgered_by_reference(
+        stack: Services) -> None:
+    body = run(stack.url, "published", mib=3, seed=9)
+    assert body["result"]["sha256"] == hashlib.sha256(seeded(3, 9)).hexdigest()
+    r = redis.Redis.from_url(stack.redis_url)
+    try:
+        keys = [k for k in r.scan_iter(match=f"*ledger*{body['run_id']}*") if b"claim" not in k]
+        assert keys, "the tool's ledger record"
+        assert all(len(r.hget(k, "result") or b"") < 4096 for k in keys)
+    finally:
+        r.close()
+
+
+def test_structures_holding_bytes_read_as_json_or_msgpack(stack: Services) -> None:
+    body = run(stack.url, "mixed")
+    assert body["result"] == MIB + 2
+    futures = httpx.get(f"{stack.url}/v1/runs/{body['run_id']}/futures", timeout=30).json()
+    fid = next(f for f in futures["futures"] if f["agent"] == "Blobs")["future"]
+    url = f"{stack.url}/v1/runs/{body['run_id']}/futures/{fid}/value"
+    as_json = httpx.get(url, timeout=60)
+    assert as_json.status_code == 200 and as_json.json()["n"] == 1
+    assert base64.b64decode(as_json.json()["raw"]) == b"\x00\x01" * (MIB // 2 + 1)
+    packed = httpx.get(url, headers={"Accept": "application/msgpack"}, timeout=60)
+    assert packed.headers["content-type"] == "application/msgpack"
+    assert msgpack.unpackb(packed.content)["raw"] == b"\x00\x01" * (MIB // 2 + 1)
+    digest = packed.headers["digest"].split("=", 1)[1]
+    assert base64.b64decode(digest) == hashlib.sha256(packed.content).digest()
 
 
 async def test_local_mode_reads_large_values_too() -> None:

@@ -500,6 +500,20 @@ def read_effects(redis_url: str, runs: list[Run]) -> list[Effects]:
     return out
 
 
+def crash_window(e: Effects, faults: list[Fault]) -> bool:
+    """A step applied twice because the host running one execution was SIGKILLed after the
+    effect and before the ledger recorded it: the one window the ledger cannot close
+    (docs/durability.md: pass `nalar.idempotency_key()` to the outside service). Told apart
+    from a ledger failure by both applications carrying the same idempotency key and a kill
+    of that execution's host between it and the next execution."""
+    keys = {op.split("@")[0] for op in e.ops}
+    if e.effect != 2 or len(e.ops) != 2 or len(keys) != 1:
+        return False
+    log = [entry.split("|") for entry in e.exec_log]
+    return any(f.target == f"host-{host}" and float(t) <= f.at <= float(log[i + 1][0])
+               for i, (t, _, host) in enumerate(log[:-1]) for f in faults)
+
+
 # -- report ----------------------------------------------------------------------------------
 @dataclass
 class Fault:
@@ -589,14 +603,14 @@ def build_report(load: Load, faults: list[Fault], effects: list[Effects],
                        for r in runs if r.status != "succeeded" or r.result != EXPECTED],
             "never_accepted": [asdict(r) for r in load.given_up],
             "not_found": [r.run_id for r in runs if r.not_found],
-            "duplicates": [asdict(e) for e in effects if e.effect > 1],
+            "duplicates": [asdict(e) for e in effects
+                           if e.effect > 1 and not crash_window(e, faults)],
+            "crash_window": [asdict(e) for e in effects
+                             if e.effect > 1 and crash_window(e, faults)],
             "missing_effects": [asdict(e) for e in effects if e.effect < 1
                                 and next((r for r in runs if r.run_id == e.run_id and
                                           r.status == "succeeded"), None)],
             "reexecuted": [asdict(e) for e in effects if e.execs > 1],
-            # effects reached twice with one idempotency key (applied once: the key held)
-            "kept_single_by_key": [asdict(e) for e in effects if len(e.ops) > 1 and
-                                   len({o.split("@")[0] for o in e.ops}) == 1],
             "runs_per_key": {k: v for k, v in keys.items() if len(v) > 1},
             "repost_mismatch": [{"key": r.key, "run": r.run_id, "repost": r.repost}
                                 for r in runs if r.repost and r.repost != r.run_id],

@@ -147,6 +147,10 @@ def test_faults(tmp_path: Path) -> None:
             problems.append(f"runs the gateway did not know (404): {totals['not_found'][:10]}")
         if totals["duplicates"]:
             problems.append(f"side effects applied more than once: {totals['duplicates'][:10]}")
+        host_kills = sum(1 for f in faults if f.target.startswith("host-"))
+        if len(totals["crash_window"]) > host_kills:  # at most one per host killed
+            problems.append(f"more effects applied twice in the ledger's crash window than "
+                            f"hosts killed: {totals['crash_window'][:10]}")
         if totals["missing_effects"]:
             problems.append(f"succeeded runs missing a side effect: "
                             f"{totals['missing_effects'][:10]}")

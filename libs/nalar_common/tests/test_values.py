@@ -4,6 +4,7 @@ digests, the bucket's retention, and references that must be refused."""
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
@@ -12,7 +13,14 @@ from nalar_common.envelope import FutureRef, ValueRef, pack, unpack, walk_value_
 from nalar_common.errors import MalformedMessage, NotFound
 from nalar_common.futures import FutureResult
 from nalar_common.subjects import Headers as H
-from nalar_common.values import carried, inline_limit, public, store_for
+from nalar_common.values import (
+    LARGE_HINT,
+    carried,
+    inline_limit,
+    maybe_large,
+    public,
+    store_for,
+)
 
 MIB = 1 << 20
 
@@ -36,9 +44,25 @@ def test_a_digest_of_references_follows_content_not_place() -> None:
 
 def test_public_form_names_where_to_read() -> None:
     ref = ValueRef("nalar-value://b/r/0/result/x", 3, "SHA-256=q", "msgpack")
-    assert public({"x": [ref]}, "/v1/runs/r/futures/0/value") == {"x": [{"$value_ref": {
-        "uri": ref.uri, "size_bytes": 3, "digest": "SHA-256=q", "kind": "msgpack",
-        "href": "/v1/runs/r/futures/0/value"}}]}
+    shown = {"uri": ref.uri, "size_bytes": 3, "digest": "SHA-256=q", "kind": "msgpack"}
+    href = "/v1/runs/r/futures/0/value"
+    assert public(ref, href) == {"$value_ref": {**shown, "href": href}}
+    assert public({"x": [ref]}, href) == {"x": [{"$value_ref": shown}]}  # not the whole value
+
+
+def test_a_guess_of_size_without_packing() -> None:
+    assert not maybe_large(None) and not maybe_large({"a": [1, 2, "x" * 100]})
+    assert maybe_large(b"x" * (LARGE_HINT + 1)) and maybe_large(["y" * 1000] * 300)
+    assert maybe_large(list(range(10_000)))  # more items than it looks at
+    assert not maybe_large(list(range(1000)))
+
+
+@pytest.mark.parametrize("fields", [[1, 2, 3, 4], ["u", -1, "d", "k"], ["u", "1", "d", "k"],
+                                    ["u", 1, "d"]])
+def test_a_malformed_reference_does_not_decode(fields: list[object]) -> None:
+    data = msgpack.packb({"v": msgpack.ExtType(2, msgpack.packb(fields))})
+    with pytest.raises(ValueError, match="value reference"):
+        unpack(data)
 
 
 async def test_the_limit_is_the_threshold_within_a_message(bus: Bus) -> None:
@@ -92,14 +116,34 @@ async def test_foreign_changed_and_missing_references_are_refused(bus: Bus) -> N
         await store.get(ValueRef(ref.uri, ref.size, "SHA-256=forged", "bytes"))
     with pytest.raises(NotFound, match="not kept"):
         await store.get(ValueRef(ref.uri + "gone", ref.size, ref.digest, "bytes"))
+    with pytest.raises(NotFound):  # a forged size is never allocated before the lookup
+        await store.get(ValueRef(ref.uri + "gone", 1 << 50, ref.digest, "bytes"))
+    with pytest.raises(MalformedMessage, match="does not match"):
+        await store.get(ValueRef(ref.uri, ref.size + 1, ref.digest, "bytes"))
 
 
-async def test_the_values_bucket_keeps_values_as_long_as_the_journal(bus: Bus) -> None:
-    bus.settings.runs_max_age_s = 3600.0
+async def test_a_value_the_server_refuses_fails_its_call(bus: Bus) -> None:
+    """A full values bucket: the result is an `unavailable` error, never a host retrying
+    for ever."""
+    await bus.ensure_topology()
+    info = await bus.js.stream_info(f"OBJ_{bus.names.values_bucket}")
+    info.config.max_bytes = 64 * 1024
+    await bus.js.update_stream(info.config)
+    headers = {H.RUN: "r5", H.FUTURE: "1", H.AGENT: "A", H.METHOD: "m", H.SESSION: "s"}
+    assert await publish_result(bus, headers, value=b"z" * (2 * MIB), executor="t")
+    stored = await bus.direct_get_last(bus.names.futures_stream, bus.names.future("r5", "1"))
+    assert stored is not None
+    err = FutureResult("r5", "1", stored.data, stored.headers).error()
+    assert err is not None and err.error_code == "unavailable" and err.retryable
+
+
+async def test_the_values_bucket_keeps_values_as_long_as_what_names_them(bus: Bus) -> None:
+    """The longer of the journal's and the results' retention, set again at each start."""
+    bus.settings.runs_max_age_s, bus.settings.futures_max_age_s = 3600.0, 1800.0
     await bus.ensure_topology()
     info = await bus.js.stream_info(f"OBJ_{bus.names.values_bucket}")
     assert info.config.max_age == 3600
-    bus.settings.runs_max_age_s = 7200.0
+    bus.settings.futures_max_age_s = 7200.0
     await bus.ensure_topology()
     info = await bus.js.stream_info(f"OBJ_{bus.names.values_bucket}")
     assert info.config.max_age == 7200

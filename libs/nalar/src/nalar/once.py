@@ -26,6 +26,7 @@ from nalar_common.errors import NalarError
 from nalar_common.futurekey import FutureKey
 from nalar_common.ledger import Begun
 from nalar_common.state import redis_unavailable
+from nalar_common.values import inline_limit, maybe_large, store_for
 
 from nalar.context import CallContext, current
 
@@ -203,8 +204,21 @@ async def run_once(ctx: CallContext, name: str, run: Callable[[], Awaitable[Any]
     ctx.operation = name
     async with once(name, _ctx=ctx) as op:
         if not op.done:
-            op.result = await run()
+            op.result = await _kept(ctx, await run())
     return op.result
+
+
+async def _kept(ctx: CallContext, value: Any) -> Any:
+    """A large result is kept in the values bucket first, so the ledger records (and gives a
+    retry) only its reference (nalar_common.values); in local mode it stays as it is."""
+    bus = getattr(ctx.runtime, "bus", None)
+    if bus is None or not maybe_large(value):
+        return value
+    try:
+        return await store_for(bus).keep_if_large(ctx.run, ctx.future, "result", value,
+                                                  inline_limit(bus))
+    except (TypeError, ValueError, OverflowError):
+        return value  # cannot be packed: its result says so
 
 
 __all__ = ["MemoryLedger", "Operation", "idempotency_key", "once", "run_once"]

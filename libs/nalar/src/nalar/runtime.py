@@ -18,14 +18,14 @@ from typing import Any
 from nalar_common.bus import Bus
 from nalar_common.calls import CallSpec, encode_result, publish_result
 from nalar_common.cluster import ClusterView
-from nalar_common.envelope import FutureRef
+from nalar_common.envelope import FutureRef, ValueRef
 from nalar_common.errors import InvalidInput, NalarError, NoInstance, Unavailable
 from nalar_common.futures import FutureResult, FutureWaiter
 from nalar_common.journal import Event, record
 from nalar_common.logging import get_logger
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE, signal_future
+from nalar_common.values import HEADROOM, inline_limit, maybe_large, store_for
 from nalar_common.values import header as values_header
-from nalar_common.values import inline_limit, store_for
 
 from nalar.context import CallContext
 from nalar.future import Future
@@ -97,9 +97,12 @@ class Runtime:
                         priority=ctx.priority if priority is None else priority,
                         attempt=1, deadline=sooner(ctx.deadline, deadline),
                         created_at=time.time())
-        payload = encode_call(spec)
+        # a large call is packed on the way out, off the event loop
+        refs: list[ValueRef] = []  # references it passes on (a signal's value, say)
+        payload = None if maybe_large((wire_args, wire_kwargs)) else encode_call(spec, refs)
         fut: Future[Any] = Future(ctx.run, fid, agent, method, self.loop, self.values)
-        self._spawn(self._publish(fut, spec, payload, check_stored=ctx.attempt > 1))
+        self._spawn(self._publish(fut, spec, payload, check_stored=ctx.attempt > 1,
+                                  refs=refs))
         return fut
 
     async def submit_root(self, *, run: str, session: str, workflow: str,
@@ -124,7 +127,7 @@ class Runtime:
             fid = signal_future(name)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        fut: SignalFuture[Any] = SignalFuture(ctx.run, fid, name, self.loop)
+        fut: SignalFuture[Any] = SignalFuture(ctx.run, fid, name, self.loop, self.values)
         self._spawn(self._declare_signal(fut, name, timeout))
         return fut
 
@@ -156,7 +159,8 @@ class Runtime:
         except Exception as exc:
             _fail(fut, Unavailable(f"could not watch future {fut.future}: {exc}"))
 
-    async def _publish(self, fut: Future[Any], spec: CallSpec, payload: bytes, *,
+    async def _publish(self, fut: Future[Any], spec: CallSpec, payload: bytes | None, *,
+                       refs: list[ValueRef] | None = None,
                        check_stored: bool, node: str | None = None,
                        raise_errors: bool = False) -> None:
         try:
@@ -165,13 +169,23 @@ class Runtime:
                 return  # resolved already (a re-executed driver finds its earlier results)
             node = node or await self._node_for(spec.agent, spec.session)
             headers = spec.headers(self.view.snapshot.revision if self.view.snapshot else None)
+            refs = [] if refs is None else refs
+            if payload is None:
+                payload = await asyncio.to_thread(encode_call, spec, refs)
             limit = inline_limit(self.bus)
             if len(payload) > limit:  # its large arguments go by reference
-                args, kwargs, refs = await self.values.externalize_args(
+                args, kwargs, _ = await self.values.externalize_args(
                     spec.run, spec.future, spec.args, spec.kwargs, limit)
-                spec = replace(spec, args=args, kwargs=kwargs)
-                payload = encode_call(spec)
-                headers.update(values_header(refs))
+                spec, refs = replace(spec, args=args, kwargs=kwargs), []
+                payload = await asyncio.to_thread(encode_call, spec, refs)
+                if len(payload) > self.bus.nc.max_payload - HEADROOM:
+                    raise InvalidInput(
+                        f"call {spec.agent}.{spec.method} takes {len(payload)} bytes with its "
+                        "large arguments kept by reference: arguments that hold futures stay "
+                        "inline; pass the large part as an argument of its own",
+                        details={"agent": spec.agent, "method": spec.method,
+                                 "size": len(payload)})
+            headers.update(values_header(refs))
             if await self._publish_call(self.bus.names.call(node, spec.agent), payload,
                                         headers):
                 # published before (a driver re-run without knowing it): its result may be
@@ -255,9 +269,9 @@ def _fail(fut: Future[Any], err: NalarError) -> None:
     fut._resolve(FutureResult(fut.run, fut.future, data, {"Nalar-Status": status}))
 
 
-def encode_call(spec: CallSpec) -> bytes:
+def encode_call(spec: CallSpec, refs: list[ValueRef] | None = None) -> bytes:
     try:
-        return spec.encode()
+        return spec.encode(refs)
     except TypeError as exc:
         raise InvalidInput(f"argument of {spec.agent}.{spec.method} cannot be sent: {exc}",
                            details={"agent": spec.agent, "method": spec.method}) from exc

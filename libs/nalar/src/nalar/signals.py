@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from nalar_common.errors import InvalidInput
 from nalar_common.subjects import ROOT_FUTURE
+from nalar_common.values import ValueStore
 
 from nalar.context import current
 from nalar.future import Future
@@ -38,9 +39,9 @@ class SignalFuture(Future[T]):
 
     __slots__ = ("looked_up",)
 
-    def __init__(self, run: str, future: str, name: str,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(run, future, "_signal", name, loop)
+    def __init__(self, run: str, future: str, name: str, loop: asyncio.AbstractEventLoop,
+                 store: ValueStore | None = None) -> None:
+        super().__init__(run, future, "_signal", name, loop, store)
         self.looked_up = threading.Event()  # set by the runtime once the stream was read
 
     def _suspend_unless_resolved(self) -> None:

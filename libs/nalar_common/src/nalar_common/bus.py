@@ -176,10 +176,14 @@ class Bus:
             await self.js.update_stream(config)
 
     async def values_bucket(self) -> ObjectStore:
-        """Open the values bucket (`nalar_common.values`), creating it if missing; its
-        retention follows the journal's (`runs_max_age_s`), set again on every start like the
+        """Open the values bucket (`nalar_common.values`), creating it if missing; it keeps
+        values as long as the results and the journal that name them (the longer of
+        `futures_max_age_s` and `runs_max_age_s`), set again on every start like the
         streams'."""
-        bucket, ttl = self.names.values_bucket, self.settings.runs_max_age_s
+        bucket = self.names.values_bucket
+        ttl = max(self.settings.futures_max_age_s, self.settings.runs_max_age_s)
+        if min(self.settings.futures_max_age_s, self.settings.runs_max_age_s) <= 0:
+            ttl = 0  # one of them is kept for ever: so are values
         try:
             store = await self.js.object_store(bucket)
         except BucketNotFoundError:

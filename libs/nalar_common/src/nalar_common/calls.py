@@ -12,7 +12,7 @@ from nats.js.errors import BadRequestError
 from nalar_common import values
 from nalar_common.bus import Bus
 from nalar_common.envelope import Envelope, ValueRef
-from nalar_common.errors import AgentError, MalformedMessage, NalarError
+from nalar_common.errors import AgentError, MalformedMessage, NalarError, Unavailable
 from nalar_common.futurekey import FutureKey
 from nalar_common.logging import get_logger
 from nalar_common.subjects import DRIVER_AGENT, ROOT_FUTURE
@@ -61,14 +61,15 @@ class CallSpec:
             h[H.DEADLINE] = f"{self.deadline:.3f}"
         return h
 
-    def encode(self) -> bytes:
+    def encode(self, refs: list[ValueRef] | None = None) -> bytes:
+        """The `call` envelope; `refs` collects the values by reference in its arguments."""
         return Envelope("call", {
             "run": self.run, "future": self.future, "session": self.session,
             "agent": self.agent, "method": self.method, "args": self.args,
             "kwargs": self.kwargs, "deps": list(self.deps), "parent": self.parent,
             "priority": self.priority, "attempt": self.attempt, "hop": self.hop,
             "deadline": self.deadline, "created_at": self.created_at, "node": self.node,
-        }).encode()
+        }).encode(refs)
 
     @classmethod
     def decode(cls, data: bytes) -> CallSpec:
@@ -128,14 +129,25 @@ async def publish_result(bus: Bus, call_headers: dict[str, str], *, value: Any =
     value over the inline limit is kept in the values bucket and the result carries its
     reference (`nalar_common.values`)."""
     refs: list[ValueRef] = []
+    run, fut = call_headers.get(H.RUN, ""), call_headers.get(H.FUTURE, "")
+    limit = values.inline_limit(bus)
+    if error is None and values.maybe_large(value):  # packed off the event loop
+        try:
+            value = await values.store_for(bus).keep_if_large(run, fut, "result", value, limit)
+        except (TypeError, ValueError, OverflowError):
+            pass  # cannot be packed: encode_result says so
+        except Unavailable as exc:  # the server refused it: the call fails, not the host
+            value, error = None, exc
     status, payload = encode_result(value=value, error=error, timings=timings, executor=executor,
                                     usage=usage, refs=refs)
-    run, fut = call_headers.get(H.RUN, ""), call_headers.get(H.FUTURE, "")
-    if status == "ok" and len(payload) > values.inline_limit(bus):
-        ref = await values.store_for(bus).put(run, fut, "result", value)
-        refs = [ref]
-        status, payload = encode_result(value=ref, timings=timings, executor=executor,
-                                        usage=usage)
+    if status == "ok" and len(payload) > limit:  # larger than it looked
+        try:
+            value = await values.store_for(bus).put(run, fut, "result", value)
+        except Unavailable as exc:
+            value, error = None, exc
+        refs = []
+        status, payload = encode_result(value=value, error=error, timings=timings,
+                                        executor=executor, usage=usage, refs=refs)
     if len(payload) > bus.nc.max_payload - 4096:
         status, payload = encode_result(
             error=AgentError(f"result of {len(payload)} bytes exceeds the message limit",

@@ -67,8 +67,12 @@ def _ext_hook(code: int, data: bytes) -> Any:
         run, fut = msgpack.unpackb(data)
         return FutureRef(run, fut)
     if code == _EXT_VALUE_REF:
-        uri, size, digest, kind = msgpack.unpackb(data, raw=False)
-        return ValueRef(uri, size, digest, kind)
+        fields = msgpack.unpackb(data, raw=False)
+        if not (isinstance(fields, list) and len(fields) == 4 and
+                isinstance(fields[0], str) and type(fields[1]) is int and fields[1] >= 0 and
+                isinstance(fields[2], str) and isinstance(fields[3], str)):
+            raise ValueError("a value reference must be [uri, size >= 0, digest, kind]")
+        return ValueRef(*fields)
     return msgpack.ExtType(code, data)
 
 

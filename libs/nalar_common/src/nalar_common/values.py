@@ -24,7 +24,7 @@ from nats.js.object_store import ObjectStore
 
 from nalar_common.bus import Bus
 from nalar_common.envelope import FutureRef, ValueRef, pack, unpack, walk_refs
-from nalar_common.errors import MalformedMessage, NotFound
+from nalar_common.errors import MalformedMessage, NalarError, NotFound, Unavailable
 from nalar_common.logging import get_logger
 from nalar_common.subjects import Headers as H
 
@@ -54,6 +54,37 @@ def header(refs: list[ValueRef]) -> dict[str, str]:
     return {H.VALUE_REF: " ".join(dict.fromkeys(r.uri for r in refs))} if refs else {}
 
 
+LARGE_HINT = 256 * 1024
+_LOOK_AT = 2000
+
+
+def maybe_large(value: Any) -> bool:
+    """A cheap guess, without packing, whether `value` may pack to more than `LARGE_HINT`
+    bytes: strings and bytes by their length, containers by what a look at their first
+    `_LOOK_AT` items finds (more items than that: large). What it calls large is packed
+    off the event loop."""
+    budget, seen, stack = LARGE_HINT, 0, [value]
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > _LOOK_AT:
+            return True
+        if isinstance(item, str | bytes | bytearray | memoryview):
+            budget -= len(item)
+        elif isinstance(item, dict):
+            budget -= 8 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            budget -= 8 * len(item)
+            stack.extend(item)
+        else:
+            budget -= 8
+        if budget < 0:
+            return True
+    return False
+
+
 def _bytes_of(value: Any) -> tuple[str, bytes]:
     if isinstance(value, bytes | bytearray):
         return "bytes", bytes(value) if isinstance(value, bytearray) else value
@@ -72,9 +103,15 @@ def _from_bytes(kind: str, data: bytearray) -> Any:
     raise MalformedMessage(f"value reference of unknown kind {kind!r}")
 
 
+def _unavailable(what: str, exc: BaseException) -> Unavailable:
+    return Unavailable(f"{what}: {exc or type(exc).__name__}",
+                       details={"type": type(exc).__name__})
+
+
 class ValueStore:
-    """The values bucket of one bus: `put` a value, `get` it back, `chunks` of it, `resolve`
-    every reference in a structure."""
+    """The values bucket of one bus: `put` a value, `get` it back, `reader` for its chunks,
+    `resolve` every reference in a structure. Packing, unpacking and copying large values
+    happen in worker threads, never on the event loop (a host's heartbeats go on)."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
@@ -86,58 +123,97 @@ class ValueStore:
         if self._store is None:
             async with self._lock:
                 if self._store is None:
-                    self._store = await self.bus.values_bucket()
+                    try:
+                        self._store = await self.bus.values_bucket()
+                    except NalarError:
+                        raise
+                    except Exception as exc:
+                        raise _unavailable("the values bucket cannot be opened", exc) from exc
         return self._store
 
     async def put(self, run: str, future: str, role: str, value: Any) -> ValueRef:
-        """Keep `value` and return its reference. Each put is a new object (never one another
-        attempt of the same call could overwrite)."""
-        kind, data = _bytes_of(value)
+        """Keep `value` and return its reference (packed in a worker thread)."""
+        kind, data = await asyncio.to_thread(_bytes_of, value)
+        return await self.put_bytes(run, future, role, kind, data)
+
+    async def put_bytes(self, run: str, future: str, role: str, kind: str,
+                        data: bytes) -> ValueRef:
+        """Keep bytes of a value already packed as `kind`. Each put is a new object (never
+        one another attempt of the same call could overwrite). A server that refuses it
+        (full, or limits) is `Unavailable`."""
         store = await self._open()
         name = f"{run}/{future}/{role}/{uuid.uuid4().hex[:16]}"
-        info = await store.put(name, data, meta=ObjectMeta(
-            name=name, options=ObjectMetaOptions(max_chunk_size=self._chunk_bytes())))
-        digest = info.digest or _digest(data)
+        try:
+            info = await store.put(name, data, meta=ObjectMeta(
+                name=name, options=ObjectMetaOptions(max_chunk_size=self._chunk_bytes())))
+        except Exception as exc:
+            raise _unavailable(f"a value of {len(data)} bytes could not be kept", exc) from exc
+        digest = info.digest if info.digest else _digest(data)
         log.info("value.stored", run_id=run, future_id=future, role=role, bytes=len(data))
         return ValueRef(f"{SCHEME}{self.bucket}/{name}", len(data), digest, kind)
+
+    async def keep_if_large(self, run: str, future: str, role: str, value: Any,
+                            limit: int) -> Any:
+        """`value`, or its reference when it packs to more than `limit` bytes (packed in a
+        worker thread: call it for values `maybe_large` says may be)."""
+        kind, data = await asyncio.to_thread(_bytes_of, value)
+        if len(data) <= limit:
+            return value
+        return await self.put_bytes(run, future, role, kind, data)
 
     def _chunk_bytes(self) -> int:
         return max(4096, min(CHUNK_BYTES, self.bus.nc.max_payload - 4096))
 
     async def reader(self, ref: ValueRef) -> AsyncIterator[bytes]:
-        """The stored bytes of `ref`, chunk by chunk as they are read (nothing held); raises
-        `NotFound` at once (before any chunk) when the value is not kept."""
+        """The stored bytes of `ref`, chunk by chunk as they are read (nothing held), checked
+        against the reference as they go: a short, long or changed value raises
+        `MalformedMessage` (after the chunks before). Raises `NotFound` at once, before any
+        chunk, when the value is not kept; `Unavailable` when NATS does not answer."""
+        name = self._name(ref)
         store = await self._open()
         try:
-            info = await store.get_info(self._name(ref))
+            info = await store.get_info(name)
         except (NotFoundError, ObjectNotFoundError):
             raise NotFound(f"value {ref.uri} is not kept (any more): values live as long as "
                            "their run's journal", details={"uri": ref.uri}) from None
-        return self._chunks(f"$O.{self.bucket}.C.{info.nuid}", info.size or 0)
+        except Exception as exc:
+            raise _unavailable(f"value {ref.uri} cannot be read", exc) from exc
+        if (info.size or 0) != ref.size or (info.digest and info.digest != ref.digest):
+            raise MalformedMessage(f"value {ref.uri} does not match its reference",
+                                   details={"uri": ref.uri})
+        return self._chunks(ref, f"$O.{self.bucket}.C.{info.nuid}")
 
-    async def _chunks(self, subject: str, size: int) -> AsyncIterator[bytes]:
-        if size == 0:
-            return
-        async for m in self.bus.iter_stream(f"OBJ_{self.bucket}", subject, follow=False):
-            yield m.data
+    async def _chunks(self, ref: ValueRef, subject: str) -> AsyncIterator[bytes]:
+        at, sha = 0, hashlib.sha256()
+        if ref.size:
+            try:
+                async for m in self.bus.iter_stream(f"OBJ_{self.bucket}", subject,
+                                                    follow=False, timeout=30):
+                    at += len(m.data)
+                    if at > ref.size:
+                        break
+                    sha.update(m.data)
+                    yield m.data
+            except NalarError:
+                raise
+            except Exception as exc:
+                raise _unavailable(f"value {ref.uri} cannot be read", exc) from exc
+        if at != ref.size or _digest_of(sha) != ref.digest:
+            raise MalformedMessage(f"value {ref.uri} does not match its reference ({at} of "
+                                   f"{ref.size} bytes read)", details={"uri": ref.uri})
 
     async def get(self, ref: ValueRef) -> Any:
-        """The value `ref` names, its digest checked."""
+        """The value `ref` names, its size and digest checked."""
+        chunks = await self.reader(ref)  # before allocating: a forged size is not trusted
         buf = bytearray(ref.size)
         view, at = memoryview(buf), 0
-        sha = hashlib.sha256()
-        async for chunk in await self.reader(ref):
-            if at + len(chunk) > ref.size:
-                raise MalformedMessage(f"value {ref.uri} holds more than its {ref.size} bytes")
-            view[at:at + len(chunk)] = chunk
-            sha.update(chunk)
-            at += len(chunk)
-        view.release()
-        if at != ref.size or _digest_of(sha) != ref.digest:
-            raise MalformedMessage(f"value {ref.uri} does not match its reference "
-                                   f"({at} of {ref.size} bytes read)",
-                                   details={"uri": ref.uri})
-        return _from_bytes(ref.kind, buf)
+        try:
+            async for chunk in chunks:
+                view[at:at + len(chunk)] = chunk
+                at += len(chunk)
+        finally:
+            view.release()
+        return await asyncio.to_thread(_from_bytes, ref.kind, buf)
 
     async def resolve(self, value: Any) -> Any:
         """`value` with every `ValueRef` in it (nested in lists, tuples, dicts) replaced by
@@ -155,7 +231,7 @@ class ValueStore:
     def _name(self, ref: ValueRef) -> str:
         """The object name of a reference into this bucket; any other is refused."""
         prefix = f"{SCHEME}{self.bucket}/"
-        if not ref.uri.startswith(prefix):
+        if not ref.uri.startswith(prefix) or ref.size < 0:
             raise MalformedMessage(f"value reference {ref.uri!r} is not into this "
                                    f"deployment's values bucket {self.bucket!r}")
         return ref.uri[len(prefix):]
@@ -165,12 +241,12 @@ class ValueStore:
                                limit: int) -> tuple[list[Any], dict[str, Any], list[ValueRef]]:
         """Keep by reference every argument larger than `limit` packed, then the largest
         others while the call would still not fit in `limit`; arguments holding futures
-        stay inline (their controller must see them)."""
-        sized: list[tuple[int, str | int, Any]] = []
-        for i, v in enumerate(args):
-            sized.append((len(pack(v)), i, v))
-        for k, v in kwargs.items():
-            sized.append((len(pack(v)), k, v))
+        stay inline (their controller must see them). Sized in a worker thread."""
+        def sizes() -> list[tuple[int, str | int, Any]]:
+            return [(len(pack(v)), i, v) for i, v in enumerate(args)] + \
+                [(len(pack(v)), k, v) for k, v in kwargs.items()]
+
+        sized = await asyncio.to_thread(sizes)
         total = sum(s for s, _, _ in sized)
         args, kwargs, refs = list(args), dict(kwargs), []
         for size, where, v in sorted(sized, key=lambda t: -t[0]):
@@ -197,14 +273,22 @@ def store_for(bus: Bus) -> ValueStore:
 
 def public(value: Any, href: str) -> Any:
     """`value` for a JSON reader: each `ValueRef` becomes `{"$value_ref": {uri, size_bytes,
-    digest, kind, href}}`, `href` being where the whole value streams from."""
+    digest, kind}}`, with `href` (where it streams from) when the whole value is the
+    reference."""
     if isinstance(value, ValueRef):
         return {"$value_ref": {"uri": value.uri, "size_bytes": value.size,
                                "digest": value.digest, "kind": value.kind, "href": href}}
+    return _public(value)
+
+
+def _public(value: Any) -> Any:
+    if isinstance(value, ValueRef):
+        return {"$value_ref": {"uri": value.uri, "size_bytes": value.size,
+                               "digest": value.digest, "kind": value.kind}}
     if isinstance(value, list | tuple):
-        return [public(v, href) for v in value]
+        return [_public(v) for v in value]
     if isinstance(value, dict):
-        return {k: public(v, href) for k, v in value.items()}
+        return {k: _public(v) for k, v in value.items()}
     if isinstance(value, FutureRef):
         return {"$future": value.future}
     return value

@@ -207,12 +207,13 @@ def _protected(gw: Gateway, r: APIRouter, principal: Any) -> None:
         return {"run_id": run_id, "futures": scrub_all(await gw.reader.futures(run_id), who)}
 
     @r.get("/v1/runs/{run_id}/futures/{future_id}/value", tags=["runs"])
-    async def future_value(run_id: str, future_id: str,
-                           who: Principal = Depends(principal)) -> Response:
+    async def future_value(run_id: str, future_id: str, who: Principal = Depends(principal),
+                           accept: str = Header(default="")) -> Response:
         """One future's value: bytes as `application/octet-stream`, text as `text/plain`,
-        anything else as JSON; a value kept by reference streams from the values bucket."""
+        anything else as JSON (or the stored msgpack with `Accept: application/msgpack`);
+        a value kept by reference streams from the values bucket (docs/values.md)."""
         await gw.run_for(check_run_id(run_id), who)
-        return await values.future_value(gw.bus, run_id, check_future_id(future_id))
+        return await values.future_value(gw.bus, run_id, check_future_id(future_id), accept)
 
     @r.get("/v1/runs/{run_id}/executions", tags=["runs"])
     async def run_executions(run_id: str,

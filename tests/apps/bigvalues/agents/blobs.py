@@ -35,6 +35,14 @@ class Blobs:
     def digest(self, data: bytes) -> dict[str, object]:
         return {"size": len(data), "sha256": sha(data)}
 
+    @nalar.tool(idempotent=False)
+    def publish(self, mib: float, seed: int) -> bytes:
+        """A side effect whose large result the idempotency ledger records (by reference)."""
+        return blob(mib, seed)
+
+    def mixed(self) -> dict[str, object]:
+        return {"raw": b"\x00\x01" * (MIB // 2 + 1), "n": 1}
+
     def both(self, a: bytes, b: bytes) -> list[str]:
         return [sha(a), sha(b)]
 

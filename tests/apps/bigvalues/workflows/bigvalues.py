@@ -46,3 +46,32 @@ def pair(mib: float) -> list[str]:
     """Two results that each fit a message, but not both in one dispatch."""
     b = nalar.stub(Blobs)
     return b.both(b.make(mib, 1), b.make(mib, 2)).value(timeout=120)
+
+
+@nalar.workflow
+async def by_reference(mib: float, seed: int = 4) -> dict[str, object]:
+    """A driver passes on a reference it holds (`Future.reference`): the agent gets bytes."""
+    b = nalar.stub(Blobs)
+    made = b.make(mib, seed)
+    await made
+    return await b.digest(made.reference)
+
+
+@nalar.workflow
+async def signalled() -> dict[str, object]:
+    """A signal's value too large for a message reaches the driver as itself."""
+    text = await nalar.signal("text")
+    return await nalar.stub(Blobs).measure(text)
+
+
+@nalar.workflow
+async def published(mib: float, seed: int = 9) -> dict[str, object]:
+    b = nalar.stub(Blobs)
+    return await b.digest(b.publish(mib, seed))
+
+
+@nalar.workflow
+async def mixed() -> int:
+    b = nalar.stub(Blobs)
+    value = await b.mixed()
+    return len(value["raw"])

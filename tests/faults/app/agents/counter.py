@@ -4,13 +4,10 @@ run, however often the call is retried, re-dispatched or re-run.
 Keys (not under the stack's name prefix; run ids are unique):
 - `faults:exec:{run}:{step}`: INCR at the start of every execution of the body (how often it
   actually ran), with `faults:execlog:{run}:{step}` (time, attempt and host of each);
-- `faults:{run}:{step}`: the side effect, INCR at the end of the body, once per
-  `nalar.idempotency_key()` (`faults:applied:{key}`, SET NX in the same script), as
-  docs/durability.md tells users to do with an outside service: a host killed after the
-  effect but before the ledger recorded it (the ledger's one crash window) re-runs the call
-  with the same key. The harness checks it is exactly 1;
-- `faults:ops:{run}:{step}`: the key and attempt of every execution that reached the effect
-  (two entries with one key: the key kept the effect single).
+- `faults:{run}:{step}`: the side effect, INCR at the end of the body; the harness checks it
+  is exactly 1;
+- `faults:ops:{run}:{step}`: the `nalar.idempotency_key()` and attempt of every execution that
+  applied the side effect (to tell, when a counter is 2, which attempts did it).
 """
 
 from __future__ import annotations
@@ -61,14 +58,9 @@ class Counter:
                    f"|{os.environ.get('NALAR_AGENT_HOST_HOST_ID', '?')}")
         pipe.execute()
         time.sleep(random.uniform(0.2, 0.4))  # in flight when a fault strikes
-        key = nalar.idempotency_key()
-        r.eval(_EFFECT, 3, f"faults:applied:{key}", f"faults:{run}:{step}",
-               f"faults:ops:{run}:{step}", f"{key}@a{nalar.current_attempt()}")
+        pipe = r.pipeline(transaction=True)
+        pipe.incr(f"faults:{run}:{step}")
+        pipe.rpush(f"faults:ops:{run}:{step}",
+                   f"{nalar.idempotency_key()}@a{nalar.current_attempt()}")
+        pipe.execute()
         return step * step
-
-
-# the effect, once per idempotency key (the key kept a day), and the log of who reached it
-_EFFECT = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then redis.call('INCR', KEYS[2]) end
-redis.call('RPUSH', KEYS[3], ARGV[1])
-"""
