@@ -17,7 +17,7 @@ VLLM_MODEL := .nalar/models/smollm2-135m
 VLLM_PORT ?= 8100
 BENCH_VENV := .venv-bench
 
-.PHONY: setup sandbox-tools run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-http bench-agentloop bench-engine bench-control-plane bench-skewed bench-env bench bench-full clean vllm test-vllm
+.PHONY: setup sandbox-tools run test test-unit test-e2e test-faults lint typecheck bench-overhead bench-http bench-agentloop bench-engine bench-control-plane bench-skewed bench-lifetimes bench-env bench bench-full clean vllm test-vllm
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -90,6 +90,11 @@ bench-control-plane: setup
 
 bench-skewed: setup
 	$(VENV)/bin/python bench/skewed_analyst.py
+
+# agent-graph lifetimes at scale (issue 21): 10,000 waiting for a person, Plan decisions
+# meanwhile, a restart of every service; BENCH_LIFETIMES_ARGS (e.g. --lifetimes 1000) shrinks it
+bench-lifetimes: setup
+	$(VENV)/bin/python bench/lifetimes.py $(BENCH_LIFETIMES_ARGS)
 
 # the Ray Serve peer of the paper benchmarks (bench/ray_peer/) and the plots, in their own
 # environment with the workspace's libraries editable; the stamp makes a second run a no-op

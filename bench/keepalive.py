@@ -41,9 +41,16 @@ class KeepAlive:
         body = json.dumps(json_body).encode()
         head = (f"POST {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        return await self._send(head.encode() + body)
+
+    async def get(self, path: str) -> Response:
+        return await self._send(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                                "\r\n".encode())
+
+    async def _send(self, request: bytes) -> Response:
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._exchange(head.encode() + body)
+                return await self._exchange(request)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
             await self.close()  # a fresh connection for the next request
             raise HTTPError(f"{type(exc).__name__}: {exc}") from exc

@@ -96,6 +96,8 @@ class Stack:
     up_log: Path
     url: str
     pids: dict[str, int] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)  # `nalar up ...`, for a restart
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _tail(log: Path) -> str:
@@ -128,34 +130,61 @@ async def wait_ready(stack: Stack, nodes: int, timeout: float = 120.0) -> None:
 def started_stack(app: Path, *, nodes: int, hosts_per_node: int, log_level: str,
                   env: dict[str, str] | None = None) -> Iterator[Stack]:
     """Start nats-server, valkey-server and `nalar up --app <app>` (from the main thread: they
-    get SIGTERM if this process dies); stop them all, last started first, on the way out.
-    `env` adds to (or overrides) the services' environment."""
+    get SIGTERM if this process dies); stop them all, last started first, on the way out
+    (also those `start_again` started). `env` adds to (or overrides) the services'
+    environment."""
     with tempfile.TemporaryDirectory(prefix="nalar-bench-") as tmp_name, \
             contextlib.ExitStack() as cleanup:
         tmp = Path(tmp_name)
         nats_srv = start_nats(tmp / "nats", log_file=tmp / "nats-server.log")
-        cleanup.callback(nats_srv.stop)
+        cleanup.callback(lambda: stack.nats.stop())
         valkey = start_valkey(tmp / "valkey", appendonly=True, log_file=tmp / "valkey-server.log")
-        cleanup.callback(valkey.stop)
+        cleanup.callback(lambda: stack.valkey.stop())
         prefix = "b" + uuid.uuid4().hex[:8]
         port = free_port()
-        up_log = tmp / "nalar-up.log"
         full_env = {**os.environ, "NALAR_NATS_URL": nats_srv.url, "NALAR_REDIS_URL": valkey.url,
                     "NALAR_LOG_LEVEL": log_level, "NALAR_AUTH_ANONYMOUS": TEST_PRINCIPAL,
                     # the apps have no policy or guardrails file: both off, explicitly
                     "NALAR_AUTH_POLICY": "none", "NALAR_GUARDRAILS": "none", **(env or {})}
-        with open(up_log, "wb") as out:
-            up = subprocess.Popen(
-                [sys.executable, "-m", "nalar", "up", "--app", str(app),
-                 "--nodes", str(nodes), "--hosts-per-node", str(hosts_per_node),
-                 "--port", str(port), "--prefix", prefix, "--data-dir", str(tmp / "data"),
-                 "--key-file", str(tmp / "api-key")],
-                env=full_env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-        cleanup.callback(stop_process, up, 30)
-        stack = Stack(tmp, nats_srv, valkey, prefix, up, up_log, url=f"http://127.0.0.1:{port}")
+        argv = [sys.executable, "-m", "nalar", "up", "--app", str(app),
+                "--nodes", str(nodes), "--hosts-per-node", str(hosts_per_node),
+                "--port", str(port), "--prefix", prefix, "--data-dir", str(tmp / "data"),
+                "--key-file", str(tmp / "api-key")]
+        up_log = tmp / "nalar-up.log"
+        stack = Stack(tmp, nats_srv, valkey, prefix, _launch(argv, full_env, up_log), up_log,
+                      url=f"http://127.0.0.1:{port}", argv=argv, env=full_env)
+        cleanup.callback(lambda: stop_process(stack.up, 30))
         stack.pids = {"nats-server": nats_srv.pid, "valkey-server": valkey.pid,
-                      "nalar-up": up.pid, "client": os.getpid()}
+                      "nalar-up": stack.up.pid, "client": os.getpid()}
         yield stack
+
+
+def _launch(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_parent)
+
+
+def stop_stack(stack: Stack) -> None:
+    """Stop `nalar up` (every service), then valkey-server and nats-server; their data dirs
+    stay for `start_again`."""
+    stop_process(stack.up, 60)
+    stack.valkey.stop(30)
+    stack.nats.stop(30)
+
+
+def start_again(stack: Stack) -> None:
+    """Start the servers on their ports and data dirs (returns once they have loaded their
+    data), then `nalar up` as before (call `wait_ready` next)."""
+    tmp = stack.tmp
+    stack.nats = start_nats(stack.nats.data_dir, port=stack.nats.port,
+                            monitor_port=stack.nats.monitor_port,
+                            log_file=tmp / "nats-server.log", timeout=600)
+    stack.valkey = start_valkey(stack.valkey.data_dir, port=stack.valkey.port, appendonly=True,
+                                log_file=tmp / "valkey-server.log", timeout=600)
+    stack.up = _launch(stack.argv, stack.env, stack.up_log)
+    stack.pids = {"nats-server": stack.nats.pid, "valkey-server": stack.valkey.pid,
+                  "nalar-up": stack.up.pid, "client": os.getpid()}
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:

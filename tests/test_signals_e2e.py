@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from nalar_common.servers import ServerProcess
 from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +37,26 @@ def test_signal_resumes_waiting_run(http: httpx.Client, workflow: str) -> None:
     assert [f["future"] for f in futures if f["agent"] == "Echo"][:1] == ["1"]
     again = http.post(f"/v1/runs/{run}/signals/approval", json={"value": 1})
     assert again.status_code == 409
+
+
+def test_a_waiting_run_holds_no_subscription(http: httpx.Client,
+                                             nats_server: ServerProcess | None) -> None:
+    """The host its driver left keeps nothing of a waiting run: no subscription to its
+    futures (one per waiting run was 1 KiB+ in nats-server and ~5 KiB on the host, 10,000
+    lifetimes waiting: bench/lifetimes.py)."""
+    if nats_server is None or nats_server.monitor_port is None:
+        pytest.skip("an external NATS: its monitoring port is not known")
+    run = http.post("/v1/workflows/approve/runs", json={"input": {"amount": 3}}).json()["run_id"]
+    _until(http, run, "waiting")
+
+    def subscriptions() -> list[str]:
+        got = httpx.get(f"http://127.0.0.1:{nats_server.monitor_port}/subsz",
+                        params={"subs": 1, "limit": 100_000}, timeout=10).json()
+        return [s["subject"] for s in got.get("subscriptions_list") or [] if run in s["subject"]]
+
+    assert subscriptions() == []
+    assert http.post(f"/v1/runs/{run}/signals/approval", json={"value": True}).status_code == 202
+    assert _until(http, run, "succeeded")["result"] == {"quote": 4, "decision": True}
 
 
 def test_signal_errors(http: httpx.Client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 
 from nalar_common.bus import Bus
@@ -127,3 +128,45 @@ async def test_result_missed_by_subscription_and_backstop_is_found_again(bus: Bu
     await waiter.watch("r8", "1", lambda r: (got.append(r.value()), done.set()))
     await asyncio.wait_for(done.wait(), 5)
     assert got == ["late"]
+
+
+async def test_forgotten_futures_drop_their_run_subscription(bus: Bus) -> None:
+    """A driver that leaves to wait for a signal stops awaiting it on its host: the run's
+    subscription goes at once, unless another of the run's futures is still awaited there."""
+    from nalar_common.subjects import is_signal_future
+
+    waiter = FutureWaiter(bus)
+    got: list[str] = []
+    called = asyncio.Event()
+
+    def cb(what: str) -> Callable[[FutureResult], None]:
+        return lambda r: (got.append(what), called.set())  # type: ignore[func-returns-value]
+
+    await waiter.watch("r9", "sig-go", cb("sig"), check_stored=False)
+    assert await waiter.forget("r9", is_signal_future) == 1
+    assert "r9" not in waiter._runs and waiter.pending == 0
+    await waiter.watch("r10", "sig-go", cb("sig"), check_stored=False)
+    await waiter.watch("r10", "1", cb("call"), check_stored=False)
+    assert await waiter.forget("r10", is_signal_future) == 1
+    assert waiter._runs["r10"].pending == 1  # the call is still awaited: the SUB stays
+    await publish_result(bus, _headers("r10", "sig-go"), value=1, executor="x")
+    await publish_result(bus, _headers("r10", "1"), value=1, executor="x")
+    await asyncio.wait_for(called.wait(), 5)
+    assert got == ["call"] and waiter.pending == 0
+
+
+async def test_read_all_pages_without_a_consumer(bus: Bus, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every message of a subject (or a wildcard), oldest first, over batch direct gets."""
+    from nalar_common import bus as bus_module
+
+    monkeypatch.setattr(bus_module, "MULTI_LAST_BATCH", 3)  # pages of 3
+    for i in range(7):
+        await publish_result(bus, _headers("r11", str(i)), value=i, executor="x")
+    names = bus.names
+    before = (await bus.js.stream_info(names.futures_stream)).state.consumer_count
+    got = await bus.read_all(names.futures_stream, names.futures_of_run("r11"))
+    assert [FutureResult("r11", "", m.data, m.headers).value() for m in got] == list(range(7))
+    one = await bus.read_all(names.futures_stream, names.future("r11", "4"))
+    assert [m.subject for m in one] == [names.future("r11", "4")]
+    assert await bus.read_all(names.futures_stream, names.future("r11", "nope")) == []
+    assert (await bus.js.stream_info(names.futures_stream)).state.consumer_count == before

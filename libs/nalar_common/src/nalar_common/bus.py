@@ -246,6 +246,14 @@ class Bus:
                           timeout: float) -> dict[str, StoredMsg]:
         if not subjects:
             return {}
+        found, _ = await self._direct_batch(
+            stream, {"multi_last": subjects, "batch": 100_000}, timeout)
+        return {m.subject: m for m in found}
+
+    async def _direct_batch(self, stream: str, request: dict[str, Any],
+                            timeout: float) -> tuple[list[StoredMsg], int]:
+        """One batch direct get: the messages, and how many more match (the end-of-batch
+        message's `Nats-Num-Pending`; 0 when nothing matched)."""
         inbox = self.nc.new_inbox()
         queue: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -253,30 +261,38 @@ class Bus:
             queue.put_nowait(msg)
 
         sub = await self.nc.subscribe(inbox, cb=collect)
-        found: dict[str, StoredMsg] = {}
+        found: list[StoredMsg] = []
         try:
-            await self.nc.publish(
-                f"$JS.API.DIRECT.GET.{stream}",
-                json.dumps({"multi_last": subjects, "batch": 100_000}).encode(), reply=inbox)
+            await self.nc.publish(f"$JS.API.DIRECT.GET.{stream}",
+                                  json.dumps(request).encode(), reply=inbox)
             async with asyncio.timeout(timeout):
                 while True:
                     msg = await queue.get()
                     stored = _stored(msg)
                     if stored is None:
-                        if (msg.headers or {}).get("Status") == "413":
-                            raise TooManyResults(subjects[0])
-                        break
-                    found[stored.subject] = stored
+                        headers = msg.headers or {}
+                        if headers.get("Status") == "413":
+                            raise TooManyResults(str(request))
+                        return found, int(headers.get("Nats-Num-Pending") or 0)
+                    found.append(stored)
         finally:
             await sub.unsubscribe()
-        return found
 
     async def read_all(self, stream: str, subject: str, timeout: float = 5.0) -> list[StoredMsg]:
-        """Every message stored on `subject` (wildcards allowed), oldest first."""
+        """Every message stored on `subject` (wildcards allowed), oldest first: batch direct
+        gets of `MULTI_LAST_BATCH` messages, no consumer (a run's few events of one kind are
+        read on every signal and every resumed driver: a consumer each cost a JetStream API
+        round trip to create and one to delete)."""
         out: list[StoredMsg] = []
-        async for m in self.iter_stream(stream, subject, follow=False, timeout=timeout):
-            out.append(m)
-        return out
+        seq = 1
+        while True:
+            found, more = await self._direct_batch(
+                stream, {"seq": seq, "next_by_subj": subject, "batch": MULTI_LAST_BATCH},
+                timeout)
+            out += found
+            if not found or not more:
+                return out
+            seq = found[-1].seq + 1
 
     async def iter_stream(self, stream: str, subject: str, *, follow: bool,
                           timeout: float = 5.0, after_seq: int = 0,

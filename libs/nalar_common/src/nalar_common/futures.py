@@ -9,6 +9,7 @@ published while disconnected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,6 +186,26 @@ class FutureWaiter:
         stored = await self._bus.direct_get_last(self._bus.names.futures_stream,
                                                  self._bus.names.future(run, future))
         return None if stored is None else _result(run, future, stored)
+
+    async def forget(self, run: str, which: Callable[[str], bool]) -> int:
+        """Stop awaiting the run's pending futures that `which` picks (their callbacks are
+        dropped, never called); the run's subscription goes at once when nothing else of the
+        run is awaited here. For a driver that leaves to wait for a signal: its watch would
+        otherwise hold a subscription (and the driver's futures) per waiting run for as long
+        as it waits. Returns how many were dropped."""
+        rs = self._runs.get(run)
+        keys = [k for k in self._pending if k[0] == run and which(k[1])]
+        for key in keys:
+            del self._pending[key]
+            if rs is not None:
+                rs.pending -= 1
+        if rs is not None and rs.pending <= 0:
+            del self._runs[run]
+            self._idle.pop(run, None)
+            if rs.sub is not None and not self._bus.nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await rs.sub.unsubscribe()
+        return len(keys)
 
     async def _on_msg(self, msg: Msg) -> None:
         _, run, future = msg.subject.rsplit(".", 2)

@@ -22,10 +22,17 @@ ROOT_FUTURE = "0"
 """Future id of a run's driver; its result is the run's result."""
 
 
+SIGNAL_FUTURE_PREFIX = "sig-"
+
+
 def signal_future(name: str) -> str:
     """Future id of the signal `name` of a run: fixed by the name, so the gateway that
     receives the signal and a re-executed driver agree on it without asking anyone."""
-    return "sig-" + check_token(name, "signal name")
+    return SIGNAL_FUTURE_PREFIX + check_token(name, "signal name")
+
+
+def is_signal_future(future: str) -> bool:
+    return future.startswith(SIGNAL_FUTURE_PREFIX)
 
 
 class Headers:

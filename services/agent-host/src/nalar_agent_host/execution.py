@@ -33,7 +33,7 @@ from nalar_common.errors import NalarError, NotFound, ReplayDiverged, Timeout, U
 from nalar_common.journal import Event, deadline_error, record
 from nalar_common.ledger import Ledger
 from nalar_common.logging import get_logger
-from nalar_common.subjects import DRIVER_AGENT
+from nalar_common.subjects import DRIVER_AGENT, is_signal_future
 from nalar_common.subjects import Headers as H
 from nalar_common.wire import DepResult, Dispatch
 
@@ -245,6 +245,9 @@ class Execution:
         """The driver waits for a signal: record `waiting`, free the slot, publish no result.
         If the signal came meanwhile (its sender saw the run still running), resume now."""
         fut = suspend.future
+        # nothing here awaits the run's signals any more (only its driver does, and it left):
+        # without this, each waiting run kept a subscription and its futures on this host
+        await self.runtime.waiter.forget(call.run, is_signal_future)
         await record(self.bus, call.run, Event.WAITING, {
             "signal": fut.method, "future": fut.future, "host": self.host_id}, acked=True)
         log.info("run.waiting", run_id=call.run, signal=fut.method)

@@ -62,6 +62,7 @@ class StateStore:
                 tg.create_task(self.registry.run())
                 started_sub = await self.starts.subscribe()
                 timers_sub = await self.timers.subscribe()
+                given_sub = await self.timers.watch_given()
                 consumer = ConsumerConfig(
                     durable_name=self.names.STATE_STORE_CONSUMER, ack_policy=AckPolicy.EXPLICIT,
                     deliver_policy=DeliverPolicy.ALL, ack_wait=self.settings.ack_wait_s,
@@ -76,6 +77,7 @@ class StateStore:
                 await self._stopping.wait()
                 await req.unsubscribe()
                 await reg.unsubscribe()
+                await given_sub.unsubscribe()
                 await timers_sub.unsubscribe()
                 await started_sub.unsubscribe()
                 raise Shutdown

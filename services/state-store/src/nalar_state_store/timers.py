@@ -1,7 +1,9 @@
 """Signal timeouts: a run that waits for a signal with `timeout=` gets a `Timeout` in its place
 when the deadline passes, and its driver is woken. Timers come from the journal's `signal`
 events through a durable consumer; each stays unacked (kept alive with `in_progress`) until it
-fires, so a state store that dies loses none."""
+fires or its signal is given (the journal's `signalled` event, on a core subscription), so a
+state store that dies loses none. A `signalled` event it missed leaves the timer to its
+deadline, which then finds the signal given and only acks."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from nalar_common.envelope import Envelope
 from nalar_common.errors import Timeout
 from nalar_common.journal import Event, is_waiting, record
 from nalar_common.logging import get_logger
-from nalar_common.subjects import DRIVER_AGENT
+from nalar_common.subjects import DRIVER_AGENT, signal_future
 from nalar_common.subjects import Headers as H
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -48,6 +50,30 @@ class SignalTimers:
                                            durable=config.durable_name, cb=self._on_signal,
                                            manual_ack=True, config=config)
 
+    async def watch_given(self) -> Any:
+        """Drop the timer of a signal as it is given: without this each timed signal held its
+        event (and an `in_progress` every claim round) until its deadline, however long ago
+        its run went on (bench/lifetimes.py: 10,000 lifetimes with a one-day timeout)."""
+        return await self.bus.nc.subscribe(self.names.run_event("*", Event.SIGNALLED),
+                                           cb=self._on_given)
+
+    async def _on_given(self, msg: Msg) -> None:
+        try:
+            body = Envelope.decode(msg.data, expect="event").body
+            key = (str(body["run"]), str(body["signal"]))
+        except Exception:
+            return  # the timer fires at its deadline and finds out
+        if self._deadline.pop(key, None) is None:
+            return
+        if len(self._heap) > 2 * len(self._deadline) + 1024:  # drop the stale entries
+            self._heap = [e for e in self._heap if self._deadline.get((e[1], e[2])) == e[0]]
+            heapq.heapify(self._heap)
+        for m in self._msgs.pop(key, []):
+            try:
+                await m.ack()
+            except Exception:
+                pass
+
     async def _on_signal(self, msg: Msg) -> None:
         try:
             body = Envelope.decode(msg.data, expect="event").body
@@ -59,8 +85,8 @@ class SignalTimers:
                               reason=f"unreadable signal event: {exc}", stream=True)
             await msg.term()
             return
-        if deadline is None:
-            await msg.ack()
+        if deadline is None or await self._given(run, name):
+            await msg.ack()  # no timeout, or given already (e.g. while this store was down)
             return
         key = (run, name)
         self._msgs.setdefault(key, []).append(msg)
@@ -68,6 +94,13 @@ class SignalTimers:
             self._deadline[key] = float(deadline)
             heapq.heappush(self._heap, (float(deadline), run, name))
             self._changed.set()
+
+    async def _given(self, run: str, name: str) -> bool:
+        try:
+            return await self.bus.direct_get_last(
+                self.names.futures_stream, self.names.future(run, signal_future(name))) is not None
+        except Exception:
+            return False  # the timer decides at its deadline
 
     async def run(self) -> None:
         """Fire timers as they come due; keep the claim on the pending ones."""
@@ -96,7 +129,7 @@ class SignalTimers:
 
     async def _fire(self, run: str, name: str) -> None:
         key = (run, name)
-        future = "sig-" + name
+        future = signal_future(name)
         try:
             stored = await publish_result(self.bus, {
                 H.RUN: run, H.FUTURE: future, H.AGENT: "_signal", H.METHOD: name},
