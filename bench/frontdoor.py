@@ -23,8 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,7 +36,6 @@ from typing import Any
 import nats
 from keepalive import HTTPError, KeepAlive, keepalive
 from nalar_common.envelope import Envelope
-from nalar_common.servers import nats_server_binary
 from nalar_common.subjects import Names
 from stack import (
     MACHINE,
@@ -48,6 +45,7 @@ from stack import (
     nats_traffic,
     other_cores,
     redis_calls,
+    run_header,
     started_stack,
     summary_ms,
     top_frames,
@@ -383,12 +381,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    version = subprocess.run([nats_server_binary(), "--version"], capture_output=True,
-                             text=True).stdout.strip().split()[-1]
-    result: dict[str, Any] = {
-        "command": " ".join([".venv/bin/python", "bench/frontdoor.py", *argv]),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                    "nats_server": version}}
+    result: dict[str, Any] = run_header("bench/frontdoor.py", argv)
     started = time.perf_counter()
     with started_stack(APP, nodes=1, hosts_per_node=2, log_level=args.log_level) as stack:
         asyncio.run(bench(stack, args, result))

@@ -32,10 +32,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -46,10 +43,17 @@ from typing import Any
 import httpx
 import nats
 from keepalive import HTTPError, keepalive
-from nalar_common.servers import nats_server_binary
 from nalar_common.subjects import Names
 from procstat import rss_bytes
-from stack import Stack, start_again, started_stack, stop_stack, summary_ms, wait_ready
+from stack import (
+    Stack,
+    run_header,
+    start_again,
+    started_stack,
+    stop_stack,
+    summary_ms,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "bench" / "apps" / "lifetimes"
@@ -490,13 +494,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    version = subprocess.run([nats_server_binary(), "--version"], capture_output=True,
-                             text=True).stdout.strip().split()[-1]
-    result: dict[str, Any] = {
-        "command": " ".join([".venv/bin/python", "bench/lifetimes.py", *argv]),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                    "nats_server": version},
-        "nodes": args.nodes, "hosts_per_node": args.hosts_per_node}
+    result: dict[str, Any] = {**run_header("bench/lifetimes.py", argv),
+                              "nodes": args.nodes, "hosts_per_node": args.hosts_per_node}
     started = time.perf_counter()
     with started_stack(APP, nodes=args.nodes, hosts_per_node=args.hosts_per_node,
                        log_level=args.log_level) as stack:

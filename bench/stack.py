@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from nalar_common.servers import (
     ServerProcess,
     die_with_parent,
     free_port,
+    nats_server_binary,
     start_nats,
     start_valkey,
 )
@@ -46,6 +48,15 @@ def summary_ms(samples: Sequence[float]) -> dict[str, float]:
     return {"n": len(samples), **{k: round(pct(samples, q) * 1e3, 3) for k, q in
                                   (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99),
                                    ("max_ms", 100))}}
+
+
+def run_header(script: str, argv: Sequence[str]) -> dict[str, Any]:
+    """What every result file starts with: the command that made it and the machine."""
+    version = subprocess.run([nats_server_binary(), "--version"], capture_output=True,
+                             text=True).stdout.strip().split()[-1]
+    return {"command": " ".join([".venv/bin/python", script, *argv]),
+            "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                        "nats_server": version}}
 
 
 # -- processes -----------------------------------------------------------------------------

@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
 from nalar_common.errors import MalformedMessage
 
 VERSION = 1
+T = TypeVar("T")
 _EXT_FUTURE_REF = 1
 _EXT_VALUE_REF = 2
 
@@ -127,26 +128,20 @@ class Envelope:
 
 def walk_refs(value: Any) -> list[FutureRef]:
     """Future references nested anywhere in lists, tuples and dict values."""
-    found: list[FutureRef] = []
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, FutureRef):
-            found.append(item)
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-    return found
+    return _walk(value, FutureRef)
 
 
 def walk_value_refs(value: Any) -> list[ValueRef]:
     """`ValueRef`s nested anywhere in lists, tuples and dict values."""
-    found: list[ValueRef] = []
+    return _walk(value, ValueRef)
+
+
+def _walk(value: Any, cls: type[T]) -> list[T]:
+    found: list[T] = []
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, ValueRef):
+        if isinstance(item, cls):
             found.append(item)
         elif isinstance(item, list | tuple):
             stack.extend(item)
