@@ -170,3 +170,14 @@ async def test_read_all_pages_without_a_consumer(bus: Bus, monkeypatch) -> None:
     assert [m.subject for m in one] == [names.future("r11", "4")]
     assert await bus.read_all(names.futures_stream, names.future("r11", "nope")) == []
     assert (await bus.js.stream_info(names.futures_stream)).state.consumer_count == before
+
+
+async def test_read_all_says_when_the_server_cannot_answer(bus: Bus) -> None:
+    """No stream (or no responder): `Unavailable`, never an empty list taken for the truth."""
+    import pytest
+    from nalar_common.errors import Unavailable
+
+    await bus.ensure_topology()
+    with pytest.raises(Unavailable):
+        await bus.read_all("NO_SUCH_STREAM", "x.y", timeout=2)
+    assert await bus.read_all(bus.names.futures_stream, bus.names.future("r12", "1")) == []

@@ -9,6 +9,7 @@ import uuid
 from nalar_common.bus import Bus
 from nalar_common.calls import publish_result
 from nalar_common.cluster import ClusterView
+from nalar_common.envelope import Envelope
 from nalar_common.journal import Event, record
 from nalar_common.subjects import Headers as H
 from nalar_common.testing import wait_until
@@ -27,6 +28,11 @@ async def test_a_given_signal_drops_its_timer(bus: Bus) -> None:
                 "name": "go", "future": "sig-go", "timeout": 3600.0,
                 "deadline": time.time() + 3600}, acked=True)
         await wait_until(lambda: len(timers._deadline) == 2, what="both timers armed")
+        # a `signalled` event whose signal is not stored drops nothing (its timer decides)
+        await bus.nc.publish(bus.names.run_event(runs[1], Event.SIGNALLED), Envelope(
+            "event", {"run": runs[1], "signal": "go", "future": "sig-go"}).encode())
+        await publish_result(bus, {H.RUN: runs[0], H.FUTURE: "sig-go", H.AGENT: "_signal",
+                                   H.METHOD: "go"}, value=True, executor="gateway")
         await record(bus, runs[0], Event.SIGNALLED, {"signal": "go", "future": "sig-go"},
                      acked=True)
         await wait_until(lambda: list(timers._deadline) == [(runs[1], "go")],

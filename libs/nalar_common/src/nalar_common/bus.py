@@ -35,6 +35,7 @@ log = get_logger(__name__)
 
 MAX_CONSUMERS = 20_000
 MULTI_LAST_BATCH = 1000  # nats-server answers 413 past 1024 results per batch direct get
+READ_ALL_PAGE_BYTES = 8 << 20  # a page of `read_all` stops past this (no flow control)
 _ESSENTIAL = ("subjects", "retention", "max_msgs_per_subject", "allow_direct", "discard")
 NO_STORAGE = 10047  # JetStream: insufficient storage resources (to reserve max_bytes)
 
@@ -250,10 +251,12 @@ class Bus:
             stream, {"multi_last": subjects, "batch": 100_000}, timeout)
         return {m.subject: m for m in found}
 
-    async def _direct_batch(self, stream: str, request: dict[str, Any],
-                            timeout: float) -> tuple[list[StoredMsg], int]:
+    async def _direct_batch(self, stream: str, request: dict[str, Any], timeout: float, *,
+                            strict: bool = False) -> tuple[list[StoredMsg], int]:
         """One batch direct get: the messages, and how many more match (the end-of-batch
-        message's `Nats-Num-Pending`; 0 when nothing matched)."""
+        message's `Nats-Num-Pending`; 0 when nothing matched). `strict`: a status other than
+        the end of the batch (204) or nothing matched (404) raises `Unavailable` (no
+        responders, a stream without a leader) instead of reading as "no more"."""
         inbox = self.nc.new_inbox()
         queue: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -271,8 +274,12 @@ class Bus:
                     stored = _stored(msg)
                     if stored is None:
                         headers = msg.headers or {}
-                        if headers.get("Status") == "413":
+                        status = headers.get("Status")
+                        if status == "413":
                             raise TooManyResults(str(request))
+                        if strict and status not in ("204", "404"):
+                            raise Unavailable(f"batch direct get from {stream} answered "
+                                              f"{status}", details={"status": status})
                         return found, int(headers.get("Nats-Num-Pending") or 0)
                     found.append(stored)
         finally:
@@ -287,8 +294,8 @@ class Bus:
         seq = 1
         while True:
             found, more = await self._direct_batch(
-                stream, {"seq": seq, "next_by_subj": subject, "batch": MULTI_LAST_BATCH},
-                timeout)
+                stream, {"seq": seq, "next_by_subj": subject, "batch": MULTI_LAST_BATCH,
+                         "max_bytes": READ_ALL_PAGE_BYTES}, timeout, strict=True)
             out += found
             if not found or not more:
                 return out

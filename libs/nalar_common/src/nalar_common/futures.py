@@ -117,14 +117,14 @@ class FutureWaiter:
             callbacks.append(callback)
             return
         rs = self._runs.get(run)
-        if rs is None:
-            rs = _RunSub()
-            rs.sub = await self._bus.nc.subscribe(self._bus.names.futures_of_run(run),
-                                                  cb=self._on_msg)
-            self._runs.setdefault(run, rs)
-            if self._runs[run] is not rs:  # another watcher subscribed meanwhile
-                await rs.sub.unsubscribe()
-                rs = self._runs[run]
+        while rs is None:
+            mine = _RunSub()
+            mine.sub = await self._bus.nc.subscribe(self._bus.names.futures_of_run(run),
+                                                    cb=self._on_msg)
+            rs = self._runs.setdefault(run, mine)
+            if rs is not mine:  # another watcher subscribed meanwhile: use theirs
+                await mine.sub.unsubscribe()
+                rs = self._runs.get(run)  # (unless `forget` dropped it meanwhile: again)
         rs.pending += 1
         self._idle.pop(run, None)
         self._pending[key] = [callback]
@@ -226,7 +226,9 @@ class FutureWaiter:
         expired = [r for r, s in self._idle.items()
                    if now - s.idle_since > IDLE_LINGER_S or len(self._idle) > MAX_IDLE_RUNS]
         for r in expired:
-            idle = self._idle.pop(r)
+            idle = self._idle.pop(r, None)
+            if idle is None:  # dropped meanwhile (`forget`)
+                continue
             if self._runs.get(r) is idle:
                 del self._runs[r]
             if idle.sub is not None and not self._bus.nc.is_closed:

@@ -63,6 +63,8 @@ class SignalTimers:
             key = (str(body["run"]), str(body["signal"]))
         except Exception:
             return  # the timer fires at its deadline and finds out
+        if key not in self._deadline or not await self._given(*key):
+            return  # not one of ours, or not stored (its timer still decides)
         if self._deadline.pop(key, None) is None:
             return
         if len(self._heap) > 2 * len(self._deadline) + 1024:  # drop the stale entries
@@ -113,8 +115,8 @@ class SignalTimers:
                     await self._fire(run, name)
             if time.monotonic() - last_claim > ACK_WAIT_S / 3:
                 last_claim = time.monotonic()
-                for msgs in self._msgs.values():
-                    for m in msgs:
+                for msgs in list(self._msgs.values()):  # `_on_given` drops some meanwhile
+                    for m in list(msgs):
                         try:
                             await m.in_progress()
                         except Exception:

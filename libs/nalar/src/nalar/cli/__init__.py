@@ -35,6 +35,7 @@ async def _futures(run: str, nats_url: str, prefix: str) -> list[dict[str, Any]]
     from nalar_common.envelope import Envelope
     from nalar_common.settings import NatsSettings
     from nalar_common.subjects import Names
+    from nalar_common.values import carried, public
 
     names = Names(prefix)
     bus = await connect(NatsSettings(url=nats_url, prefix=prefix), names, name="nalar-cli")
@@ -43,6 +44,9 @@ async def _futures(run: str, nats_url: str, prefix: str) -> list[dict[str, Any]]
         rows = []
         for subject, m in sorted(found.items(), key=lambda kv: kv[1].seq):
             body = Envelope.decode(m.data).body
+            if carried(m.headers):  # kept by reference: where it is, not the value
+                fid = subject.rsplit(".", 1)[1]
+                body["value"] = public(body.get("value"), f"/v1/runs/{run}/futures/{fid}/value")
             rows.append({"subject": subject,
                          "headers": {k: v for k, v in m.headers.items()
                                      if k.startswith("Nalar-")},
