@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from e2e_stack import NO_LIMITS, OPEN_POLICY, StackHandle, start_stack, stop_stack
+from e2e_stack import NO_LIMITS, OPEN_POLICY, StackHandle, start_stack, stop_stack, two_hosts
 
 
 def call(tool: str, /, **arguments: Any) -> dict[str, Any]:
@@ -65,6 +65,15 @@ def futures(url: str, run: str) -> list[dict[str, Any]]:
 def steps(url: str, run: str) -> list[str]:
     """`agent.method` of the run's futures, in order, the driver left out."""
     return [f"{f['agent']}.{f['method']}" for f in futures(url, run) if f["future"] != "0"]
+
+
+@contextmanager
+def killable_hosts(app: Path, nats_url: str, redis_url: str, folder: Path,
+                   env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """A controller, two hosts and a gateway as separate processes (so one host can die),
+    as `kill_the_driver_host_mid_run` takes them: its URL, processes and `folder`."""
+    with two_hosts(app, nats_url, redis_url, folder / "logs", extra_env=env) as handle:
+        yield {"url": handle.url, "procs": handle.procs, "dir": folder}
 
 
 def kill_the_driver_host_mid_run(hosts: dict[str, Any], run: str,

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from agent_runs import executions as executions_log
-from agent_runs import futures, governed_stack, kill_the_driver_host_mid_run, start
-from e2e_stack import NO_LIMITS, ROOT, StackHandle, live_config, two_hosts
+from agent_runs import futures, governed_stack, kill_the_driver_host_mid_run, killable_hosts, start
+from e2e_stack import NO_LIMITS, ROOT, StackHandle, live_config
 
 pytestmark = pytest.mark.e2e
 
@@ -191,10 +191,9 @@ def test_a_fork_reuses_the_executions_before_it_and_takes_another_branch(
 @pytest.fixture
 def hosts(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A controller, two hosts and a gateway as separate processes (so one host can die)."""
-    with two_hosts(APP, nats_url, redis_url, tmp_path / "logs",
-                   extra_env={"TOOLUSE_DIR": str(tmp_path),
-                              "NALAR_LLM_TIME_SCALE": "0.01"}) as handle:
-        yield {"url": handle.url, "procs": handle.procs, "dir": tmp_path}
+    env = {"TOOLUSE_DIR": str(tmp_path), "NALAR_LLM_TIME_SCALE": "0.01"}
+    with killable_hosts(APP, nats_url, redis_url, tmp_path, env) as handle:
+        yield handle
 
 
 def test_a_host_killed_mid_lifetime_resumes_with_no_task_run_twice(

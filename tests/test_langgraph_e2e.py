@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from agent_runs import start
-from e2e_stack import ROOT, StackHandle, start_stack, stop_stack, two_hosts
+from agent_runs import killable_hosts, start
+from e2e_stack import ROOT, StackHandle, start_stack, stop_stack
 from nalar_common.testing import wait_until_sync
 
 pytestmark = pytest.mark.e2e
@@ -255,9 +255,9 @@ def test_interrupts_of_one_super_step_and_of_one_node_each_get_a_signal(
 @pytest.fixture
 def hosts(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A controller, two hosts and a gateway as separate processes (so one host can die)."""
-    with two_hosts(APP, nats_url, redis_url, tmp_path / "logs",
-                   extra_env={**ENGINE, "GRAPHS_DIR": str(tmp_path)}) as handle:
-        yield {"url": handle.url, "procs": handle.procs, "dir": tmp_path}
+    env = {**ENGINE, "GRAPHS_DIR": str(tmp_path)}
+    with killable_hosts(APP, nats_url, redis_url, tmp_path, env) as handle:
+        yield handle
 
 
 def test_a_host_killed_mid_graph_resumes_without_running_a_node_twice(

@@ -22,6 +22,7 @@ from agent_runs import (
     futures,
     governed_stack,
     kill_the_driver_host_mid_run,
+    killable_hosts,
     start,
     steps,
 )
@@ -30,7 +31,6 @@ from e2e_stack import (
     ROOT,
     StackHandle,
     live_config,
-    two_hosts,
 )
 
 pytestmark = pytest.mark.e2e
@@ -177,9 +177,9 @@ def test_runs_of_one_session_continue_one_conversation(stack: StackHandle) -> No
 @pytest.fixture
 def hosts(nats_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A controller, two hosts and a gateway as separate processes (so one host can die)."""
-    with two_hosts(APP, nats_url, redis_url, tmp_path / "logs",
-                   extra_env={**ENGINE, "OAI_DIR": str(tmp_path)}) as handle:
-        yield {"url": handle.url, "procs": handle.procs, "dir": tmp_path}
+    env = {**ENGINE, "OAI_DIR": str(tmp_path)}
+    with killable_hosts(APP, nats_url, redis_url, tmp_path, env) as handle:
+        yield handle
 
 
 def test_a_host_killed_mid_run_resumes_without_repeating_a_step(

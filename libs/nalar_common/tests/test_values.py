@@ -46,8 +46,8 @@ def test_public_form_names_where_to_read() -> None:
     ref = ValueRef("nalar-value://b/r/0/result/x", 3, "SHA-256=q", "msgpack")
     shown = {"uri": ref.uri, "size_bytes": 3, "digest": "SHA-256=q", "kind": "msgpack"}
     href = "/v1/runs/r/futures/0/value"
-    assert public(ref, href) == {"$value_ref": {**shown, "href": href}}
-    assert public({"x": [ref]}, href) == {"x": [{"$value_ref": shown}]}  # not the whole value
+    assert public(ref, "r", "0") == {"$value_ref": {**shown, "href": href}}
+    assert public({"x": [ref]}, "r", "0") == {"x": [{"$value_ref": shown}]}  # not the whole
 
 
 def test_a_guess_of_size_without_packing() -> None:

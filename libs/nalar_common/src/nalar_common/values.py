@@ -271,14 +271,19 @@ def store_for(bus: Bus) -> ValueStore:
     return store
 
 
-def public(value: Any, href: str) -> Any:
-    """`value` for a JSON reader: each `ValueRef` becomes `{"$value_ref": {uri, size_bytes,
-    digest, kind}}`, with `href` (where it streams from) when the whole value is the
-    reference."""
+def href(run: str, future: str) -> str:
+    """Where a future's value is read over HTTP (`GET`, the gateway streams it)."""
+    return f"/v1/runs/{run}/futures/{future}/value"
+
+
+def public(value: Any, run: str, future: str) -> Any:
+    """The value of future `future` of `run` for a JSON reader: each `ValueRef` becomes
+    `{"$value_ref": {uri, size_bytes, digest, kind}}`, with `href` (where it streams from)
+    when the whole value is the reference."""
+    out = _public(value)
     if isinstance(value, ValueRef):
-        return {"$value_ref": {"uri": value.uri, "size_bytes": value.size,
-                               "digest": value.digest, "kind": value.kind, "href": href}}
-    return _public(value)
+        out["$value_ref"]["href"] = href(run, future)
+    return out
 
 
 def _public(value: Any) -> Any:

@@ -112,11 +112,12 @@ class Execution:
         missing = [f for f, d in dispatch.deps.items() if not d.data]
         if not missing:
             return dispatch.deps
+        names = self.bus.names
+        subjects = {names.future(call.run, fid): fid for fid in missing}
+        found = await self.bus.multi_last(names.futures_stream, subjects)  # one request
         deps = dict(dispatch.deps)
-        for fid in missing:
-            stored = await self.bus.direct_get_last(self.bus.names.futures_stream,
-                                                    self.bus.names.future(call.run, fid),
-                                                    strict=True)
+        for subject, fid in subjects.items():
+            stored = found.get(subject)
             if stored is None:
                 raise Unavailable(f"result of dependency {fid} is not in the stream",
                                   details={"future": fid})

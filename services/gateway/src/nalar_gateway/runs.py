@@ -18,7 +18,6 @@ from nalar_common.subjects import Headers as H
 from nalar_common.values import carried, public
 
 from nalar_gateway.lookups import Lookups
-from nalar_gateway.values import href
 
 
 class RunReader:
@@ -81,7 +80,7 @@ class RunReader:
                 out["status"] = "succeeded"
                 out["result"] = body.get("value")
                 if carried(root.headers):  # kept by reference: where to read it
-                    out["result"] = public(out["result"], href(run, ROOT_FUTURE))
+                    out["result"] = public(out["result"], run, ROOT_FUTURE)
             else:
                 err = NalarError.from_wire(body.get("error") or {})
                 out["status"] = "cancelled" if err.error_code == "cancelled" else "failed"

@@ -26,10 +26,6 @@ JSON_MAX_BYTES = 64 << 20
 413 unless the client accepts `application/msgpack`."""
 
 
-def href(run: str, future: str) -> str:
-    return f"/v1/runs/{run}/futures/{future}/value"
-
-
 async def future_value(bus: Bus, run: str, future: str, accept: str = "") -> Response:
     """The response for one future's value: 404 while it has none, 409 when it failed."""
     stored = await bus.direct_get_last(bus.names.futures_stream, bus.names.future(run, future),

@@ -20,7 +20,7 @@ from typing import Any
 from nalar_common.envelope import ValueRef
 from nalar_common.errors import GuardrailExceeded, InvalidInput, NalarError
 from nalar_common.journal import Event, decode, record
-from nalar_common.values import store_for
+from nalar_common.values import href, store_for
 
 from nalar.agentgraph.model import SEMVER, AgentGraph, EdgeKind, Human
 from nalar.agentgraph.nodes import node_function
@@ -245,7 +245,7 @@ class Records:
             ref = await store_for(bus).put(ctx.run, future, "record", result.pop("keep"))
             result["uri"] = ref.uri
         if "result" in body:
-            result["href"] = f"/v1/runs/{ctx.run}/futures/{future}/value"
+            result["href"] = href(ctx.run, future)
         self.seen.add(future)
         await record(bus, ctx.run, Event.EXECUTION, body, acked=True,
                      msg_id=f"{ctx.run}.execution.{future}")

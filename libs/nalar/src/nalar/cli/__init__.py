@@ -45,8 +45,7 @@ async def _futures(run: str, nats_url: str, prefix: str) -> list[dict[str, Any]]
         for subject, m in sorted(found.items(), key=lambda kv: kv[1].seq):
             body = Envelope.decode(m.data).body
             if carried(m.headers):  # kept by reference: where it is, not the value
-                fid = subject.rsplit(".", 1)[1]
-                body["value"] = public(body.get("value"), f"/v1/runs/{run}/futures/{fid}/value")
+                body["value"] = public(body.get("value"), run, subject.rsplit(".", 1)[1])
             rows.append({"subject": subject,
                          "headers": {k: v for k, v in m.headers.items()
                                      if k.startswith("Nalar-")},
